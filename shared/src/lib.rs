@@ -3,3 +3,14 @@
 
 pub mod character;
 pub mod llm;
+pub mod config;
+pub mod wire;
+pub mod amqp;
+pub mod backoff;
+pub mod broker;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+pub mod cache;
+pub mod request_cache;
+pub mod lineproto;

@@ -1,1 +1,4 @@
 //! placeholder
+
+pub mod llm;
+pub mod mock_llm;

@@ -1,0 +1,178 @@
+//! The broker port: publish with confirms, consume with bounded prefetch and explicit acks,
+//! dead-letter with a reason. RabbitMQ implements it in [`crate::amqp`]; an in-process
+//! implementation with the same contract serves the embedded mode.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Connection or channel trouble: retryable once the broker is back.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker refused the message (nack) or could not route it.
+    #[error("broker did not accept the message: {0}")]
+    Rejected(String),
+    /// Topology arguments disagree with what already exists, or similar: not retryable.
+    #[error("broker refused the operation: {0}")]
+    Fatal(String),
+}
+
+impl BrokerError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Rejected(_))
+    }
+}
+
+/// A message to publish. Persistent unless said otherwise.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub message_id: Option<String>,
+    pub content_type: &'static str,
+    pub persistent: bool,
+}
+
+impl Message {
+    pub fn json(exchange: &str, routing_key: &str, body: Vec<u8>) -> Self {
+        Self {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body,
+            headers: BTreeMap::new(),
+            message_id: None,
+            content_type: "application/json",
+            persistent: true,
+        }
+    }
+
+    pub fn line_protocol(body: Vec<u8>) -> Self {
+        Self {
+            content_type: "text/plain; charset=utf-8",
+            ..Self::json(
+                topology::METRICS_EXCHANGE,
+                topology::METRICS_ROUTING_KEY,
+                body,
+            )
+        }
+    }
+
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.message_id = Some(id.into());
+        self
+    }
+}
+
+/// Settles one delivery. Exactly one of these is called per delivery.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(&self) -> Result<(), BrokerError>;
+    /// Back to the queue (counts as a delivery attempt on quorum queues: not for flow control).
+    async fn requeue(&self) -> Result<(), BrokerError>;
+    /// Straight to the queue's dead-letter exchange, without our reason header.
+    async fn reject(&self) -> Result<(), BrokerError>;
+}
+
+/// One received message.
+pub struct Delivery {
+    pub queue: String,
+    pub body: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub message_id: Option<String>,
+    pub redelivered: bool,
+    /// Earlier deliveries of this message (quorum queues' `x-delivery-count`; 0 the first time).
+    pub delivery_count: u32,
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("queue", &self.queue)
+            .field("bytes", &self.body.len())
+            .field("message_id", &self.message_id)
+            .field("redelivered", &self.redelivered)
+            .field("delivery_count", &self.delivery_count)
+            .finish()
+    }
+}
+
+/// A running consumer: deliveries arrive on `rx`; `stop` cancels the subscription (already
+/// delivered messages stay in `rx` to be finished and acked).
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Delivery>,
+    pub stop: CancellationToken,
+}
+
+/// Depth of one queue as the broker reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub ready: u64,
+    pub consumers: u32,
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Declares the fleet's exchanges, queues and bindings (idempotent).
+    async fn ensure_topology(&self) -> Result<(), BrokerError>;
+    /// Declares `replies.<gateway_id>` and binds it; returns the queue name.
+    async fn ensure_reply_queue(&self, gateway_id: &str) -> Result<String, BrokerError>;
+    /// Publishes and waits for the broker's confirm.
+    async fn publish(&self, msg: Message) -> Result<(), BrokerError>;
+    /// Publishes all, then waits for all confirms together (pipelined).
+    async fn publish_many(&self, msgs: Vec<Message>) -> Result<(), BrokerError>;
+    /// Consumes `queue` with at most `prefetch` unacked deliveries, reconnecting on its own.
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Subscription, BrokerError>;
+    /// A private, auto-deleted subscription to the `fleet.control` fanout.
+    async fn subscribe_control(&self) -> Result<Subscription, BrokerError>;
+    /// Ready count and consumers of a queue; `None` when it does not exist.
+    async fn queue_stats(&self, queue: &str) -> Result<Option<QueueStats>, BrokerError>;
+    /// Whether the broker is reachable right now (for readiness probes).
+    async fn is_ready(&self) -> bool;
+    /// `rabbitmq at amqp://host:5672/vhost` or `embedded`, without credentials.
+    fn describe(&self) -> String;
+}
+
+/// Moves a delivery to its dead-letter queue with `reason` in a header, then acks it.
+/// If the dead-letter publish fails the delivery is left unsettled (it will come back), so
+/// nothing is lost.
+pub async fn dead_letter(
+    broker: &dyn Broker,
+    delivery: Delivery,
+    reason: &str,
+) -> Result<(), BrokerError> {
+    let mut headers = delivery.headers.clone();
+    headers.insert(topology::HEADER_DEAD_REASON.into(), truncate(reason, 1000));
+    headers.insert(topology::HEADER_DEAD_SOURCE.into(), delivery.queue.clone());
+    let msg = Message {
+        exchange: topology::DEAD_EXCHANGE.into(),
+        routing_key: delivery.queue.clone(),
+        body: delivery.body.clone(),
+        headers,
+        message_id: delivery.message_id.clone(),
+        content_type: "application/octet-stream",
+        persistent: true,
+    };
+    broker.publish(msg).await?;
+    delivery.acker.ack().await
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

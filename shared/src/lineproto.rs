@@ -1,0 +1,175 @@
+//! InfluxDB line protocol encoding for metric events. A metric event is one AMQP message per
+//! turn whose body is all of that turn's points, newline-separated; the metrics-writer
+//! parses and validates them and never re-encodes.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Float(f64),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    Str(String),
+}
+
+/// One point. Tags must have low cardinality (character, platform, outcome, queue, …):
+/// never user ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub measurement: String,
+    pub tags: Vec<(String, String)>,
+    pub fields: Vec<(String, FieldValue)>,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl Point {
+    pub fn new(measurement: &str, timestamp: DateTime<Utc>) -> Self {
+        Self {
+            measurement: measurement.to_string(),
+            tags: Vec::new(),
+            fields: Vec::new(),
+            timestamp,
+        }
+    }
+
+    pub fn tag(mut self, k: &str, v: &str) -> Self {
+        if !v.is_empty() {
+            self.tags.push((k.to_string(), v.to_string()));
+        }
+        self
+    }
+
+    pub fn field(mut self, k: &str, v: FieldValue) -> Self {
+        if let FieldValue::Float(f) = v {
+            if !f.is_finite() {
+                return self;
+            }
+        }
+        self.fields.push((k.to_string(), v));
+        self
+    }
+
+    pub fn float(self, k: &str, v: f64) -> Self {
+        self.field(k, FieldValue::Float(v))
+    }
+
+    pub fn int(self, k: &str, v: i64) -> Self {
+        self.field(k, FieldValue::Int(v))
+    }
+
+    /// Appends the line (without newline). A point without fields is not valid line
+    /// protocol and is skipped.
+    pub fn write_to(&self, out: &mut String) -> bool {
+        if self.fields.is_empty() {
+            return false;
+        }
+        escape(out, &self.measurement, &[',', ' ']);
+        let mut tags: Vec<_> = self.tags.iter().collect();
+        // Sorted tags are what InfluxDB recommends for write performance.
+        tags.sort();
+        for (k, v) in tags {
+            out.push(',');
+            escape(out, k, &[',', '=', ' ']);
+            out.push('=');
+            escape(out, v, &[',', '=', ' ']);
+        }
+        for (i, (k, v)) in self.fields.iter().enumerate() {
+            out.push(if i == 0 { ' ' } else { ',' });
+            escape(out, k, &[',', '=', ' ']);
+            out.push('=');
+            match v {
+                FieldValue::Float(f) => {
+                    let _ = write!(out, "{f}");
+                }
+                FieldValue::Int(i) => {
+                    let _ = write!(out, "{i}i");
+                }
+                FieldValue::UInt(u) => {
+                    let _ = write!(out, "{u}u");
+                }
+                FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+                FieldValue::Str(s) => {
+                    out.push('"');
+                    for c in s.chars() {
+                        match c {
+                            '"' | '\\' => {
+                                out.push('\\');
+                                out.push(c);
+                            }
+                            '\n' => out.push_str("\\n"),
+                            _ => out.push(c),
+                        }
+                    }
+                    out.push('"');
+                }
+            }
+        }
+        let ns = self
+            .timestamp
+            .timestamp_nanos_opt()
+            .unwrap_or_else(|| self.timestamp.timestamp_millis() * 1_000_000);
+        let _ = write!(out, " {ns}");
+        true
+    }
+}
+
+fn escape(out: &mut String, s: &str, special: &[char]) {
+    for c in s.chars() {
+        if c == '\n' {
+            out.push(' ');
+            continue;
+        }
+        if c == '\\' || special.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Encodes points as one metric-event body.
+pub fn encode(points: &[Point]) -> String {
+    let mut out = String::new();
+    for p in points {
+        let start = out.len();
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        if !p.write_to(&mut out) {
+            out.truncate(start);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_types() {
+        let ts = DateTime::from_timestamp(1_700_000_000, 5).unwrap();
+        let p = Point::new("turn", ts)
+            .tag("character", "Elena Rodriguez")
+            .tag("outcome", "ok")
+            .float("llm_ms", 12.5)
+            .int("cdl_queries", 1)
+            .field("note", FieldValue::Str("say \"hi\"".into()))
+            .float("nan", f64::NAN);
+        let line = encode(&[p]);
+        assert_eq!(
+            line,
+            "turn,character=Elena\\ Rodriguez,outcome=ok llm_ms=12.5,cdl_queries=1i,note=\"say \\\"hi\\\"\" 1700000000000000005"
+        );
+    }
+
+    #[test]
+    fn skips_points_without_fields() {
+        let ts = Utc::now();
+        let body = encode(&[Point::new("empty", ts), Point::new("x", ts).int("a", 1)]);
+        assert_eq!(body.lines().count(), 1);
+        assert!(body.starts_with("x a=1i "));
+    }
+}

@@ -1,0 +1,56 @@
+//! Names of the fleet's exchanges and queues and the arguments they are declared with.
+//! Whoever starts first declares them; declaring is idempotent as long as every process
+//! agrees on the arguments (a mismatch is a startup error naming the queue).
+
+use std::time::Duration;
+
+pub const TURNS_EXCHANGE: &str = "fleet.turns";
+pub const TURNS_QUEUE: &str = "turns";
+pub const TURNS_ROUTING_KEY: &str = "turns";
+pub const REPLIES_EXCHANGE: &str = "fleet.replies";
+pub const METRICS_EXCHANGE: &str = "fleet.metrics";
+pub const METRICS_QUEUE: &str = "metrics";
+pub const METRICS_ROUTING_KEY: &str = "metrics";
+pub const CONTROL_EXCHANGE: &str = "fleet.control";
+/// Direct exchange: dead letters route by their source queue's name.
+pub const DEAD_EXCHANGE: &str = "fleet.dead";
+pub const TURNS_DEAD_QUEUE: &str = "turns.dead";
+pub const METRICS_DEAD_QUEUE: &str = "metrics.dead";
+pub const REPLY_QUEUE_PREFIX: &str = "replies.";
+
+/// Header carrying why we dead-lettered a message ourselves (RabbitMQ's own dead-lettering
+/// writes `x-death` / `x-first-death-reason` instead).
+pub const HEADER_DEAD_REASON: &str = "x-whisperfleet-dead-reason";
+/// Header naming the queue a dead letter came from.
+pub const HEADER_DEAD_SOURCE: &str = "x-whisperfleet-source-queue";
+
+/// The dead-letter queue of a source queue.
+pub fn dead_queue_for(source: &str) -> &'static str {
+    match source {
+        METRICS_QUEUE => METRICS_DEAD_QUEUE,
+        _ => TURNS_DEAD_QUEUE,
+    }
+}
+
+pub fn reply_queue(gateway_id: &str) -> String {
+    format!("{REPLY_QUEUE_PREFIX}{gateway_id}")
+}
+
+/// Arguments every process must agree on.
+#[derive(Debug, Clone)]
+pub struct TopologySettings {
+    /// Deliveries of one turn before it is dead-lettered (`x-delivery-limit`).
+    pub delivery_limit: u32,
+    /// An unused reply queue disappears after this long (`x-expires`), so a retired gateway
+    /// leaves nothing behind.
+    pub reply_queue_expires: Duration,
+}
+
+impl Default for TopologySettings {
+    fn default() -> Self {
+        Self {
+            delivery_limit: 5,
+            reply_queue_expires: Duration::from_secs(3600),
+        }
+    }
+}

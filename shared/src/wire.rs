@@ -1,0 +1,281 @@
+//! The wire contract: the JSON bodies that cross the broker. Every body carries a schema
+//! version `v`; readers accept `v` and `v - 1` and ignore unknown fields, so a fleet can be
+//! upgraded one process at a time.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Current schema version written by this build.
+pub const WIRE_VERSION: u32 = 1;
+/// Oldest schema version this build still reads.
+pub const WIRE_MIN_VERSION: u32 = WIRE_VERSION.saturating_sub(1);
+
+/// Where a turn came from: a conversation is (platform, channel_id, user_id, character).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// `discord`, `http`, `terminal`, …
+    pub platform: String,
+    pub channel_id: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guild_id: Option<String>,
+    pub is_dm: bool,
+}
+
+impl Conversation {
+    /// The key that orders turns and holds short-term history.
+    pub fn key(&self, character: &str) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.platform, self.channel_id, self.user_id, character
+        )
+    }
+}
+
+/// One user message to be answered by one character.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnRequest {
+    pub v: u32,
+    pub turn_id: Uuid,
+    pub conversation: Conversation,
+    /// Character name as the user addressed it (the worker normalizes it).
+    pub character: String,
+    pub user_name: String,
+    pub text: String,
+    /// Position of this turn in its conversation (assigned by the gateway).
+    #[serde(default)]
+    pub seq: u64,
+    /// Platform's own timestamp of the message, when it has one (Discord snowflake time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_sent_at: Option<DateTime<Utc>>,
+    /// When the gateway received the platform event.
+    pub received_at: DateTime<Utc>,
+    /// When the gateway published the turn.
+    pub published_at: DateTime<Utc>,
+    /// Gateway id: the reply goes to `replies.<reply_to>`.
+    pub reply_to: String,
+    /// Platform message id, for replying to it and dropping duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The LLM answered.
+    Ok,
+    /// A backend failed; the character answered with a prepared fallback.
+    Fallback,
+    /// The turn cannot be answered as asked (e.g. unknown character).
+    Rejected,
+    /// The fleet gave up on the turn (dead-lettered, past its deadline).
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Fallback => "fallback",
+            Self::Rejected => "rejected",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Per-turn counts: what the pipeline did for this turn, counted at the ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub cdl_queries: u32,
+    pub emotion_queries: u32,
+    pub cache_hits: u32,
+    pub cache_misses: u32,
+    pub memories_used: u32,
+    pub memory_searches: u32,
+    pub llm_calls: u32,
+    pub redis_round_trips: u32,
+}
+
+/// The answer to one turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnReply {
+    pub v: u32,
+    pub turn_id: Uuid,
+    pub conversation: Conversation,
+    pub character: String,
+    pub text: String,
+    pub outcome: Outcome,
+    /// Stage name → milliseconds (DESIGN.md's canonical names).
+    #[serde(default)]
+    pub timings: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub counters: Counters,
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+    /// Short machine-readable reason for non-`ok` outcomes (`unknown_character`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why a body could not be read; becomes the dead-letter reason.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("body is not valid JSON for {kind}: {source}")]
+    Malformed {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{kind} schema version {found} is not supported (this build reads {min}..={max})")]
+    Version {
+        kind: &'static str,
+        found: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn check_version(kind: &'static str, v: u32) -> Result<(), WireError> {
+    if (WIRE_MIN_VERSION..=WIRE_VERSION).contains(&v) {
+        Ok(())
+    } else {
+        Err(WireError::Version {
+            kind,
+            found: v,
+            min: WIRE_MIN_VERSION,
+            max: WIRE_VERSION,
+        })
+    }
+}
+
+impl TurnRequest {
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let t: Self = serde_json::from_slice(body).map_err(|source| WireError::Malformed {
+            kind: "TurnRequest",
+            source,
+        })?;
+        check_version("TurnRequest", t.v)?;
+        if t.reply_to.is_empty() {
+            return Err(WireError::Invalid("TurnRequest.reply_to is empty".into()));
+        }
+        if t.character.trim().is_empty() {
+            return Err(WireError::Invalid("TurnRequest.character is empty".into()));
+        }
+        Ok(t)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("TurnRequest serializes")
+    }
+
+    pub fn conversation_key(&self) -> String {
+        self.conversation
+            .key(&crate::character::normalize_name(&self.character))
+    }
+}
+
+impl TurnReply {
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let t: Self = serde_json::from_slice(body).map_err(|source| WireError::Malformed {
+            kind: "TurnReply",
+            source,
+        })?;
+        check_version("TurnReply", t.v)?;
+        Ok(t)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("TurnReply serializes")
+    }
+}
+
+/// Best effort: the `reply_to` and `turn_id` of a body that failed to decode as a whole, so
+/// the user can still be told their turn failed.
+pub fn salvage_reply_address(body: &[u8]) -> Option<(String, Option<Uuid>, Option<Conversation>)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let reply_to = v.get("reply_to")?.as_str()?.to_string();
+    if reply_to.is_empty() {
+        return None;
+    }
+    let turn_id = v
+        .get("turn_id")
+        .and_then(|t| t.as_str())
+        .and_then(|t| Uuid::parse_str(t).ok());
+    let conversation = v
+        .get("conversation")
+        .and_then(|c| serde_json::from_value(c.clone()).ok());
+    Some((reply_to, turn_id, conversation))
+}
+
+/// Milliseconds between two instants, never negative (clocks of two hosts may disagree).
+pub fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    ((to - from).num_microseconds().unwrap_or(0) as f64 / 1000.0).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TurnRequest {
+        TurnRequest {
+            v: WIRE_VERSION,
+            turn_id: Uuid::now_v7(),
+            conversation: Conversation {
+                platform: "http".into(),
+                channel_id: "c1".into(),
+                user_id: "u1".into(),
+                guild_id: None,
+                is_dm: true,
+            },
+            character: "Elena".into(),
+            user_name: "Sam".into(),
+            text: "hi".into(),
+            seq: 1,
+            platform_sent_at: None,
+            received_at: Utc::now(),
+            published_at: Utc::now(),
+            reply_to: "gw1".into(),
+            platform_message_id: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_ignores_unknown_fields() {
+        let t = sample();
+        let mut v: serde_json::Value = serde_json::from_slice(&t.encode()).unwrap();
+        v["some_future_field"] = serde_json::json!(42);
+        let back = TurnRequest::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn rejects_future_versions_and_garbage() {
+        let mut t = sample();
+        t.v = WIRE_VERSION + 1;
+        assert!(matches!(
+            TurnRequest::decode(&t.encode()),
+            Err(WireError::Version { .. })
+        ));
+        assert!(matches!(
+            TurnRequest::decode(b"{not json"),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn salvages_reply_address_from_partial_bodies() {
+        let body = br#"{"reply_to":"gw9","turn_id":"0190a0a0-0000-7000-8000-000000000000","text":5}"#;
+        let (to, id, _) = salvage_reply_address(body).unwrap();
+        assert_eq!(to, "gw9");
+        assert!(id.is_some());
+        assert!(salvage_reply_address(b"garbage").is_none());
+    }
+}
