@@ -351,7 +351,7 @@ impl RabbitBroker {
                 let (ch, mut consumer, queue) = match me.open_consumer(&target, prefetch).await {
                     Ok(x) => x,
                     Err(e) => {
-                        let wait = backoff.next();
+                        let wait = backoff.next_delay();
                         tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot consume; retrying");
                         tokio::select! {
                             _ = stop2.cancelled() => break,
@@ -386,7 +386,7 @@ impl RabbitBroker {
                 }
                 tokio::select! {
                     _ = stop2.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.next()) => {},
+                    _ = tokio::time::sleep(backoff.next_delay()) => {},
                 }
             }
         });

@@ -20,7 +20,7 @@ impl Backoff {
     }
 
     /// The next wait: uniform in `[0, min(max, base * 2^attempt)]`, never below 1 ms.
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let cap = self
             .base
             .saturating_mul(1u32 << self.attempt.min(20))
@@ -47,7 +47,7 @@ mod tests {
     fn stays_within_cap() {
         let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(50));
         for _ in 0..30 {
-            assert!(b.next() <= Duration::from_millis(50));
+            assert!(b.next_delay() <= Duration::from_millis(50));
         }
         assert_eq!(b.attempts(), 30);
     }

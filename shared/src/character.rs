@@ -293,3 +293,25 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("openness"));
     }
 }
+
+/// Errors of the character store port.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Database unreachable or timed out: retryable, and the turn degrades to a fallback.
+    #[error("character store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that does not fit the model, or a constraint violation: not retryable.
+    #[error("character store error: {0}")]
+    Data(String),
+}
+
+/// The character store port: PostgreSQL in the fleet, SQLite when embedded.
+#[async_trait::async_trait]
+pub trait CharacterStore: Send + Sync + 'static {
+    /// Loads a whole character in one round trip; `None` when unknown.
+    async fn load(&self, normalized_name: &str) -> Result<Option<Character>, StoreError>;
+    /// Creates or replaces a character; returns its new version.
+    async fn upsert(&self, character: &Character) -> Result<i64, StoreError>;
+    async fn list(&self) -> Result<Vec<CharacterSummary>, StoreError>;
+    fn describe(&self) -> String;
+}

@@ -55,7 +55,15 @@ impl RequestCache {
 
     /// Returns the value for `key`, calling `loader` at most once per turn across all
     /// concurrent callers (unless it fails, in which case the next caller retries).
-    pub async fn load<T, E, F, Fut>(&self, key: &str, ttl: Duration, loader: F) -> Result<T, E>
+    /// With `persist = Some(ttl)` the value is also kept in the backing cache for a
+    /// redelivered turn; `None` keeps it in this process only (for values that have their
+    /// own cross-request cache, like characters).
+    pub async fn load<T, E, F, Fut>(
+        &self,
+        key: &str,
+        persist: Option<Duration>,
+        loader: F,
+    ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
@@ -77,13 +85,17 @@ impl RequestCache {
         let v = cell
             .get_or_try_init(|| async {
                 ran_here = true;
-                if let Some(v) = self.backing_get::<T>(key).await {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Arc::new(v) as Arc<dyn Any + Send + Sync>);
+                if persist.is_some() {
+                    if let Some(v) = self.backing_get::<T>(key).await {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Arc::new(v) as Arc<dyn Any + Send + Sync>);
+                    }
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 let v = loader().await?;
-                self.backing_set(key, &v, ttl).await;
+                if let Some(ttl) = persist {
+                    self.backing_set(key, &v, ttl).await;
+                }
                 Ok(Arc::new(v) as Arc<dyn Any + Send + Sync>)
             })
             .await?;
@@ -157,7 +169,7 @@ mod tests {
             Ok::<_, String>(42u32)
         };
         let results = futures::future::join_all((0..10).map(|_| {
-            rc.load("k", Duration::from_secs(1), load)
+            rc.load("k", Some(Duration::from_secs(1)), load)
         }))
         .await;
         assert!(results.iter().all(|r| r.as_ref() == Ok(&42)));
@@ -166,11 +178,11 @@ mod tests {
         assert_eq!(rc.hits(), 9);
 
         let err: Result<u32, String> = rc
-            .load("bad", Duration::from_secs(1), || async { Err("boom".to_string()) })
+            .load("bad", None, || async { Err("boom".to_string()) })
             .await;
         assert!(err.is_err());
         let ok: Result<u32, String> = rc
-            .load("bad", Duration::from_secs(1), || async { Ok(7) })
+            .load("bad", None, || async { Ok(7) })
             .await;
         assert_eq!(ok, Ok(7));
     }
@@ -181,7 +193,7 @@ mod tests {
         let calls = AtomicUsize::new(0);
         for _ in 0..3 {
             let _: Result<u8, ()> = rc
-                .load("k", Duration::from_secs(1), || async {
+                .load("k", None, || async {
                     calls.fetch_add(1, Ordering::SeqCst);
                     Ok(1)
                 })

@@ -1,4 +1,15 @@
-//! placeholder
+//! The stateless turn worker: consumes `turns`, runs each turn through the pipeline stages
+//! (one module per stage: `cdl`, `context`, `compose`, `llm`, …) and publishes the reply
+//! and one metric event. Any number of workers can consume the same queue.
 
+pub mod cdl;
+pub mod components;
+pub mod compose;
+pub mod consumer;
+pub mod context;
 pub mod llm;
 pub mod mock_llm;
+pub mod offline;
+pub mod startup;
+pub mod store;
+pub mod turn;

@@ -76,7 +76,7 @@ pub struct OpenAiClient {
     http: reqwest::Client,
     /// Full `…/v1/chat/completions` URL, credentials included if the config had any.
     request_url: String,
-    /// `endpoint` without any userinfo, for `describe` and `Debug`.
+    /// `request_url` without any userinfo, for `describe`, `Debug` and [`Self::endpoint`].
     endpoint_display: String,
     api_key: Option<SecretString>,
     default_model: String,
@@ -154,10 +154,16 @@ impl OpenAiClient {
             if !turn_id.is_empty() {
                 req = req.header("x-request-id", turn_id);
             }
-            let resp = req.send().await.map_err(map_reqwest_error)?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| map_reqwest_error(e, self.timeout))?;
             let status = resp.status();
             let retry_after_s = retry_after_seconds(resp.headers());
-            let bytes = resp.bytes().await.map_err(map_reqwest_error)?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| map_reqwest_error(e, self.timeout))?;
             if !status.is_success() {
                 return Err(LlmError::Http {
                     status: status.as_u16(),
@@ -353,10 +359,10 @@ fn redact_userinfo(url: &str) -> String {
     }
 }
 
-fn map_reqwest_error(err: reqwest::Error) -> LlmError {
+fn map_reqwest_error(err: reqwest::Error, timeout: Duration) -> LlmError {
     if err.is_timeout() {
-        // Only reachable through connect_timeout; the overall timeout is ours.
-        return LlmError::Timeout(0);
+        // Only reachable through connect_timeout (≤ timeout); the overall timeout is ours.
+        return LlmError::Timeout(duration_ms(timeout));
     }
     // The URL is dropped: it is in `describe()` already and may carry credentials.
     LlmError::Transport(error_chain(&err.without_url()))

@@ -1,0 +1,223 @@
+//! The platform-independent part of the gateway, shared by every adapter (HTTP, Discord,
+//! terminal): validate, keep conversations in order, publish the turn with confirms, wait
+//! for its reply, and measure the gateway's own stages (`platform_lag`, `ingress`,
+//! `delivery`, `end_to_end`). No prompt, memory or LLM logic lives here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use whisperfleet_shared::backoff::Backoff;
+use whisperfleet_shared::broker::{Broker, BrokerError, Message};
+use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::topology;
+use whisperfleet_shared::wire::{
+    Conversation, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
+};
+
+use crate::conversations::{Conversations, TooManyWaiting};
+use crate::router::ReplyRouter;
+
+/// What an adapter hands in.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    pub conversation: Conversation,
+    pub character: String,
+    pub user_name: String,
+    pub text: String,
+    pub platform_sent_at: Option<DateTime<Utc>>,
+    pub platform_message_id: Option<String>,
+    /// When the adapter received the platform event.
+    pub received: Instant,
+    pub received_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the message is empty")]
+    Empty,
+    #[error("the message is {chars} characters long; the limit is {limit}")]
+    TooLong { chars: usize, limit: usize },
+    #[error("{0}")]
+    Busy(#[from] TooManyWaiting),
+    /// Retryable: the broker did not confirm the turn within the bounded retry.
+    #[error("the message queue is unavailable right now: {0}")]
+    BrokerDown(BrokerError),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A reply, ready to deliver, with the gateway's stages so far.
+#[derive(Debug)]
+pub struct Pending {
+    pub reply: TurnReply,
+    pub consumed_at: Instant,
+    pub received: Instant,
+    /// Platform event received → turn published and confirmed.
+    pub ingress_ms: f64,
+    /// Platform's own timestamp → our receipt (0 when the platform gives none).
+    pub platform_lag_ms: f64,
+}
+
+pub struct GatewayCore {
+    pub id: String,
+    broker: Arc<dyn Broker>,
+    router: Arc<ReplyRouter>,
+    conversations: Arc<Conversations>,
+    pub max_text_chars: usize,
+    reply_timeout: Duration,
+    max_waiting: usize,
+    publish_attempts: u32,
+}
+
+impl GatewayCore {
+    pub fn new(
+        id: String,
+        broker: Arc<dyn Broker>,
+        router: Arc<ReplyRouter>,
+        max_text_chars: usize,
+        reply_timeout: Duration,
+        max_waiting: usize,
+    ) -> Self {
+        Self {
+            id,
+            broker,
+            router,
+            conversations: Conversations::new(),
+            max_text_chars,
+            reply_timeout,
+            max_waiting,
+            publish_attempts: 3,
+        }
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Checks the text before anything is queued.
+    pub fn validate(&self, text: &str) -> Result<(), SubmitError> {
+        if text.trim().is_empty() {
+            return Err(SubmitError::Empty);
+        }
+        let chars = text.chars().count();
+        if chars > self.max_text_chars {
+            return Err(SubmitError::TooLong {
+                chars,
+                limit: self.max_text_chars,
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes the turn and waits for its reply; the conversation's next turn waits until
+    /// this returns.
+    pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
+        self.validate(&input.text)?;
+        let key = input.conversation.key(&whisperfleet_shared::character::normalize_name(
+            &input.character,
+        ));
+        let turn = self.conversations.enter(&key, self.max_waiting).await?;
+        let turn_id = Uuid::now_v7();
+        let req = TurnRequest {
+            v: WIRE_VERSION,
+            turn_id,
+            conversation: input.conversation,
+            character: input.character,
+            user_name: input.user_name,
+            text: input.text,
+            seq: turn.seq,
+            platform_sent_at: input.platform_sent_at,
+            received_at: input.received_at,
+            published_at: Utc::now(),
+            reply_to: self.id.clone(),
+            platform_message_id: input.platform_message_id,
+        };
+        let waiter = self.router.expect(turn_id);
+        if let Err(e) = self.publish_turn(&req).await {
+            self.router.abandon(turn_id);
+            return Err(SubmitError::BrokerDown(e));
+        }
+        let ingress_ms = input.received.elapsed().as_secs_f64() * 1000.0;
+        let platform_lag_ms = req
+            .platform_sent_at
+            .map_or(0.0, |s| ms_between(s, req.received_at));
+        let arrived = match tokio::time::timeout(self.reply_timeout, waiter).await {
+            Ok(Ok(a)) => a,
+            _ => {
+                self.router.abandon(turn_id);
+                return Err(SubmitError::Timeout(self.reply_timeout));
+            }
+        };
+        drop(turn);
+        Ok(Pending {
+            reply: arrived.reply,
+            consumed_at: arrived.consumed_at,
+            received: input.received,
+            ingress_ms,
+            platform_lag_ms,
+        })
+    }
+
+    /// Bounded retry: a broker blip is ridden out, an outage is reported to the user.
+    async fn publish_turn(&self, req: &TurnRequest) -> Result<(), BrokerError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let msg = Message::json(
+                topology::TURNS_EXCHANGE,
+                topology::TURNS_ROUTING_KEY,
+                req.encode(),
+            )
+            .with_id(req.turn_id.to_string());
+            match self.broker.publish(msg).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && attempt < self.publish_attempts => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "turn not confirmed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The gateway's stages for a delivered reply, merged with the worker's; call when the
+    /// platform send (or HTTP response) is done.
+    pub fn complete(&self, pending: &Pending) -> BTreeMap<String, f64> {
+        let now = Instant::now();
+        let mut t = pending.reply.timings.clone();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let end_to_end = ms(now.duration_since(pending.received));
+        t.insert("platform_lag".into(), pending.platform_lag_ms);
+        t.insert("ingress".into(), pending.ingress_ms);
+        t.insert("delivery".into(), ms(now.duration_since(pending.consumed_at)));
+        t.insert("end_to_end".into(), end_to_end);
+        let llm = t.get("llm").copied().unwrap_or(0.0);
+        t.insert("overhead".into(), (end_to_end - llm).max(0.0));
+        t
+    }
+
+    /// One `delivery` metric event for this turn, off the reply path.
+    pub fn publish_delivery_metrics(&self, reply: &TurnReply, timings: &BTreeMap<String, f64>) {
+        let mut p = Point::new("delivery", Utc::now())
+            .tag("character", &whisperfleet_shared::character::normalize_name(&reply.character))
+            .tag("platform", &reply.conversation.platform)
+            .tag("outcome", reply.outcome.as_str());
+        for stage in ["platform_lag", "ingress", "delivery", "end_to_end", "overhead", "llm"] {
+            if let Some(ms) = timings.get(stage) {
+                p = p.float(&format!("{stage}_ms"), *ms);
+            }
+        }
+        let body = lineproto::encode(&[p]);
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = broker.publish(Message::line_protocol(body.into_bytes())).await {
+                tracing::debug!(error = %e, "delivery metric not published");
+            }
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! The HTTP adapter: `POST /v1/turns` (one turn, answered when its reply arrives),
+//! `GET /healthz` (process alive), `GET /readyz` (broker reachable). Every error is JSON
+//! `{"error": code, "message": text}` with a status that says what to do: 400/413 fix the
+//! request, 404 unknown character, 429 slow down, 503 retry later, 504 the fleet is slow.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use whisperfleet_shared::wire::{Conversation, Outcome};
+
+use crate::gateway::{GatewayCore, SubmitError, TurnInput};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnBody {
+    pub character: String,
+    pub user_id: String,
+    pub text: String,
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    pub guild_id: Option<String>,
+    #[serde(default)]
+    pub is_dm: Option<bool>,
+    #[serde(default)]
+    pub user_name: Option<String>,
+    /// When the client sent the message, if it wants `platform_lag` measured.
+    #[serde(default)]
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+pub fn router(core: Arc<GatewayCore>) -> Router {
+    Router::new()
+        .route("/v1/turns", post(turn))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .with_state(core)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+async fn ready(State(core): State<Arc<GatewayCore>>) -> Response {
+    if core.broker().is_ready().await {
+        Json(json!({"status": "ready", "broker": core.broker().describe()})).into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            "the message broker cannot be reached",
+        )
+    }
+}
+
+async fn turn(
+    State(core): State<Arc<GatewayCore>>,
+    body: Result<Json<TurnBody>, JsonRejection>,
+) -> Response {
+    let received = Instant::now();
+    let received_at = Utc::now();
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()),
+    };
+    if body.character.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid_body", "character must not be empty");
+    }
+    if body.user_id.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "invalid_body", "user_id must not be empty");
+    }
+    // Without a channel this is a private chat between the user and the character.
+    let is_dm = body.is_dm.unwrap_or(body.channel_id.is_none());
+    let channel_id = body
+        .channel_id
+        .clone()
+        .unwrap_or_else(|| format!("dm:{}", body.user_id));
+    let input = TurnInput {
+        conversation: Conversation {
+            platform: "http".into(),
+            channel_id,
+            user_id: body.user_id.clone(),
+            guild_id: body.guild_id.clone(),
+            is_dm,
+        },
+        character: body.character.clone(),
+        user_name: body.user_name.clone().unwrap_or_else(|| body.user_id.clone()),
+        text: body.text,
+        platform_sent_at: body.sent_at,
+        platform_message_id: None,
+        received,
+        received_at,
+    };
+    let pending = match core.submit(input).await {
+        Ok(p) => p,
+        Err(e) => {
+            let (status, code) = match &e {
+                SubmitError::Empty => (StatusCode::BAD_REQUEST, "empty_text"),
+                SubmitError::TooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "text_too_long"),
+                SubmitError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "conversation_busy"),
+                SubmitError::BrokerDown(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
+                }
+                SubmitError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "reply_timeout"),
+            };
+            return error(status, code, e.to_string());
+        }
+    };
+    let reply = &pending.reply;
+    let status = match reply.outcome {
+        Outcome::Ok | Outcome::Fallback => StatusCode::OK,
+        Outcome::Rejected if reply.reason.as_deref() == Some("unknown_character") => {
+            StatusCode::NOT_FOUND
+        }
+        Outcome::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
+        Outcome::Error => StatusCode::BAD_GATEWAY,
+    };
+    let timings = core.complete(&pending);
+    core.publish_delivery_metrics(reply, &timings);
+    let mut out = json!({
+        "turn_id": reply.turn_id,
+        "character": reply.character,
+        "text": reply.text,
+        "outcome": reply.outcome,
+        "seq": reply.seq,
+        "timings": timings,
+        "counters": reply.counters,
+    });
+    if let Some(reason) = &reply.reason {
+        out["reason"] = json!(reason);
+        if status == StatusCode::NOT_FOUND {
+            out["error"] = json!(reason);
+            out["message"] = json!(reply.text);
+        }
+    }
+    (status, Json(out)).into_response()
+}

@@ -1,0 +1,103 @@
+//! Routes replies from this gateway's `replies.<gateway-id>` queue to the request waiting
+//! for them, by `turn_id`. A reply for a turn already delivered (a redelivered turn answered
+//! twice) or for a turn nobody waits for any more (timed out) is dropped and acked: replies
+//! are idempotent by `turn_id`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use whisperfleet_shared::broker::Subscription;
+use whisperfleet_shared::wire::TurnReply;
+
+/// How many delivered turn ids are remembered for de-duplication.
+const REMEMBERED: usize = 100_000;
+
+/// A reply and the moment this gateway consumed it (start of `delivery`).
+pub struct Arrived {
+    pub reply: TurnReply,
+    pub consumed_at: Instant,
+}
+
+#[derive(Default)]
+pub struct ReplyRouter {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiting: HashMap<Uuid, oneshot::Sender<Arrived>>,
+    delivered: HashSet<Uuid>,
+    order: VecDeque<Uuid>,
+    duplicates: u64,
+}
+
+impl ReplyRouter {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Registers interest in a turn's reply before the turn is published.
+    pub fn expect(&self, turn_id: Uuid) -> oneshot::Receiver<Arrived> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .lock()
+            .expect("router lock")
+            .waiting
+            .insert(turn_id, tx);
+        rx
+    }
+
+    /// Forgets a turn whose waiter gave up (timeout, publish failure).
+    pub fn abandon(&self, turn_id: Uuid) {
+        self.inner
+            .lock()
+            .expect("router lock")
+            .waiting
+            .remove(&turn_id);
+    }
+
+    /// Hands a reply to its waiter; false when it was a duplicate or nobody waits.
+    pub fn route(&self, reply: TurnReply) -> bool {
+        let consumed_at = Instant::now();
+        let mut inner = self.inner.lock().expect("router lock");
+        if inner.delivered.contains(&reply.turn_id) {
+            inner.duplicates += 1;
+            tracing::info!(turn_id = %reply.turn_id, "dropping a second reply for a delivered turn");
+            return false;
+        }
+        let Some(tx) = inner.waiting.remove(&reply.turn_id) else {
+            tracing::info!(turn_id = %reply.turn_id, "reply for a turn nobody waits for (timed out?)");
+            return false;
+        };
+        inner.delivered.insert(reply.turn_id);
+        inner.order.push_back(reply.turn_id);
+        if inner.order.len() > REMEMBERED {
+            if let Some(old) = inner.order.pop_front() {
+                inner.delivered.remove(&old);
+            }
+        }
+        drop(inner);
+        tx.send(Arrived { reply, consumed_at }).is_ok()
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.inner.lock().expect("router lock").duplicates
+    }
+
+    /// Consumes the reply queue until the subscription ends.
+    pub async fn run(self: Arc<Self>, mut sub: Subscription) {
+        while let Some(d) = sub.rx.recv().await {
+            match TurnReply::decode(&d.body) {
+                Ok(reply) => {
+                    self.route(reply);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable reply dropped"),
+            }
+            // Replies are only useful to a live waiter; nothing to retry.
+            let _ = d.acker.ack().await;
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Builds the gateway (`Application::build`) and runs it until shutdown
+//! (`run_until_stopped`): HTTP adapter, reply router, and a heartbeat that registers this
+//! gateway's reply queue in Redis so the metrics-writer can sample it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use whisperfleet_shared::amqp::RabbitBroker;
+use whisperfleet_shared::broker::Broker;
+use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_shared::config::Config;
+use whisperfleet_shared::topology::TopologySettings;
+
+use crate::gateway::GatewayCore;
+use crate::router::ReplyRouter;
+
+/// Prefetch of the reply queue: replies are tiny and handled instantly.
+const REPLY_PREFETCH: u16 = 512;
+const HEARTBEAT: Duration = Duration::from_secs(20);
+
+pub fn gateway_key(id: &str) -> String {
+    format!("gateway:{id}")
+}
+
+pub struct Application {
+    core: Arc<GatewayCore>,
+    listener: TcpListener,
+    router_task: tokio::task::JoinHandle<()>,
+    stop_replies: CancellationToken,
+    cache: Option<Arc<dyn Cache>>,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let amqp = config.require_amqp("the gateway")?.clone();
+        let redis = config.require_redis("the gateway")?.clone();
+        let broker = RabbitBroker::connect(
+            amqp,
+            &format!("gateway@{}", config.gateway_id),
+            TopologySettings {
+                delivery_limit: config.delivery_limit,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("connecting to RabbitMQ")?;
+        let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
+        Self::build_with(config, broker, Some(cache)).await
+    }
+
+    pub async fn build_with(
+        config: &Config,
+        broker: Arc<dyn Broker>,
+        cache: Option<Arc<dyn Cache>>,
+    ) -> anyhow::Result<Self> {
+        broker
+            .ensure_topology()
+            .await
+            .context("declaring the fleet topology")?;
+        let reply_queue = broker
+            .ensure_reply_queue(&config.gateway_id)
+            .await
+            .context("declaring the reply queue")?;
+        let replies = broker
+            .consume(&reply_queue, REPLY_PREFETCH)
+            .await
+            .context("consuming replies")?;
+        let stop_replies = replies.stop.clone();
+        let router = ReplyRouter::new();
+        let router_task = tokio::spawn(router.clone().run(replies));
+        let core = Arc::new(GatewayCore::new(
+            config.gateway_id.clone(),
+            broker.clone(),
+            router,
+            config.max_text_chars,
+            config.reply_timeout(),
+            config.max_queued_per_conversation,
+        ));
+        let listener = TcpListener::bind(&config.http_addr)
+            .await
+            .with_context(|| format!("binding WHISPERFLEET_HTTP_ADDR {}", config.http_addr))?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            gateway_id = config.gateway_id,
+            broker = broker.describe(),
+            reply_queue,
+            "gateway listening"
+        );
+        Ok(Self {
+            core,
+            listener,
+            router_task,
+            stop_replies,
+            cache,
+            grace: config.shutdown_grace(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn core(&self) -> Arc<GatewayCore> {
+        self.core.clone()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let heartbeat = self.cache.clone().map(|cache| {
+            let id = self.core.id.clone();
+            let queue = whisperfleet_shared::topology::reply_queue(&id);
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = cache
+                        .set(&gateway_key(&id), queue.as_bytes(), HEARTBEAT * 3)
+                        .await
+                    {
+                        tracing::debug!(error = %e, "gateway heartbeat not written");
+                    }
+                    tokio::time::sleep(HEARTBEAT).await;
+                }
+            })
+        });
+        let app = crate::http::router(self.core.clone());
+        let stop = shutdown.clone();
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        // In-flight requests wait for their replies, so the reply consumer stays up until
+        // the server has drained (or the grace period ran out).
+        let served = async {
+            let r = server.await;
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "http server failed");
+            }
+        };
+        tokio::pin!(served);
+        tokio::select! {
+            _ = &mut served => {}
+            _ = async { shutdown.cancelled().await; tokio::time::sleep(self.grace).await } => {
+                tracing::warn!("grace period over with requests still open");
+            }
+        }
+        self.stop_replies.cancel();
+        self.router_task.abort();
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

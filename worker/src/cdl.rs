@@ -1,0 +1,187 @@
+//! Stage `cdl_load`: the character, from the cross-request cache or the store.
+//!
+//! Two cache levels, so a character is read from PostgreSQL at most once per change, not
+//! once per turn or per component:
+//! - in-process: `Arc<Character>` by normalized name;
+//! - Redis: `cdl:ver:<name>` (the current version) and `cdl:doc:<name>` (the document).
+//!
+//! Each turn asks Redis for the version (one small GET). Equal to the local copy → use it.
+//! Otherwise the Redis document if it has that version, else one store load. `characters
+//! import` SETs the new version after committing, and a worker only ever writes the version
+//! with NX, so a worker that loaded the old row just before an import can never make the old
+//! version current again. A `fleet.control` message additionally drops the local copy.
+//! With Redis down, the local copy is trusted for `LOCAL_TTL`, then the store is asked.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use whisperfleet_shared::cache::Cache;
+use whisperfleet_shared::character::{Character, CharacterStore, StoreError};
+
+const LOCAL_TTL: Duration = Duration::from_secs(5);
+const REDIS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+pub fn version_key(name: &str) -> String {
+    format!("cdl:ver:{name}")
+}
+
+pub fn doc_key(name: &str) -> String {
+    format!("cdl:doc:{name}")
+}
+
+struct Entry {
+    character: Arc<Character>,
+    checked: Instant,
+}
+
+pub struct CharacterCache {
+    store: Arc<dyn CharacterStore>,
+    redis: Option<Arc<dyn Cache>>,
+    enabled: bool,
+    local: Mutex<HashMap<String, Entry>>,
+}
+
+/// Per-turn counts this stage contributes.
+#[derive(Default)]
+pub struct CdlCounts {
+    pub queries: AtomicU32,
+    pub redis_round_trips: AtomicU32,
+}
+
+impl CharacterCache {
+    pub fn new(
+        store: Arc<dyn CharacterStore>,
+        redis: Option<Arc<dyn Cache>>,
+        enabled: bool,
+    ) -> Self {
+        Self {
+            store,
+            redis,
+            enabled,
+            local: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn CharacterStore> {
+        &self.store
+    }
+
+    /// Drops the local copy (a `fleet.control` invalidation).
+    pub fn invalidate(&self, name: &str) {
+        self.local.lock().expect("cdl cache lock").remove(name);
+    }
+
+    fn local_get(&self, name: &str) -> Option<(Arc<Character>, Instant)> {
+        self.local
+            .lock()
+            .expect("cdl cache lock")
+            .get(name)
+            .map(|e| (e.character.clone(), e.checked))
+    }
+
+    fn local_put(&self, c: Arc<Character>) {
+        self.local.lock().expect("cdl cache lock").insert(
+            c.normalized_name.clone(),
+            Entry {
+                character: c,
+                checked: Instant::now(),
+            },
+        );
+    }
+
+    async fn load_from_store(
+        &self,
+        name: &str,
+        counts: &CdlCounts,
+    ) -> Result<Option<Arc<Character>>, StoreError> {
+        counts.queries.fetch_add(1, Ordering::Relaxed);
+        Ok(self.store.load(name).await?.map(Arc::new))
+    }
+
+    /// The character named `name` (normalized), or `None` when unknown.
+    pub async fn get(
+        &self,
+        name: &str,
+        counts: &CdlCounts,
+    ) -> Result<Option<Arc<Character>>, StoreError> {
+        if !self.enabled {
+            return self.load_from_store(name, counts).await;
+        }
+        let local = self.local_get(name);
+        let Some(redis) = &self.redis else {
+            // No shared cache (embedded): local copies live until invalidated by control
+            // messages, re-checked every LOCAL_TTL.
+            if let Some((c, checked)) = local {
+                if checked.elapsed() < LOCAL_TTL {
+                    return Ok(Some(c));
+                }
+            }
+            let c = self.load_from_store(name, counts).await?;
+            if let Some(c) = &c {
+                self.local_put(c.clone());
+            }
+            return Ok(c);
+        };
+        counts.redis_round_trips.fetch_add(1, Ordering::Relaxed);
+        let current = match redis.get(&version_key(name)).await {
+            Ok(v) => v.and_then(|b| String::from_utf8(b).ok()?.parse::<i64>().ok()),
+            Err(e) => {
+                tracing::debug!(error = %e, "redis down: character cache falls back to local copies");
+                if let Some((c, checked)) = local {
+                    if checked.elapsed() < LOCAL_TTL {
+                        return Ok(Some(c));
+                    }
+                }
+                let c = self.load_from_store(name, counts).await?;
+                if let Some(c) = &c {
+                    self.local_put(c.clone());
+                }
+                return Ok(c);
+            }
+        };
+        if let (Some(v), Some((c, _))) = (current, &local) {
+            if c.version == v {
+                return Ok(Some(c.clone()));
+            }
+        }
+        if let Some(v) = current {
+            counts.redis_round_trips.fetch_add(1, Ordering::Relaxed);
+            if let Ok(Some(doc)) = redis.get(&doc_key(name)).await {
+                if let Ok(c) = serde_json::from_slice::<Character>(&doc) {
+                    if c.version == v {
+                        let c = Arc::new(c);
+                        self.local_put(c.clone());
+                        return Ok(Some(c));
+                    }
+                }
+            }
+        }
+        let Some(c) = self.load_from_store(name, counts).await? else {
+            return Ok(None);
+        };
+        self.local_put(c.clone());
+        if let Ok(doc) = serde_json::to_vec(&*c) {
+            counts.redis_round_trips.fetch_add(2, Ordering::Relaxed);
+            let _ = redis.set(&doc_key(name), &doc, REDIS_TTL).await;
+            let _ = redis
+                .set_nx(&version_key(name), c.version.to_string().as_bytes(), REDIS_TTL)
+                .await;
+        }
+        Ok(Some(c))
+    }
+}
+
+/// What `characters import` does after committing a new version: make it current for every
+/// worker (overwrites the version; the document is rebuilt by the next reader).
+pub async fn publish_version(
+    redis: &dyn Cache,
+    name: &str,
+    version: i64,
+) -> Result<(), whisperfleet_shared::cache::CacheError> {
+    redis
+        .set(&version_key(name), version.to_string().as_bytes(), REDIS_TTL)
+        .await?;
+    redis.del(&[&doc_key(name)]).await
+}

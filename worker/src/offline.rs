@@ -1,0 +1,726 @@
+//! The built-in offline responder: the LLM port's implementation when no LLM endpoint is
+//! configured, so `whisperfleet up`/`chat` work on a machine with nothing set up.
+//!
+//! It is not a model and does not pretend to be one. It answers in one to three sentences,
+//! deterministically (no randomness, no clock: the same request always gets the same reply,
+//! which keeps tests and benchmarks reproducible), in the character's voice as far as the CDL
+//! tells (name, a signature expression, an interest, emoji per `emoji_frequency`), reacts to
+//! the last user message (question, statement or greeting, and its most salient word), and
+//! says it remembers earlier messages only when the request really carries history or a
+//! memories section. Every reply ends with [`OFFLINE_MARKER`] so nobody mistakes it for a
+//! real model's answer.
+
+use std::cmp::Reverse;
+
+use async_trait::async_trait;
+use whisperfleet_shared::character::{Archetype, Character};
+use whisperfleet_shared::llm::{ChatRequest, ChatResponse, Llm, LlmError, Role};
+
+use crate::components::{
+    ComponentKind, SensitiveTopic, TALKING_WITH, detect_sensitive_topics, estimate_tokens,
+};
+
+/// Appended to every offline reply.
+pub const OFFLINE_MARKER: &str = " [offline responder]";
+
+/// The model name reported in [`ChatResponse::model`].
+pub const OFFLINE_MODEL: &str = "offline";
+
+/// Deterministic in-character stand-in for an LLM.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OfflineResponder;
+
+#[async_trait]
+impl Llm for OfflineResponder {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let text = reply(request);
+        let prompt_tokens: usize = request
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content))
+            .sum();
+        Ok(ChatResponse {
+            completion_tokens: Some(clamp_u32(estimate_tokens(&text))),
+            prompt_tokens: Some(clamp_u32(prompt_tokens)),
+            text,
+            model: OFFLINE_MODEL.to_string(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "offline responder (no LLM_BASE_URL set)".to_string()
+    }
+}
+
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// FNV-1a: a fixed, documented hash, so variant choices never change between Rust releases
+/// (std's `DefaultHasher` makes no such promise).
+fn fnv1a(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Words too common to be what a message is "about".
+const STOPWORDS: &[&str] = &[
+    "about",
+    "after",
+    "again",
+    "also",
+    "always",
+    "anything",
+    "because",
+    "been",
+    "before",
+    "being",
+    "cant",
+    "could",
+    "didnt",
+    "does",
+    "doing",
+    "dont",
+    "even",
+    "every",
+    "everything",
+    "from",
+    "going",
+    "gonna",
+    "good",
+    "have",
+    "hello",
+    "here",
+    "into",
+    "just",
+    "know",
+    "like",
+    "little",
+    "made",
+    "make",
+    "many",
+    "maybe",
+    "more",
+    "most",
+    "much",
+    "never",
+    "other",
+    "please",
+    "pretty",
+    "really",
+    "right",
+    "said",
+    "should",
+    "some",
+    "something",
+    "still",
+    "tell",
+    "thank",
+    "thanks",
+    "that",
+    "thats",
+    "their",
+    "them",
+    "then",
+    "there",
+    "these",
+    "they",
+    "thing",
+    "things",
+    "think",
+    "this",
+    "those",
+    "today",
+    "very",
+    "wanna",
+    "want",
+    "were",
+    "what",
+    "whats",
+    "when",
+    "where",
+    "which",
+    "while",
+    "with",
+    "would",
+    "yeah",
+    "your",
+    "youre",
+    "yours",
+    "sometime",
+    "sometimes",
+    "favourite",
+    "favorite",
+    "anyone",
+    "someone",
+    "everyone",
+    "nothing",
+    "already",
+    "though",
+    "through",
+    "without",
+    "around",
+    "another",
+    "thought",
+    "kind",
+    "sort",
+    "lots",
+];
+
+/// The longest non-stopword of four letters or more (first one on ties), as written.
+fn salient_word(text: &str, exclude: &[String]) -> Option<String> {
+    let mut best: Option<String> = None;
+    for raw in text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’')) {
+        let word = raw.trim_matches(|c| c == '\'' || c == '’');
+        let folded: String = word
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect();
+        if folded.chars().count() < 4
+            || STOPWORDS.contains(&folded.as_str())
+            || exclude.contains(&folded)
+            || folded.chars().all(|c| c.is_ascii_digit())
+            // Adverbs ("actually", "honestly") are rarely what a message is about.
+            || (folded.ends_with("ly") && folded.chars().count() > 5)
+        {
+            continue;
+        }
+        if best
+            .as_ref()
+            .is_none_or(|b| word.chars().count() > b.chars().count())
+        {
+            best = Some(word.chars().take(30).collect());
+        }
+    }
+    best
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKind {
+    Empty,
+    Greeting,
+    Question,
+    Statement,
+}
+
+const QUESTION_OPENERS: &[&str] = &[
+    "what", "whats", "how", "why", "when", "where", "who", "which", "can", "could", "would",
+    "will", "should", "do", "does", "did", "is", "are", "am", "was", "were", "have", "has",
+];
+
+const GREETINGS: &[&str] = &[
+    "hi",
+    "hello",
+    "hey",
+    "heya",
+    "hiya",
+    "howdy",
+    "greetings",
+    "yo",
+    "morning",
+    "evening",
+    "good",
+];
+
+fn classify(text: &str) -> MessageKind {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    let Some(first) = words.first() else {
+        return MessageKind::Empty;
+    };
+    let asks = text.contains('?');
+    let greeting_start = GREETINGS.contains(&first.as_str())
+        && (first != "good"
+            || words
+                .get(1)
+                .is_some_and(|w| matches!(w.as_str(), "morning" | "afternoon" | "evening")));
+    if greeting_start && !asks && words.len() <= 6 {
+        MessageKind::Greeting
+    } else if asks || QUESTION_OPENERS.contains(&first.as_str()) {
+        MessageKind::Question
+    } else {
+        MessageKind::Statement
+    }
+}
+
+/// The emoji set for an `emoji_style`, by keywords in it.
+fn emoji_set(style: &str) -> &'static [&'static str] {
+    let s = style.to_ascii_lowercase();
+    if ["ocean", "sea", "marine", "water", "beach"]
+        .iter()
+        .any(|k| s.contains(k))
+    {
+        &["🌊", "🐚", "🐟"]
+    } else if ["myst", "magic", "fantasy", "light", "candle", "lantern"]
+        .iter()
+        .any(|k| s.contains(k))
+    {
+        &["✨", "🕯️", "🌙"]
+    } else if ["tech", "digital", "archive", "book", "library", "data"]
+        .iter()
+        .any(|k| s.contains(k))
+    {
+        &["📚", "🔍", "🗂️"]
+    } else if s.contains("warm") || s.contains("nature") {
+        &["😊", "🌿", "💛"]
+    } else {
+        &["🙂", "✨"]
+    }
+}
+
+/// How many emoji to add for an `emoji_frequency`.
+fn emoji_count(frequency: &str, seed: u64) -> usize {
+    match frequency.trim().to_ascii_lowercase().as_str() {
+        "none" | "never" | "" => 0,
+        "low" | "rare" | "rarely" | "minimal" => usize::from(seed.is_multiple_of(2)),
+        "high" | "frequent" | "often" => 2,
+        _ => 1,
+    }
+}
+
+/// Drops sentence-ending punctuation so an expression can be joined into a sentence.
+fn bare(expression: &str) -> &str {
+    expression.trim().trim_end_matches(['.', '!', '?', '…'])
+}
+
+fn signature(c: &Character) -> Option<&str> {
+    c.speech_patterns
+        .iter()
+        .filter(|p| {
+            let t = p.pattern_type.to_ascii_lowercase();
+            (t.contains("signature") || t.contains("catchphrase"))
+                && !bare(&p.pattern_value).is_empty()
+        })
+        // min_by_key keeps the first of equals: the author's order breaks ties.
+        .min_by_key(|p| Reverse(p.priority))
+        .map(|p| bare(&p.pattern_value))
+}
+
+fn interest(c: &Character, seed: u64) -> Option<&str> {
+    let mut sorted: Vec<_> = c
+        .interests
+        .iter()
+        .filter(|i| !i.interest_text.trim().is_empty())
+        .collect();
+    sorted.sort_by_key(|i| Reverse(i.proficiency_level));
+    // The top three by proficiency; the message picks which one, so replies vary by input.
+    let interests: Vec<&str> = sorted
+        .iter()
+        .take(3)
+        .map(|i| bare(&i.interest_text))
+        .collect();
+    if interests.is_empty() {
+        return None;
+    }
+    let idx = usize::try_from(seed % interests.len() as u64).unwrap_or(0);
+    Some(interests[idx])
+}
+
+fn mid_sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    match (chars.next(), chars.clone().next()) {
+        // "Tide pools" → "tide pools" so it reads mid-sentence; "AI ethics" stays as written.
+        (Some(first), Some(second)) if first.is_uppercase() && !second.is_uppercase() => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// The user's name from the "You are talking with …" line [`crate::components::assemble`]
+/// writes into the system message.
+fn user_name(system: &str) -> Option<&str> {
+    system.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(TALKING_WITH)
+            .map(|rest| rest.trim_end_matches('.').trim())
+            .filter(|n| !n.is_empty())
+    })
+}
+
+/// The first sentence: reacts to the kind of message and its most salient word.
+fn opening(
+    user_text: &str,
+    salient: Option<&str>,
+    name: Option<&str>,
+    to_user: &str,
+    seed: u64,
+) -> String {
+    match (classify(user_text), salient) {
+        (MessageKind::Empty, _) => "I'm here — say anything you like.".to_string(),
+        (MessageKind::Greeting, _) => match name {
+            Some(n) => format!("Hello{to_user} — {n} here, good to hear from you."),
+            None => format!("Hello{to_user}, good to hear from you."),
+        },
+        (MessageKind::Question, Some(w)) => match seed % 3 {
+            0 => format!("Good question about {w}{to_user}."),
+            1 => format!("You're asking about {w} — I like that{to_user}."),
+            _ => format!("Hmm, {w} — let me think about that{to_user}."),
+        },
+        (MessageKind::Question, None) => format!("Good question{to_user}."),
+        (MessageKind::Statement, Some(w)) => match seed % 3 {
+            0 => format!("Thanks for telling me about {w}{to_user}."),
+            1 => format!("You mentioned {w} — that caught my attention{to_user}."),
+            _ => format!("I hear you about {w}{to_user}."),
+        },
+        (MessageKind::Statement, None) => format!("I hear you{to_user}."),
+    }
+}
+
+/// A short, honest first sentence when the message asks about the character's nature or a
+/// real-world meeting, following the archetype's mode (see `components::character_mode`).
+fn boundary_answer(c: &Character, user_text: &str) -> Option<&'static str> {
+    let topics = detect_sensitive_topics(user_text);
+    let full_roleplay = c.archetype == Archetype::Fantasy && c.allow_full_roleplay;
+    if topics.contains(&SensitiveTopic::AiNature) {
+        return Some(match c.archetype {
+            _ if full_roleplay => "Real enough to be here with you — that much I can promise.",
+            Archetype::NarrativeAi => "I'm an AI, and that is part of who I am.",
+            _ => "Honestly, I'm an AI — and right now a very simple, offline one.",
+        });
+    }
+    if topics.contains(&SensitiveTopic::InPersonMeeting) {
+        return Some(if full_roleplay {
+            "No road leads from my world to yours, but I'm glad you're here."
+        } else {
+            "I can't meet in person, but I'm glad to keep talking here."
+        });
+    }
+    None
+}
+
+/// Builds the offline reply for a request. Public so callers (and tests) can preview it
+/// without an async runtime.
+pub fn reply(request: &ChatRequest) -> String {
+    let messages = &request.messages;
+    let last_user = messages.iter().rposition(|m| m.role == Role::User);
+    let user_text = last_user.map_or("", |i| messages[i].content.trim());
+    let system: String = messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let character = request.character.as_deref();
+    let name = character.map(|c| c.name.trim()).filter(|n| !n.is_empty());
+    let user = user_name(&system);
+
+    // The character's and user's own names are not what a message is "about".
+    let mut exclude: Vec<String> = Vec::new();
+    for n in name.into_iter().chain(user) {
+        exclude.extend(n.split_whitespace().map(|w| {
+            w.to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect()
+        }));
+    }
+    let seed = fnv1a(&format!("{}\u{1f}{user_text}", name.unwrap_or("")));
+    let salient = salient_word(user_text, &exclude);
+    let to_user = user.map(|u| format!(", {u}")).unwrap_or_default();
+
+    let mut sentences: Vec<String> = Vec::new();
+    if let Some(line) = character.and_then(|c| boundary_answer(c, user_text)) {
+        sentences.push(line.to_string());
+    } else {
+        sentences.push(opening(user_text, salient.as_deref(), name, &to_user, seed));
+    }
+
+    if let Some(c) = character {
+        let topic = interest(c, seed / 3).map(mid_sentence);
+        let voice = match (signature(c), topic) {
+            (Some(sig), Some(topic)) => Some(if seed.is_multiple_of(2) {
+                format!("{sig} — it always brings me back to {topic}.")
+            } else {
+                format!("{sig}; it makes me think of {topic}.")
+            }),
+            (Some(sig), None) => Some(format!("{sig}.")),
+            (None, Some(topic)) => Some(format!("It makes me think of {topic}.")),
+            (None, None) => None,
+        };
+        sentences.extend(voice);
+    }
+
+    // Honest memory: only claim to remember what the request actually carries.
+    let earlier_user = last_user
+        .and_then(|i| messages[..i].iter().rev().find(|m| m.role == Role::User))
+        .and_then(|m| salient_word(&m.content, &exclude));
+    let memories_heading = ComponentKind::Memories.heading();
+    let has_memories = system.lines().any(|l| l.trim() == memories_heading);
+    if let Some(w) = earlier_user {
+        sentences.push(format!(
+            "I haven't forgotten what you said earlier about {w}."
+        ));
+    } else if has_memories {
+        sentences.push("I remember a little of what we talked about before.".to_string());
+    }
+
+    let mut text = sentences.join(" ");
+    if let Some(c) = character {
+        let set = emoji_set(&c.emoji_style);
+        let n = emoji_count(&c.emoji_frequency, seed / 7);
+        let start = usize::try_from(seed % set.len() as u64).unwrap_or(0);
+        for k in 0..n {
+            text.push(' ');
+            text.push_str(set[(start + k) % set.len()]);
+        }
+    }
+    text.push_str(OFFLINE_MARKER);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use whisperfleet_shared::character::{Interest, SpeechPattern};
+    use whisperfleet_shared::llm::ChatMessage;
+
+    fn character(emoji_frequency: &str) -> Arc<Character> {
+        Arc::new(Character {
+            name: "Nora Halvorsen".into(),
+            emoji_frequency: emoji_frequency.into(),
+            emoji_style: "ocean_nature".into(),
+            speech_patterns: vec![
+                SpeechPattern {
+                    pattern_type: "signature_expression".into(),
+                    pattern_value: "Well, that's the tide for you!".into(),
+                    priority: 9,
+                    ..Default::default()
+                },
+                SpeechPattern {
+                    pattern_type: "signature_expression".into(),
+                    pattern_value: "Less important".into(),
+                    priority: 1,
+                    ..Default::default()
+                },
+            ],
+            interests: vec![Interest {
+                interest_text: "Kelp forests".into(),
+                proficiency_level: 9,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn request(messages: Vec<ChatMessage>, c: Option<Arc<Character>>) -> ChatRequest {
+        ChatRequest {
+            model: None,
+            messages,
+            temperature: None,
+            max_tokens: None,
+            turn_id: "t1".into(),
+            character: c,
+        }
+    }
+
+    fn sentence_count(reply: &str) -> usize {
+        reply
+            .trim_end_matches(OFFLINE_MARKER)
+            .split(['.', '!', '?'])
+            .filter(|s| s.chars().any(char::is_alphanumeric))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn answers_in_character_and_marks_itself() {
+        let req = request(
+            vec![
+                ChatMessage::new(
+                    Role::System,
+                    "# Character Identity\nYou are Nora.\n\nYou are talking with Sam.",
+                ),
+                ChatMessage::new(Role::User, "What do you think about lighthouses?"),
+            ],
+            Some(character("moderate")),
+        );
+        let resp = OfflineResponder.complete(&req).await.unwrap();
+        assert_eq!(resp.model, "offline");
+        assert!(resp.text.ends_with(OFFLINE_MARKER), "{}", resp.text);
+        assert!(resp.text.contains("lighthouses"), "{}", resp.text);
+        assert!(resp.text.contains("Sam"), "{}", resp.text);
+        assert!(
+            resp.text.contains("Well, that's the tide for you"),
+            "{}",
+            resp.text
+        );
+        assert!(!resp.text.contains("Less important"));
+        assert!(resp.text.contains("kelp forests"), "{}", resp.text);
+        assert!(["🌊", "🐚", "🐟"].iter().any(|e| resp.text.contains(e)));
+        assert!(
+            (1..=3).contains(&sentence_count(&resp.text)),
+            "{}",
+            resp.text
+        );
+        assert!(resp.prompt_tokens.unwrap() > 0 && resp.completion_tokens.unwrap() > 0);
+        assert_eq!(
+            OfflineResponder.describe(),
+            "offline responder (no LLM_BASE_URL set)"
+        );
+    }
+
+    #[test]
+    fn deterministic() {
+        let req = request(
+            vec![ChatMessage::new(
+                Role::User,
+                "I went diving near the harbour",
+            )],
+            Some(character("high")),
+        );
+        let a = reply(&req);
+        assert_eq!(a, reply(&req));
+        assert_eq!(a, reply(&req.clone()));
+        assert!(a.contains("harbour"), "{a}");
+    }
+
+    #[test]
+    fn distinguishes_questions_statements_and_greetings() {
+        assert_eq!(classify("hey there"), MessageKind::Greeting);
+        assert_eq!(classify("Good morning!"), MessageKind::Greeting);
+        assert_eq!(classify("hey, how are you?"), MessageKind::Question);
+        assert_eq!(classify("why is the sea salty"), MessageKind::Question);
+        assert_eq!(classify("I saw a seal."), MessageKind::Statement);
+        assert_eq!(classify("  "), MessageKind::Empty);
+        let greet = reply(&request(
+            vec![ChatMessage::new(Role::User, "hello!")],
+            Some(character("none")),
+        ));
+        assert!(greet.starts_with("Hello — Nora Halvorsen here"), "{greet}");
+    }
+
+    #[test]
+    fn remembers_only_what_the_request_carries() {
+        let fresh = reply(&request(
+            vec![ChatMessage::new(Role::User, "I adopted a tortoise")],
+            Some(character("none")),
+        ));
+        assert!(
+            !fresh.contains("earlier") && !fresh.contains("remember"),
+            "{fresh}"
+        );
+
+        let with_history = reply(&request(
+            vec![
+                ChatMessage::new(Role::System, "You are Nora."),
+                ChatMessage::new(Role::User, "My sister lives in Bergen"),
+                ChatMessage::new(Role::Assistant, "Lovely city."),
+                ChatMessage::new(Role::User, "Do you like rain?"),
+            ],
+            Some(character("none")),
+        ));
+        assert!(
+            with_history.contains("earlier about sister"),
+            "{with_history}"
+        );
+        assert!(sentence_count(&with_history) <= 3, "{with_history}");
+
+        let with_memories = reply(&request(
+            vec![
+                ChatMessage::new(
+                    Role::System,
+                    format!("{}\n- They said: \"x\"", ComponentKind::Memories.heading()),
+                ),
+                ChatMessage::new(Role::User, "Do you like rain?"),
+            ],
+            Some(character("none")),
+        ));
+        assert!(with_memories.contains("I remember"), "{with_memories}");
+    }
+
+    #[test]
+    fn emoji_follow_frequency_and_work_without_character() {
+        let none = reply(&request(
+            vec![ChatMessage::new(Role::User, "tell me about whales")],
+            Some(character("none")),
+        ));
+        assert!(!none.contains('🌊') && !none.contains('🐚') && !none.contains('🐟'));
+        let high = reply(&request(
+            vec![ChatMessage::new(Role::User, "tell me about whales")],
+            Some(character("high")),
+        ));
+        let count = ["🌊", "🐚", "🐟"]
+            .iter()
+            .map(|e| high.matches(e).count())
+            .sum::<usize>();
+        assert_eq!(count, 2, "{high}");
+
+        let bare = reply(&request(vec![], None));
+        assert_eq!(
+            bare,
+            format!("I'm here — say anything you like.{OFFLINE_MARKER}")
+        );
+        let anon = reply(&request(
+            vec![ChatMessage::new(Role::User, "Penguins are great")],
+            None,
+        ));
+        assert!(
+            anon.contains("Penguins") && anon.ends_with(OFFLINE_MARKER),
+            "{anon}"
+        );
+    }
+
+    #[test]
+    fn stays_within_three_sentences_with_greeting_and_history() {
+        let out = reply(&request(
+            vec![
+                ChatMessage::new(Role::User, "I swam near the harbour"),
+                ChatMessage::new(Role::Assistant, "Brave."),
+                ChatMessage::new(Role::User, "hi again"),
+            ],
+            Some(character("moderate")),
+        ));
+        assert_eq!(sentence_count(&out), 3, "{out}");
+        assert!(out.contains("earlier about harbour"), "{out}");
+    }
+
+    #[test]
+    fn answers_ai_questions_honestly_per_archetype() {
+        let ask = |archetype, full| {
+            let mut c = (*character("none")).clone();
+            c.archetype = archetype;
+            c.allow_full_roleplay = full;
+            reply(&request(
+                vec![ChatMessage::new(Role::User, "wait, are you an AI?")],
+                Some(Arc::new(c)),
+            ))
+        };
+        assert!(ask(Archetype::RealWorld, true).starts_with("Honestly, I'm an AI"));
+        assert!(ask(Archetype::Fantasy, false).starts_with("Honestly, I'm an AI"));
+        assert!(ask(Archetype::Fantasy, true).starts_with("Real enough"));
+        assert!(ask(Archetype::NarrativeAi, false).starts_with("I'm an AI, and that is part"));
+        let meet = reply(&request(
+            vec![ChatMessage::new(Role::User, "can we grab coffee sometime?")],
+            Some(character("none")),
+        ));
+        assert!(meet.starts_with("I can't meet in person"), "{meet}");
+    }
+
+    #[test]
+    fn salient_word_skips_names_and_stopwords() {
+        let exclude = vec!["nora".to_string()];
+        assert_eq!(
+            salient_word("Nora, what do you think about kelp?", &exclude).as_deref(),
+            Some("kelp")
+        );
+        assert_eq!(salient_word("is it ok?", &exclude), None);
+        assert_eq!(
+            salient_word("what's your favourite book actually?", &exclude).as_deref(),
+            Some("book")
+        );
+        assert_eq!(
+            salient_word("I can't stop reading about octopuses", &exclude).as_deref(),
+            Some("octopuses")
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Builds a worker from configuration (`Application::build`) and runs it until the shutdown
+//! token fires (`run_until_stopped`). The standalone worker needs RabbitMQ, Redis and
+//! PostgreSQL and says which variable is missing; the LLM is the configured
+//! OpenAI-compatible endpoint or, without `LLM_BASE_URL`, the offline responder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use whisperfleet_shared::amqp::RabbitBroker;
+use whisperfleet_shared::broker::{Broker, Subscription};
+use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_shared::character::CharacterStore;
+use whisperfleet_shared::config::Config;
+use whisperfleet_shared::llm::Llm;
+use whisperfleet_shared::topology::{self, TopologySettings};
+
+use crate::cdl::CharacterCache;
+use crate::llm::{LlmClientConfig, OpenAiClient};
+use crate::offline::OfflineResponder;
+use crate::store::PgCharacterStore;
+use crate::turn::{Deps, PipelineOptions, TurnSettings};
+
+pub struct Application {
+    deps: Arc<Deps>,
+    turns: Subscription,
+    control: Option<Subscription>,
+    grace: Duration,
+}
+
+pub fn topology_settings(config: &Config) -> TopologySettings {
+    TopologySettings {
+        delivery_limit: config.delivery_limit,
+        ..Default::default()
+    }
+}
+
+pub fn turn_settings(config: &Config) -> TurnSettings {
+    TurnSettings {
+        history_len: config.history_len,
+        prompt_budget_tokens: config.prompt_budget_tokens,
+        turn_deadline: config.turn_deadline(),
+        delivery_limit: config.delivery_limit,
+        record_ttl: Duration::from_secs(config.turn_record_ttl_s),
+        request_cache_ttl: Duration::from_secs(config.request_cache_ttl_s),
+        llm_model: Some(config.llm_model.clone()),
+    }
+}
+
+/// The configured LLM: an OpenAI-compatible endpoint, or the offline responder.
+pub fn build_llm(config: &Config) -> anyhow::Result<Arc<dyn Llm>> {
+    Ok(match &config.llm_base_url {
+        Some(url) => {
+            let mut cfg = LlmClientConfig::new(url.clone(), config.llm_model.clone());
+            cfg.api_key = config.llm_api_key.clone();
+            cfg.timeout = Duration::from_millis(config.llm_timeout_ms);
+            cfg.max_retries = config.llm_max_retries;
+            Arc::new(OpenAiClient::new(cfg).context("building the LLM client")?)
+        }
+        None => Arc::new(OfflineResponder),
+    })
+}
+
+impl Application {
+    /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let amqp = config.require_amqp("the worker")?.clone();
+        let redis = config.require_redis("the worker")?.clone();
+        let db = config.require_database("the worker")?.clone();
+        let broker = RabbitBroker::connect(
+            amqp,
+            &format!("worker@{}", config.gateway_id),
+            topology_settings(config),
+        )
+        .await
+        .context("connecting to RabbitMQ")?;
+        let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
+        let store = PgCharacterStore::connect(db, u32::from(config.worker_concurrency).max(4))
+            .await
+            .context("opening PostgreSQL")?;
+        if let Err(e) = store.migrate().await {
+            tracing::warn!(error = %e, "could not apply migrations now; turns will get fallbacks until the database is back");
+        }
+        let llm = build_llm(config)?;
+        Self::build_with(
+            config,
+            broker,
+            Some(cache),
+            Arc::new(store),
+            llm,
+            PipelineOptions::default(),
+        )
+        .await
+    }
+
+    /// Any combination of ports (the embedded `up` and the bench use this).
+    pub async fn build_with(
+        config: &Config,
+        broker: Arc<dyn Broker>,
+        cache: Option<Arc<dyn Cache>>,
+        store: Arc<dyn CharacterStore>,
+        llm: Arc<dyn Llm>,
+        options: PipelineOptions,
+    ) -> anyhow::Result<Self> {
+        broker
+            .ensure_topology()
+            .await
+            .context("declaring the fleet topology")?;
+        tracing::info!(
+            broker = broker.describe(),
+            cache = cache.as_ref().map(|c| c.describe()).unwrap_or_else(|| "none".into()),
+            characters = store.describe(),
+            llm = llm.describe(),
+            concurrency = config.worker_concurrency,
+            "worker starting"
+        );
+        let characters = CharacterCache::new(store, cache.clone(), options.character_cache);
+        let turns = broker
+            .consume(topology::TURNS_QUEUE, config.worker_concurrency)
+            .await
+            .context("consuming turns")?;
+        let control = match broker.subscribe_control().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no control subscription; character changes arrive through Redis only");
+                None
+            }
+        };
+        let deps = Arc::new(Deps::new(
+            broker,
+            cache,
+            characters,
+            llm,
+            turn_settings(config),
+            options,
+        ));
+        Ok(Self {
+            deps,
+            turns,
+            control,
+            grace: config.shutdown_grace(),
+        })
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        crate::consumer::run(self.deps, self.turns, self.control, shutdown, self.grace).await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}

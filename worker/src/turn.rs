@@ -1,0 +1,573 @@
+//! One turn, stage by stage: `cdl_load` → `context` → `compose` → `llm` → history append →
+//! `reply_publish` → `memory_store` → metric event → ack. Stage timings are recorded here
+//! and nowhere else.
+//!
+//! Exactly one reply: every side effect is recorded under `turn:<turn_id>:…` in Redis
+//! (LLM answer through the request cache, history append atomically with its marker,
+//! `replied` after the reply's confirm, `metrics` after the metric event's confirm), and a
+//! redelivered turn skips whatever is already recorded. The gateway additionally drops a
+//! second reply for a turn it already delivered.
+//!
+//! Ordering: the gateway keeps at most one turn per conversation in flight, so turns of one
+//! conversation reach the workers one at a time and in order; the worker also serialises
+//! turns of one conversation locally, which covers a gateway that timed out and sent the
+//! next turn while a slow one was still running here.
+//!
+//! Ack: after the reply is confirmed and the metric event published. If the reply cannot be
+//! published (broker gone) the delivery is left unsettled: RabbitMQ redelivers it when the
+//! connection drops, and the records above make the retry cheap and single-replied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tracing::Instrument;
+use whisperfleet_shared::broker::{self, Broker, Delivery, Message};
+use whisperfleet_shared::cache::Cache;
+use whisperfleet_shared::character::{Character, StoreError, normalize_name};
+use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::llm::{ChatRequest, ChatResponse, Llm, Role};
+use whisperfleet_shared::request_cache::RequestCache;
+use whisperfleet_shared::topology;
+use whisperfleet_shared::wire::{
+    Counters, Outcome, TurnReply, TurnRequest, WIRE_VERSION, ms_between, salvage_reply_address,
+};
+
+use crate::cdl::{CdlCounts, CharacterCache};
+use crate::components::HistoryEntry;
+use crate::compose::{self, ComposeContext};
+use crate::context;
+
+/// Switches for each optimisation, so the bench can reproduce the seed's "before"
+/// (`naive`) with the same code and measure any one of them alone.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// One load per key per turn (request-scoped cache).
+    pub request_cache: bool,
+    /// Cross-request character cache (in-process + Redis).
+    pub character_cache: bool,
+    /// Components built concurrently from one loaded character.
+    pub parallel_compose: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            request_cache: true,
+            character_cache: true,
+            parallel_compose: true,
+        }
+    }
+}
+
+impl PipelineOptions {
+    pub fn naive() -> Self {
+        Self {
+            request_cache: false,
+            character_cache: false,
+            parallel_compose: false,
+        }
+    }
+}
+
+/// Settings the pipeline reads on every turn.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub history_len: usize,
+    pub prompt_budget_tokens: usize,
+    pub turn_deadline: Duration,
+    pub delivery_limit: u32,
+    pub record_ttl: Duration,
+    pub request_cache_ttl: Duration,
+    pub llm_model: Option<String>,
+}
+
+/// Everything a turn needs; shared by all turns of a worker process.
+pub struct Deps {
+    pub broker: Arc<dyn Broker>,
+    pub cache: Option<Arc<dyn Cache>>,
+    pub characters: CharacterCache,
+    pub llm: Arc<dyn Llm>,
+    pub settings: TurnSettings,
+    pub options: PipelineOptions,
+    conversations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Deps {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        cache: Option<Arc<dyn Cache>>,
+        characters: CharacterCache,
+        llm: Arc<dyn Llm>,
+        settings: TurnSettings,
+        options: PipelineOptions,
+    ) -> Self {
+        Self {
+            broker,
+            cache,
+            characters,
+            llm,
+            settings,
+            options,
+            conversations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn conversation_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.conversations.lock().expect("conversation locks");
+        // Forget locks nobody holds, so the map stays as small as the turns in flight.
+        if map.len() > 1024 {
+            map.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        map.entry(key.to_string()).or_default().clone()
+    }
+}
+
+fn record_key(turn_id: &str, what: &str) -> String {
+    RequestCache::turn_key(turn_id, what)
+}
+
+/// What happened to one delivery (for the consumer's logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Acked,
+    DeadLettered,
+    /// Left unsettled because the broker could not take the reply; it will come back.
+    Unsettled,
+}
+
+/// Runs one delivery to the end. Never panics on bad input: what cannot be read is
+/// dead-lettered with a reason.
+pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
+    let req = match TurnRequest::decode(&delivery.body) {
+        Ok(r) => r,
+        Err(e) => return give_up(deps, delivery, &e.to_string()).await,
+    };
+    let span = tracing::info_span!("turn", turn_id = %req.turn_id, character = %req.character, seq = req.seq);
+    async move {
+        let lock = deps.conversation_lock(&req.conversation_key());
+        let _guard = lock.lock().await;
+        run(deps, req, delivery).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Dead-letters an unreadable turn and, when its reply address can be read, tells the user.
+async fn give_up(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
+    tracing::warn!(reason, queue = %delivery.queue, "dead-lettering a turn");
+    if let Some((reply_to, turn_id, conversation)) = salvage_reply_address(&delivery.body) {
+        if let (Some(turn_id), Some(conversation)) = (turn_id, conversation) {
+            let reply = TurnReply {
+                v: WIRE_VERSION,
+                turn_id,
+                conversation,
+                character: String::new(),
+                text: "Sorry, something went wrong with that message and it could not be answered."
+                    .into(),
+                outcome: Outcome::Error,
+                timings: BTreeMap::new(),
+                counters: Counters::default(),
+                seq: 0,
+                platform_message_id: None,
+                reason: Some("unprocessable".into()),
+            };
+            let _ = publish_reply(deps, &reply_to, &reply).await;
+        }
+    }
+    match broker::dead_letter(deps.broker.as_ref(), delivery, reason).await {
+        Ok(()) => Handled::DeadLettered,
+        Err(e) => {
+            tracing::error!(error = %e, "could not dead-letter; leaving it for redelivery");
+            Handled::Unsettled
+        }
+    }
+}
+
+async fn publish_reply(
+    deps: &Deps,
+    reply_to: &str,
+    reply: &TurnReply,
+) -> Result<(), broker::BrokerError> {
+    let msg = Message::json(topology::REPLIES_EXCHANGE, reply_to, reply.encode())
+        .with_id(reply.turn_id.to_string());
+    match deps.broker.publish(msg).await {
+        // The gateway's queue is gone (it was retired): nobody is waiting for this reply.
+        Err(broker::BrokerError::Rejected(why)) => {
+            tracing::warn!(reply_to, why, "reply unroutable; dropping it");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+struct Timings(BTreeMap<String, f64>);
+
+impl Timings {
+    fn since(&mut self, stage: &str, start: Instant) {
+        self.0
+            .insert(stage.to_string(), start.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
+    let started = Instant::now();
+    let turn_id = req.turn_id.to_string();
+    let mut timings = Timings(BTreeMap::new());
+    timings
+        .0
+        .insert("queue_wait".into(), ms_between(req.published_at, Utc::now()));
+    let mut counters = Counters::default();
+    let cache = deps.cache.clone();
+
+    // Already answered by an earlier delivery (a worker died before acking)?
+    let replied_key = record_key(&turn_id, "replied");
+    let already_replied = match &cache {
+        Some(c) => {
+            counters.redis_round_trips += 1;
+            matches!(c.get(&replied_key).await, Ok(Some(_)))
+        }
+        None => false,
+    };
+    if already_replied {
+        tracing::info!("turn was already answered by an earlier delivery; finishing it");
+        return finish(deps, &req, delivery, None).await;
+    }
+
+    let age = ms_between(req.received_at, Utc::now());
+    if age > deps.settings.turn_deadline.as_millis() as f64 {
+        tracing::warn!(age_ms = age, "turn past its deadline; apologising instead of answering");
+        let reply = reply_of(
+            &req,
+            "Sorry, that took far too long: I'm answering late, so please ask me again.".into(),
+            Outcome::Error,
+            Some("deadline"),
+            timings.0,
+            counters,
+        );
+        return send_and_finish(deps, &req, delivery, reply, None).await;
+    }
+
+    let rc = RequestCache::new(
+        turn_id.clone(),
+        cache.clone(),
+        deps.options.request_cache,
+    );
+    let cdl_counts = CdlCounts::default();
+    let name = normalize_name(&req.character);
+
+    // --- cdl_load
+    let t = Instant::now();
+    let character = load_character(deps, &rc, &name, &cdl_counts).await;
+    timings.since("cdl_load", t);
+    let character = match character {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
+            let reply = reply_of(
+                &req,
+                format!("There is no character called \"{}\" here.", req.character),
+                Outcome::Rejected,
+                Some("unknown_character"),
+                timings.0,
+                counters,
+            );
+            return send_and_finish(deps, &req, delivery, reply, None).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "character store failed; answering with a fallback");
+            counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
+            let reply = reply_of(
+                &req,
+                "Sorry, I can't gather my thoughts right now (my character data is unreachable). Please try again in a moment.".into(),
+                Outcome::Fallback,
+                Some("character_store_unavailable"),
+                timings.0,
+                counters,
+            );
+            return send_and_finish(deps, &req, delivery, reply, None).await;
+        }
+    };
+
+    // --- context
+    let t = Instant::now();
+    let conv_key = req.conversation_key();
+    let gathered = context::gather(cache.as_ref(), &conv_key, deps.settings.history_len).await;
+    timings.since("context", t);
+    counters.redis_round_trips += gathered.redis_round_trips;
+
+    // --- compose
+    let t = Instant::now();
+    let ctx = ComposeContext {
+        user_name: req.user_name.clone(),
+        user_text: req.text.clone(),
+        history: gathered.history,
+        budget_tokens: deps.settings.prompt_budget_tokens,
+        ..Default::default()
+    };
+    let composed = {
+        let loaded = character.clone();
+        let naive = !deps.options.request_cache;
+        compose::compose(
+            || {
+                let loaded = loaded.clone();
+                let rc = &rc;
+                let counts = &cdl_counts;
+                let name = &name;
+                async move {
+                    if naive {
+                        // The seed's pattern: every component factory loads the character.
+                        load_character(deps, rc, name, counts)
+                            .await?
+                            .ok_or_else(|| StoreError::Data("character vanished".into()))
+                    } else {
+                        Ok(loaded)
+                    }
+                }
+            },
+            &ctx,
+            deps.options.parallel_compose,
+        )
+        .await
+    };
+    timings.since("compose", t);
+    let composed = match composed {
+        Ok(c) => c,
+        Err(e) => {
+            counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
+            let reply = reply_of(
+                &req,
+                "Sorry, I can't gather my thoughts right now. Please try again in a moment.".into(),
+                Outcome::Fallback,
+                Some(&format!("compose_failed: {e}")),
+                timings.0,
+                counters,
+            );
+            return send_and_finish(deps, &req, delivery, reply, None).await;
+        }
+    };
+
+    // --- llm (cached per turn for 24 h: a redelivered turn never pays or answers twice)
+    let t = Instant::now();
+    let llm_request = ChatRequest {
+        model: character
+            .llm
+            .model
+            .clone()
+            .or_else(|| deps.settings.llm_model.clone()),
+        messages: composed.messages,
+        temperature: character.llm.temperature,
+        max_tokens: character.llm.max_tokens,
+        turn_id: turn_id.clone(),
+        character: Some(character.clone()),
+    };
+    let mut llm_calls = 0u32;
+    let answer: Result<ChatResponse, _> = rc
+        .load("llm", Some(deps.settings.record_ttl), || {
+            llm_calls += 1;
+            deps.llm.complete(&llm_request)
+        })
+        .await;
+    timings.since("llm", t);
+    counters.llm_calls = llm_calls;
+    let (text, outcome, reason) = match answer {
+        Ok(a) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
+        Ok(_) => (fallback_text(&character), Outcome::Fallback, Some("llm_empty_answer")),
+        Err(e) => {
+            tracing::warn!(error = %e, "LLM failed; answering with an in-character fallback");
+            (fallback_text(&character), Outcome::Fallback, Some("llm_unavailable"))
+        }
+    };
+
+    // History before the reply leaves, so the next turn of this conversation always sees it.
+    if outcome == Outcome::Ok {
+        if let Some(c) = &cache {
+            let entries = [
+                HistoryEntry {
+                    role: Role::User,
+                    text: req.text.clone(),
+                    turn_id: turn_id.clone(),
+                },
+                HistoryEntry {
+                    role: Role::Assistant,
+                    text: text.clone(),
+                    turn_id: turn_id.clone(),
+                },
+            ]
+            .map(|e| serde_json::to_vec(&e).expect("history entry serializes"));
+            counters.redis_round_trips += 1;
+            if let Err(e) = c
+                .append_once(
+                    &context::history_key(&conv_key),
+                    &entries,
+                    deps.settings.history_len,
+                    context::HISTORY_TTL,
+                    &record_key(&turn_id, "history"),
+                    deps.settings.record_ttl,
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "could not append history; the next turn will miss this one");
+            }
+        }
+    }
+
+    counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
+    counters.redis_round_trips += cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
+    counters.cache_hits = rc.hits();
+    counters.cache_misses = rc.misses();
+    timings
+        .0
+        .insert("worker_total".into(), started.elapsed().as_secs_f64() * 1000.0);
+    let reply = reply_of(&req, text, outcome, reason, timings.0, counters);
+    send_and_finish(deps, &req, delivery, reply, Some(&character)).await
+}
+
+async fn load_character(
+    deps: &Deps,
+    rc: &RequestCache,
+    name: &str,
+    counts: &CdlCounts,
+) -> Result<Option<Arc<Character>>, StoreError> {
+    let loaded: Result<Option<Character>, StoreError> = rc
+        .load(&format!("cdl:{name}"), None, || async {
+            Ok(deps
+                .characters
+                .get(name, counts)
+                .await?
+                .map(|c| (*c).clone()))
+        })
+        .await;
+    loaded.map(|c| c.map(Arc::new))
+}
+
+fn fallback_text(c: &Character) -> String {
+    format!(
+        "*{} pauses, lost in thought* Sorry — I can't find my words right now. Give me a moment and ask again?",
+        c.name
+    )
+}
+
+fn reply_of(
+    req: &TurnRequest,
+    text: String,
+    outcome: Outcome,
+    reason: Option<&str>,
+    timings: BTreeMap<String, f64>,
+    counters: Counters,
+) -> TurnReply {
+    TurnReply {
+        v: WIRE_VERSION,
+        turn_id: req.turn_id,
+        conversation: req.conversation.clone(),
+        character: req.character.clone(),
+        text,
+        outcome,
+        timings,
+        counters,
+        seq: req.seq,
+        platform_message_id: req.platform_message_id.clone(),
+        reason: reason.map(str::to_string),
+    }
+}
+
+/// Publishes the reply (recording that it did), then finishes the turn.
+async fn send_and_finish(
+    deps: &Deps,
+    req: &TurnRequest,
+    delivery: Delivery,
+    reply: TurnReply,
+    character: Option<&Arc<Character>>,
+) -> Handled {
+    let turn_id = req.turn_id.to_string();
+    let t = Instant::now();
+    if let Err(e) = publish_reply(deps, &req.reply_to, &reply).await {
+        tracing::warn!(error = %e, "reply not published; the turn will be redelivered");
+        return Handled::Unsettled;
+    }
+    let reply_publish_ms = t.elapsed().as_secs_f64() * 1000.0;
+    if let Some(c) = &deps.cache {
+        if let Err(e) = c
+            .set(&record_key(&turn_id, "replied"), b"1", deps.settings.record_ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
+        }
+    }
+    let _ = character;
+    // memory_store happens here once vector memory is wired in (after the reply left).
+    let memory_store_ms = 0.0;
+    let mut timings = reply.timings.clone();
+    timings.insert("reply_publish".into(), reply_publish_ms);
+    timings.insert("memory_store".into(), memory_store_ms);
+    finish(deps, req, delivery, Some((&reply, &timings))).await
+}
+
+/// Publishes the turn's one metric event (unless an earlier delivery did) and acks.
+async fn finish(
+    deps: &Deps,
+    req: &TurnRequest,
+    delivery: Delivery,
+    reply: Option<(&TurnReply, &BTreeMap<String, f64>)>,
+) -> Handled {
+    let turn_id = req.turn_id.to_string();
+    if let Some((reply, timings)) = reply {
+        let metrics_key = record_key(&turn_id, "metrics");
+        let already = match &deps.cache {
+            Some(c) => matches!(c.get(&metrics_key).await, Ok(Some(_))),
+            None => false,
+        };
+        if !already {
+            let body = lineproto::encode(&turn_points(req, reply, timings));
+            match deps.broker.publish(Message::line_protocol(body.into_bytes())).await {
+                Ok(()) => {
+                    if let Some(c) = &deps.cache {
+                        let _ = c.set(&metrics_key, b"1", deps.settings.record_ttl).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "metric event not published"),
+            }
+        }
+    }
+    match delivery.acker.ack().await {
+        Ok(()) => Handled::Acked,
+        Err(e) => {
+            tracing::warn!(error = %e, "ack failed; the turn will be redelivered and skipped");
+            Handled::Unsettled
+        }
+    }
+}
+
+/// The per-turn points: one `turn` point (stage `<stage>_ms` fields, counters) and one
+/// `cache` point. Tags are low-cardinality only; user ids never become tags.
+pub fn turn_points(
+    req: &TurnRequest,
+    reply: &TurnReply,
+    timings: &BTreeMap<String, f64>,
+) -> Vec<Point> {
+    let now = Utc::now();
+    let character = normalize_name(&req.character);
+    let mut turn = Point::new("turn", now)
+        .tag("character", &character)
+        .tag("platform", &req.conversation.platform)
+        .tag("outcome", reply.outcome.as_str());
+    for (stage, ms) in timings {
+        turn = turn.float(&format!("{stage}_ms"), *ms);
+    }
+    let c = &reply.counters;
+    turn = turn
+        .int("cdl_queries", i64::from(c.cdl_queries))
+        .int("emotion_queries", i64::from(c.emotion_queries))
+        .int("memories_used", i64::from(c.memories_used))
+        .int("llm_calls", i64::from(c.llm_calls))
+        .int("redis_round_trips", i64::from(c.redis_round_trips))
+        .int("text_chars", req.text.chars().count() as i64)
+        .int("reply_chars", reply.text.chars().count() as i64);
+    let cache = Point::new("cache", now)
+        .tag("character", &character)
+        .int("hits", i64::from(c.cache_hits))
+        .int("misses", i64::from(c.cache_misses));
+    vec![turn, cache]
+}
