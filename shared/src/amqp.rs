@@ -365,6 +365,10 @@ impl RabbitBroker {
                     tokio::select! {
                         _ = stop2.cancelled() => {
                             let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                            // Deliveries already handed out are acked on this channel: keep it
+                            // open until their owner drops the subscription.
+                            tx.closed().await;
+                            drop(ch);
                             break 'connect;
                         }
                         next = consumer.next() => match next {

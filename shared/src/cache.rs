@@ -56,6 +56,8 @@ pub trait Cache: Send + Sync + 'static {
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError>;
     /// Removes every key matching `pattern` (glob, unprefixed); returns how many.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError>;
+    /// Keys matching `pattern` (glob, unprefixed), returned unprefixed.
+    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError>;
     fn describe(&self) -> String;
 }
 
@@ -202,6 +204,30 @@ impl Cache for RedisCache {
             }
             if next == 0 {
                 return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+        let mut c = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.k(pattern))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await?;
+            out.extend(
+                keys.into_iter()
+                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)),
+            );
+            if next == 0 {
+                return Ok(out);
             }
             cursor = next;
         }

@@ -77,6 +77,9 @@ pub struct Config {
     /// How long request-scoped loads (`turn:<id>:load:…`) live.
     pub request_cache_ttl_s: u64,
     pub memory_top_k: usize,
+    /// Fault injection for tests: pause this long after the LLM answered, before the reply
+    /// is published (so a test can kill a worker in exactly that window). 0 in production.
+    pub test_pause_after_llm_ms: u64,
 
     // --- metrics-writer ---
     pub metrics_batch_size: usize,
@@ -130,6 +133,7 @@ impl Default for Config {
             turn_record_ttl_s: 86_400,
             request_cache_ttl_s: 600,
             memory_top_k: 8,
+            test_pause_after_llm_ms: 0,
             metrics_batch_size: 5_000,
             metrics_flush_interval_ms: 100,
             metrics_sample_interval_ms: 5_000,
@@ -194,6 +198,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("turn_record_ttl_s", Kind::Number),
     ("request_cache_ttl_s", Kind::Number),
     ("memory_top_k", Kind::Number),
+    ("test_pause_after_llm_ms", Kind::Number),
     ("metrics_batch_size", Kind::Number),
     ("metrics_flush_interval_ms", Kind::Number),
     ("metrics_sample_interval_ms", Kind::Number),

@@ -9,7 +9,7 @@ use tracing_subscriber::fmt::format::FmtSpan;
 /// are no-ops.
 pub fn init(format: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,sqlx=warn,h2=warn,hyper=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=error,sqlx=warn,h2=warn,hyper=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

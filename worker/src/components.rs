@@ -1134,7 +1134,7 @@ pub fn character_voice(c: &Character) -> Component {
                 format!("- {}: {}", humanize(&t.trait_type), t.trait_value.trim())
             };
             if !t.situational_context.trim().is_empty() {
-                line.push_str(&format!(" (when {})", t.situational_context.trim()));
+                line.push_str(&format!(" ({})", t.situational_context.trim()));
             }
             line
         })

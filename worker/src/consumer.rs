@@ -45,8 +45,8 @@ pub async fn run(
     // Stop the broker from sending more; what it already sent is ours to finish.
     turns.stop.cancel();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    turns.rx.close();
-    while let Some(d) = turns.rx.recv().await {
+    // Not `close()`: the subscription keeps its channel open (for our acks) until dropped.
+    while let Ok(d) = turns.rx.try_recv() {
         let deps = deps.clone();
         tasks.spawn(async move { turn::handle(&deps, d).await });
     }
@@ -68,6 +68,7 @@ pub async fn run(
     if let Some(t) = control_task {
         t.abort();
     }
+    drop(turns);
 }
 
 async fn control_loop(deps: Arc<Deps>, mut control: Subscription) {

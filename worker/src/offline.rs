@@ -375,8 +375,8 @@ fn opening(
     }
 }
 
-/// A short, honest first sentence when the message asks about the character's nature or a
-/// real-world meeting, following the archetype's mode (see `components::character_mode`).
+/// A short, honest first sentence when the message asks about the character's nature, romance
+/// or a real-world meeting, following the archetype's mode (see `components::character_mode`).
 fn boundary_answer(c: &Character, user_text: &str) -> Option<&'static str> {
     let topics = detect_sensitive_topics(user_text);
     let full_roleplay = c.archetype == Archetype::Fantasy && c.allow_full_roleplay;
@@ -385,6 +385,15 @@ fn boundary_answer(c: &Character, user_text: &str) -> Option<&'static str> {
             _ if full_roleplay => "Real enough to be here with you — that much I can promise.",
             Archetype::NarrativeAi => "I'm an AI, and that is part of who I am.",
             _ => "Honestly, I'm an AI — and right now a very simple, offline one.",
+        });
+    }
+    if topics.contains(&SensitiveTopic::Romance) {
+        return Some(match c.archetype {
+            _ if full_roleplay => "That warms me, truly — but friendship is what I can offer.",
+            Archetype::NarrativeAi => {
+                "That means something to me, though an AI like me can't be a partner."
+            }
+            _ => "That's kind of you — but I'm an AI, so a friend is what I can be here.",
         });
     }
     if topics.contains(&SensitiveTopic::InPersonMeeting) {
@@ -704,6 +713,14 @@ mod tests {
             Some(character("none")),
         ));
         assert!(meet.starts_with("I can't meet in person"), "{meet}");
+        let love = reply(&request(
+            vec![ChatMessage::new(Role::User, "I love you!")],
+            Some(character("none")),
+        ));
+        assert!(
+            love.starts_with("That's kind of you — but I'm an AI"),
+            "{love}"
+        );
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct TurnSettings {
     pub record_ttl: Duration,
     pub request_cache_ttl: Duration,
     pub llm_model: Option<String>,
+    /// Test-only fault injection window (see `Config::test_pause_after_llm_ms`).
+    pub pause_after_llm: Duration,
 }
 
 /// Everything a turn needs; shared by all turns of a worker process.
@@ -372,6 +374,9 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         .await;
     timings.since("llm", t);
     counters.llm_calls = llm_calls;
+    if !deps.settings.pause_after_llm.is_zero() {
+        tokio::time::sleep(deps.settings.pause_after_llm).await;
+    }
     let (text, outcome, reason) = match answer {
         Ok(a) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
         Ok(_) => (fallback_text(&character), Outcome::Fallback, Some("llm_empty_answer")),

@@ -1,0 +1,160 @@
+//! `whisperfleet characters import FILE|DIR… / list / show NAME`: the project's character
+//! format (YAML or JSON, the shape of `Character`; see README) into PostgreSQL. After an
+//! import the new version is made current for every worker (Redis version key) and announced
+//! on `fleet.control`, so the next turn uses it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use whisperfleet_shared::amqp::RabbitBroker;
+use whisperfleet_shared::broker::{Broker, Message};
+use whisperfleet_shared::cache::RedisCache;
+use whisperfleet_shared::character::{Character, CharacterStore, normalize_name};
+use whisperfleet_shared::config::Config;
+use whisperfleet_shared::topology::{self, TopologySettings};
+use whisperfleet_worker::consumer::ControlMessage;
+use whisperfleet_worker::store::PgCharacterStore;
+
+#[derive(Subcommand)]
+pub enum CharactersCommand {
+    /// Create or update characters from YAML/JSON files or directories of them.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// One line per character.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A character as stored (YAML, or JSON with --json).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(config: &Config, cmd: CharactersCommand) -> anyhow::Result<()> {
+    let db = config.require_database("whisperfleet characters")?.clone();
+    let store = PgCharacterStore::connect(db, 2).await?;
+    store.migrate().await.context("applying migrations")?;
+    match cmd {
+        CharactersCommand::Import { paths } => import(config, &store, &paths).await,
+        CharactersCommand::List { json } => {
+            let list = store.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<24} {:<14} {:>7}  OCCUPATION", "NAME", "ARCHETYPE", "VERSION");
+                for c in list {
+                    println!(
+                        "{:<24} {:<14} {:>7}  {}",
+                        c.name,
+                        c.archetype.as_str(),
+                        c.version,
+                        c.occupation
+                    );
+                }
+            }
+            Ok(())
+        }
+        CharactersCommand::Show { name, json } => {
+            let Some(c) = store.load(&normalize_name(&name)).await? else {
+                bail!("no character called {name:?} (see `whisperfleet characters list`)");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print!("{}", serde_norway::to_string(&c)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reads one character file: JSON when it looks like JSON, YAML otherwise.
+pub fn read_character(path: &Path) -> anyhow::Result<Character> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut c: Character = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid character (JSON)", path.display()))?
+    } else {
+        serde_norway::from_str(&text).with_context(|| format!("{} is not a valid character (YAML)", path.display()))?
+    };
+    c.validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(c)
+}
+
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    matches!(
+                        f.extension().and_then(|x| x.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn import(config: &Config, store: &PgCharacterStore, paths: &[PathBuf]) -> anyhow::Result<()> {
+    // Read and validate everything first: a bad file imports nothing.
+    let files = expand(paths)?;
+    let characters = files
+        .iter()
+        .map(|f| read_character(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache = match &config.redis_url {
+        Some(url) => Some(RedisCache::new(url.clone(), &config.redis_prefix)?),
+        None => None,
+    };
+    let broker: Option<Arc<RabbitBroker>> = match &config.amqp_url {
+        Some(url) => RabbitBroker::connect(url.clone(), "whisperfleet-characters", TopologySettings::default())
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "cannot announce changes on fleet.control"))
+            .ok(),
+        None => None,
+    };
+    if let Some(b) = &broker {
+        b.ensure_topology().await.context("declaring the fleet topology")?;
+    }
+    let broker = match broker {
+        Some(b) => Some(b),
+        None => None,
+    };
+    for c in characters {
+        let version = store.upsert(&c).await.with_context(|| format!("storing {}", c.name))?;
+        let name = normalize_name(&c.name);
+        if let Some(cache) = &cache {
+            whisperfleet_worker::cdl::publish_version(cache, &name, version)
+                .await
+                .with_context(|| format!("making version {version} of {} current in Redis", c.name))?;
+        }
+        if let Some(b) = &broker {
+            let body = serde_json::to_vec(&ControlMessage::CharacterChanged { name: name.clone(), version })?;
+            let mut msg = Message::json(topology::CONTROL_EXCHANGE, "", body);
+            msg.persistent = false;
+            // No worker listening is fine: the control queue is only for live workers.
+            if let Err(e) = b.publish(msg).await {
+                tracing::debug!(error = %e, "control message not delivered");
+            }
+        }
+        println!("imported {} (version {version})", c.name);
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! The core issue's end-to-end scenarios: real gateway and worker binaries on the real
+//! RabbitMQ, Redis and PostgreSQL, against an in-process mock LLM that records every prompt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use whisperfleet_tests::*;
+use whisperfleet_worker::mock_llm::{self, MockLlmHandle, MockLlmOptions};
+
+struct Setup {
+    fleet: Fleet,
+    mock: MockLlmHandle,
+    record: std::path::PathBuf,
+}
+
+async fn setup(test: &str, latency_ms: u64) -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut fleet = Fleet::new(test).expect("fleet");
+    let record = bin_dir()
+        .join("test-logs")
+        .join(format!("{}-llm.jsonl", fleet.name));
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    let mock = mock_llm::spawn(MockLlmOptions {
+        latency: Duration::from_millis(latency_ms),
+        record: Some(record.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("mock llm");
+    fleet.set("WHISPERFLEET_LLM_BASE_URL", mock.base_url());
+    fleet.set("WHISPERFLEET_LLM_MODEL", "mock");
+    let chars = repo_root().join("characters");
+    fleet
+        .cli(&["characters", "import", chars.to_str().unwrap()])
+        .expect("import sample characters");
+    Setup {
+        fleet,
+        mock,
+        record,
+    }
+}
+
+fn turn(user: &str, text: &str) -> serde_json::Value {
+    json!({"character": "Nora Halvorsen", "user_id": user, "text": text})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turn_through_real_binaries_reports_every_stage_and_caches_characters() {
+    let mut s = setup("stages", 0).await;
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    s.fleet.spawn("worker", "worker-2", &[]).unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+    let client = reqwest::Client::new();
+
+    let (status, first) = post_turn(&client, &base, turn("u1", "Hello! What do you study?"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["outcome"], "ok");
+    for stage in [
+        "platform_lag",
+        "ingress",
+        "queue_wait",
+        "cdl_load",
+        "context",
+        "compose",
+        "llm",
+        "worker_total",
+        "delivery",
+        "end_to_end",
+        "overhead",
+    ] {
+        assert!(
+            first["timings"][stage].is_number(),
+            "stage {stage} missing from {}",
+            first["timings"]
+        );
+    }
+    assert!(first["counters"]["cdl_queries"].as_u64().unwrap() <= 1);
+
+    let (_, second) = post_turn(&client, &base, turn("u2", "Do you like whales?"))
+        .await
+        .unwrap();
+    assert_eq!(second["counters"]["cdl_queries"], 0, "{second}");
+
+    // Change the character; the next turn must use the new data.
+    let mut nora: whisperfleet_shared::character::Character = serde_norway::from_str(
+        &std::fs::read_to_string(repo_root().join("characters/nora-halvorsen.yaml")).unwrap(),
+    )
+    .unwrap();
+    nora.occupation = "deep-sea cartographer".into();
+    let changed = bin_dir()
+        .join("test-logs")
+        .join(format!("{}-nora.json", s.fleet.name));
+    std::fs::write(&changed, serde_json::to_vec(&nora).unwrap()).unwrap();
+    s.fleet
+        .cli(&["characters", "import", changed.to_str().unwrap()])
+        .unwrap();
+    let (_, third) = post_turn(&client, &base, turn("u1", "What is your job now?"))
+        .await
+        .unwrap();
+    assert_eq!(third["outcome"], "ok", "{third}");
+    let prompts = recorded(&s.record);
+    let last = prompts.last().expect("a recorded prompt");
+    assert!(
+        prompt_text(last).contains("deep-sea cartographer"),
+        "the turn after the import must use the new character data"
+    );
+    assert!(third["counters"]["cdl_queries"].as_u64().unwrap() <= 1);
+    assert_eq!(s.mock.stats.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_errors_are_clear() {
+    let mut s = setup("http_errors", 0).await;
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    let base = s
+        .fleet
+        .spawn_gateway(&[("WHISPERFLEET_MAX_TEXT_CHARS", "50".into())])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let (status, body) = post_turn(
+        &client,
+        &base,
+        json!({"character": "Nobody", "user_id": "u", "text": "hi"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "unknown_character");
+    let (status, body) = post_turn(&client, &base, turn("u", "   ")).await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "empty_text");
+    let (status, body) = post_turn(&client, &base, turn("u", &"x".repeat(51)))
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("50"));
+    let r = client
+        .post(format!("{base}/v1/turns"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_body");
+    assert_eq!(s.mock.stats.requests(), 0, "no bad request reached the LLM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
+    let mut s = setup("ordering", 5).await;
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    s.fleet.spawn("worker", "worker-2", &[]).unwrap();
+    let base = Arc::new(s.fleet.spawn_gateway(&[]).await.unwrap());
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for conv in 0..20 {
+        let client = client.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut replies = Vec::new();
+            for i in 0..10 {
+                let (status, body) = post_turn(
+                    &client,
+                    &base,
+                    turn(&format!("user{conv}"), &format!("conv{conv} msg{i} about kelp")),
+                )
+                .await
+                .unwrap();
+                assert_eq!(status, 200, "{body}");
+                replies.push(body);
+            }
+            replies
+        }));
+    }
+    let mut turn_ids = std::collections::HashSet::new();
+    for (conv, t) in tasks.into_iter().enumerate() {
+        let replies = t.await.unwrap();
+        assert_eq!(replies.len(), 10);
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(r["outcome"], "ok", "{r}");
+            assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
+            assert!(
+                r["text"].as_str().unwrap().contains(&format!("conv{conv} msg{i} ")),
+                "reply {i} of conversation {conv} answers another message: {}",
+                r["text"]
+            );
+            assert!(turn_ids.insert(r["turn_id"].as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(turn_ids.len(), 200);
+    // Exactly once: one LLM call per turn, and each prompt holds its conversation's
+    // previous turn.
+    let prompts = recorded(&s.record);
+    assert_eq!(prompts.len(), 200);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for p in &prompts {
+        let user = last_user(p);
+        *seen.entry(user.clone()).or_default() += 1;
+        let mut words = user.split_whitespace();
+        let conv = words.next().unwrap().to_string();
+        let i: usize = words.next().unwrap()[3..].parse().unwrap();
+        if i > 0 {
+            let previous = format!("{conv} msg{} about kelp", i - 1);
+            assert!(
+                prompt_text(p).contains(&previous),
+                "prompt of {user:?} lacks the previous turn {previous:?}"
+            );
+        }
+    }
+    assert!(seen.values().all(|&n| n == 1), "a turn reached the LLM twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_after_llm_redelivers_and_answers_once_without_paying_twice() {
+    let mut s = setup("sigkill", 0).await;
+    // Worker A pauses after the LLM answered: the window in which we kill it.
+    s.fleet
+        .spawn(
+            "worker",
+            "worker-a",
+            &[("WHISPERFLEET_TEST_PAUSE_AFTER_LLM_MS", "30000".into())],
+        )
+        .unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+    let client = reqwest::Client::new();
+    let pending = {
+        let client = client.clone();
+        let base = base.clone();
+        tokio::spawn(async move { post_turn(&client, &base, turn("u1", "Tell me about kelp")).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.mock.stats.requests() < 1 {
+        assert!(std::time::Instant::now() < deadline, "LLM never called");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the answer reach the request cache, then kill the worker mid-turn.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.fleet.signal("worker-a", "KILL").unwrap();
+    s.fleet.wait_exit("worker-a", Duration::from_secs(5)).await.unwrap();
+    s.fleet.spawn("worker", "worker-b", &[]).unwrap();
+    let (status, body) = pending.await.unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "ok");
+    assert_eq!(body["counters"]["llm_calls"], 0, "the redelivered turn reused the answer");
+    assert_eq!(s.mock.stats.requests(), 1, "the LLM was paid once");
+    // Nothing left in the queue, nothing answered twice.
+    let (status, next) = post_turn(&client, &base, turn("u1", "And whales?")).await.unwrap();
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["seq"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_llm_call_is_answered_exactly_once() {
+    let mut s = setup("sigkill_llm", 1500).await;
+    s.fleet.spawn("worker", "worker-a", &[]).unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+    let client = reqwest::Client::new();
+    let pending = {
+        let client = client.clone();
+        let base = base.clone();
+        tokio::spawn(async move { post_turn(&client, &base, turn("u9", "Tell me about otters")).await })
+    };
+    while s.mock.stats.requests() < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.fleet.signal("worker-a", "KILL").unwrap();
+    s.fleet.spawn("worker", "worker-b", &[]).unwrap();
+    let (status, body) = pending.await.unwrap().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "ok");
+    // The first call never finished, so the retry had to ask again: two requests, one reply.
+    assert_eq!(s.mock.stats.requests(), 2);
+}
