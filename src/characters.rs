@@ -48,7 +48,10 @@ pub async fn run(config: &Config, cmd: CharactersCommand) -> anyhow::Result<()> 
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                println!("{:<24} {:<14} {:>7}  OCCUPATION", "NAME", "ARCHETYPE", "VERSION");
+                println!(
+                    "{:<24} {:<14} {:>7}  OCCUPATION",
+                    "NAME", "ARCHETYPE", "VERSION"
+                );
                 for c in list {
                     println!(
                         "{:<24} {:<14} {:>7}  {}",
@@ -77,12 +80,14 @@ pub async fn run(config: &Config, cmd: CharactersCommand) -> anyhow::Result<()> 
 
 /// Reads one character file: JSON when it looks like JSON, YAML otherwise.
 pub fn read_character(path: &Path) -> anyhow::Result<Character> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut c: Character = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid character (JSON)", path.display()))?
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid character (JSON)", path.display()))?
     } else {
-        serde_norway::from_str(&text).with_context(|| format!("{} is not a valid character (YAML)", path.display()))?
+        serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not a valid character (YAML)", path.display()))?
     };
     c.validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -112,7 +117,11 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-async fn import(config: &Config, store: &PgCharacterStore, paths: &[PathBuf]) -> anyhow::Result<()> {
+async fn import(
+    config: &Config,
+    store: &PgCharacterStore,
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
     // Read and validate everything first: a bad file imports nothing.
     let files = expand(paths)?;
     let characters = files
@@ -124,29 +133,40 @@ async fn import(config: &Config, store: &PgCharacterStore, paths: &[PathBuf]) ->
         None => None,
     };
     let broker: Option<Arc<RabbitBroker>> = match &config.amqp_url {
-        Some(url) => RabbitBroker::connect(url.clone(), "whisperfleet-characters", TopologySettings::default())
-            .await
-            .map_err(|e| tracing::warn!(error = %e, "cannot announce changes on fleet.control"))
-            .ok(),
+        Some(url) => RabbitBroker::connect(
+            url.clone(),
+            "whisperfleet-characters",
+            TopologySettings::default(),
+        )
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot announce changes on fleet.control"))
+        .ok(),
         None => None,
     };
     if let Some(b) = &broker {
-        b.ensure_topology().await.context("declaring the fleet topology")?;
+        b.ensure_topology()
+            .await
+            .context("declaring the fleet topology")?;
     }
-    let broker = match broker {
-        Some(b) => Some(b),
-        None => None,
-    };
+    let broker = broker;
     for c in characters {
-        let version = store.upsert(&c).await.with_context(|| format!("storing {}", c.name))?;
+        let version = store
+            .upsert(&c)
+            .await
+            .with_context(|| format!("storing {}", c.name))?;
         let name = normalize_name(&c.name);
         if let Some(cache) = &cache {
             whisperfleet_worker::cdl::publish_version(cache, &name, version)
                 .await
-                .with_context(|| format!("making version {version} of {} current in Redis", c.name))?;
+                .with_context(|| {
+                    format!("making version {version} of {} current in Redis", c.name)
+                })?;
         }
         if let Some(b) = &broker {
-            let body = serde_json::to_vec(&ControlMessage::CharacterChanged { name: name.clone(), version })?;
+            let body = serde_json::to_vec(&ControlMessage::CharacterChanged {
+                name: name.clone(),
+                version,
+            })?;
             let mut msg = Message::json(topology::CONTROL_EXCHANGE, "", body);
             msg.persistent = false;
             // No worker listening is fine: the control queue is only for live workers.

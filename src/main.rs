@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use whisperfleet_shared::{config::Config, shutdown, telemetry};
 
 #[derive(Parser)]
-#[command(name = "whisperfleet", version, about = "AI character bots as a fleet of services")]
+#[command(
+    name = "whisperfleet",
+    version,
+    about = "AI character bots as a fleet of services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

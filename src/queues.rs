@@ -22,7 +22,10 @@ pub async fn run(config: &Config, json: bool, watch: Option<u64>) -> anyhow::Res
     loop {
         let stats = sample(broker.as_ref(), cache.as_ref()).await?;
         if json {
-            println!("{}", serde_json::to_string(&serde_json::json!({ "queues": stats }))?);
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({ "queues": stats }))?
+            );
         } else {
             println!("{:<32} {:>10} {:>10}", "QUEUE", "READY", "CONSUMERS");
             for s in &stats {
@@ -66,7 +69,9 @@ pub async fn sample(
 }
 
 async fn gateway_ids(cache: &RedisCache) -> anyhow::Result<Vec<String>> {
-    Ok(cache.keys_matching("gateway:*").await?
+    Ok(cache
+        .keys_matching("gateway:*")
+        .await?
         .into_iter()
         .filter_map(|k| k.strip_prefix("gateway:").map(str::to_string))
         .collect())

@@ -13,9 +13,7 @@ use whisperfleet_shared::backoff::Backoff;
 use whisperfleet_shared::broker::{Broker, BrokerError, Message};
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::topology;
-use whisperfleet_shared::wire::{
-    Conversation, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
-};
+use whisperfleet_shared::wire::{Conversation, TurnReply, TurnRequest, WIRE_VERSION, ms_between};
 
 use crate::conversations::{Conversations, TooManyWaiting};
 use crate::router::ReplyRouter;
@@ -116,9 +114,11 @@ impl GatewayCore {
     /// this returns.
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
         self.validate(&input.text)?;
-        let key = input.conversation.key(&whisperfleet_shared::character::normalize_name(
-            &input.character,
-        ));
+        let key = input
+            .conversation
+            .key(&whisperfleet_shared::character::normalize_name(
+                &input.character,
+            ));
         let turn = self.conversations.enter(&key, self.max_waiting).await?;
         let turn_id = Uuid::now_v7();
         let req = TurnRequest {
@@ -194,7 +194,10 @@ impl GatewayCore {
         let end_to_end = ms(now.duration_since(pending.received));
         t.insert("platform_lag".into(), pending.platform_lag_ms);
         t.insert("ingress".into(), pending.ingress_ms);
-        t.insert("delivery".into(), ms(now.duration_since(pending.consumed_at)));
+        t.insert(
+            "delivery".into(),
+            ms(now.duration_since(pending.consumed_at)),
+        );
         t.insert("end_to_end".into(), end_to_end);
         let llm = t.get("llm").copied().unwrap_or(0.0);
         t.insert("overhead".into(), (end_to_end - llm).max(0.0));
@@ -204,10 +207,20 @@ impl GatewayCore {
     /// One `delivery` metric event for this turn, off the reply path.
     pub fn publish_delivery_metrics(&self, reply: &TurnReply, timings: &BTreeMap<String, f64>) {
         let mut p = Point::new("delivery", Utc::now())
-            .tag("character", &whisperfleet_shared::character::normalize_name(&reply.character))
+            .tag(
+                "character",
+                &whisperfleet_shared::character::normalize_name(&reply.character),
+            )
             .tag("platform", &reply.conversation.platform)
             .tag("outcome", reply.outcome.as_str());
-        for stage in ["platform_lag", "ingress", "delivery", "end_to_end", "overhead", "llm"] {
+        for stage in [
+            "platform_lag",
+            "ingress",
+            "delivery",
+            "end_to_end",
+            "overhead",
+            "llm",
+        ] {
             if let Some(ms) = timings.get(stage) {
                 p = p.float(&format!("{stage}_ms"), *ms);
             }
@@ -215,7 +228,10 @@ impl GatewayCore {
         let body = lineproto::encode(&[p]);
         let broker = self.broker.clone();
         tokio::spawn(async move {
-            if let Err(e) = broker.publish(Message::line_protocol(body.into_bytes())).await {
+            if let Err(e) = broker
+                .publish(Message::line_protocol(body.into_bytes()))
+                .await
+            {
                 tracing::debug!(error = %e, "delivery metric not published");
             }
         });

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -77,10 +77,18 @@ async fn turn(
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()),
     };
     if body.character.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "invalid_body", "character must not be empty");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "character must not be empty",
+        );
     }
     if body.user_id.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "invalid_body", "user_id must not be empty");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "user_id must not be empty",
+        );
     }
     // Without a channel this is a private chat between the user and the character.
     let is_dm = body.is_dm.unwrap_or(body.channel_id.is_none());
@@ -97,7 +105,10 @@ async fn turn(
             is_dm,
         },
         character: body.character.clone(),
-        user_name: body.user_name.clone().unwrap_or_else(|| body.user_id.clone()),
+        user_name: body
+            .user_name
+            .clone()
+            .unwrap_or_else(|| body.user_id.clone()),
         text: body.text,
         platform_sent_at: body.sent_at,
         platform_message_id: None,

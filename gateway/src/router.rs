@@ -74,10 +74,10 @@ impl ReplyRouter {
         };
         inner.delivered.insert(reply.turn_id);
         inner.order.push_back(reply.turn_id);
-        if inner.order.len() > REMEMBERED {
-            if let Some(old) = inner.order.pop_front() {
-                inner.delivered.remove(&old);
-            }
+        if inner.order.len() > REMEMBERED
+            && let Some(old) = inner.order.pop_front()
+        {
+            inner.delivered.remove(&old);
         }
         drop(inner);
         tx.send(Arrived { reply, consumed_at }).is_ok()

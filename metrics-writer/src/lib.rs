@@ -25,7 +25,9 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result
     .await
     .context("connecting to RabbitMQ")?;
     broker.ensure_topology().await?;
-    tracing::warn!("metrics-writer: InfluxDB writing is not implemented yet; metric events stay queued");
+    tracing::warn!(
+        "metrics-writer: InfluxDB writing is not implemented yet; metric events stay queued"
+    );
     shutdown.cancelled().await;
     Ok(())
 }

@@ -28,9 +28,9 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::broker::{Acker, Broker, BrokerError, Delivery, Message, QueueStats, Subscription};
 use crate::config::redact_secret_url;
-use crate::backoff::Backoff;
 use crate::topology::{self, TopologySettings};
 
 const PUBLISH_CHANNELS: usize = 4;

@@ -24,7 +24,10 @@ pub enum CacheError {
 
 impl From<redis::RedisError> for CacheError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
         {
             Self::Unavailable(e.to_string())
         } else {

@@ -262,9 +262,14 @@ impl Config {
             };
             let value = match kind {
                 Kind::Text => Value::from(raw),
-                Kind::Number => raw.trim().parse::<Value>().map_err(|_| {
-                    ConfigError::Invalid(format!("{name} is not a number: {raw:?}"))
-                })?,
+                Kind::Number => match raw.trim().parse::<u64>() {
+                    Ok(n) => Value::from(n),
+                    Err(_) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{name} must be a whole number, not {raw:?}"
+                        )));
+                    }
+                },
             };
             layer.insert(key, value);
         }
@@ -375,55 +380,71 @@ pub fn redact_secret_url(url: &SecretString) -> String {
 mod tests {
     use super::*;
 
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn defaults_are_valid() {
-        figment::Jail::expect_with(|_jail| {
-            let cfg = Config::load_from(None, Vec::new())
-                .map_err(|e| e.to_string())?;
-            assert_eq!(cfg.max_text_chars, 4000);
-            assert!(cfg.amqp_url.is_none(), "no localhost default for services");
-            Ok(())
-        });
+        let cfg = Config::load_from(None, Vec::new()).unwrap();
+        assert_eq!(cfg.max_text_chars, 4000);
+        assert!(cfg.amqp_url.is_none(), "no localhost default for services");
     }
 
     #[test]
     fn env_overrides_file_and_digits_stay_strings() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("wf.toml", "max_text_chars = 10\ngateway_id = \"from-file\"\n")?;
-            jail.set_env("WHISPERFLEET_GATEWAY_ID", "12345");
-            jail.set_env("WHISPERFLEET_LLM_API_KEY", "0123456789");
-            jail.set_env("WHISPERFLEET_REPLY_TIMEOUT_MS", "1500");
-            let cfg = Config::load_from(Some("wf.toml".into()), std::env::vars())
-            .map_err(|e| e.to_string())?;
-            assert_eq!(cfg.max_text_chars, 10);
-            assert_eq!(cfg.gateway_id, "12345");
-            assert_eq!(cfg.reply_timeout_ms, 1500);
-            assert_eq!(cfg.llm_api_key.unwrap().expose_secret(), "0123456789");
-            Ok(())
-        });
+        let file = std::env::temp_dir().join(format!("wf-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "max_text_chars = 10\ngateway_id = \"from-file\"\nhttp_addr = \"0.0.0.0:1\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load_from(
+            Some(file.clone()),
+            env(&[
+                ("WHISPERFLEET_GATEWAY_ID", "12345"),
+                ("WHISPERFLEET_LLM_API_KEY", "0123456789"),
+                ("WHISPERFLEET_REPLY_TIMEOUT_MS", "1500"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        std::fs::remove_file(file).unwrap();
+        assert_eq!(cfg.max_text_chars, 10, "file beats defaults");
+        assert_eq!(cfg.http_addr, "0.0.0.0:1");
+        assert_eq!(
+            cfg.gateway_id, "12345",
+            "env beats file, digits stay a string"
+        );
+        assert_eq!(cfg.reply_timeout_ms, 1500);
+        assert_eq!(cfg.llm_api_key.unwrap().expose_secret(), "0123456789");
     }
 
     #[test]
     fn secrets_never_show_in_debug() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("WHISPERFLEET_DISCORD_TOKEN", "super-secret-token-value");
-            jail.set_env("WHISPERFLEET_AMQP_URL", "amqp://u:hunter2@rabbit:5672/%2f");
-            let cfg = Config::load_from(None, std::env::vars())
-                .map_err(|e| e.to_string())?;
-            let dbg = format!("{cfg:?}");
-            assert!(!dbg.contains("super-secret-token-value"));
-            assert!(!dbg.contains("hunter2"));
-            assert_eq!(
-                redact_secret_url(cfg.amqp_url.as_ref().unwrap()),
-                "amqp://rabbit:5672/%2f"
-            );
-            Ok(())
-        });
+        let cfg = Config::load_from(
+            None,
+            env(&[
+                ("WHISPERFLEET_DISCORD_TOKEN", "super-secret-token-value"),
+                ("WHISPERFLEET_AMQP_URL", "amqp://u:hunter2@rabbit:5672/%2f"),
+            ]),
+        )
+        .unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("super-secret-token-value"));
+        assert!(!dbg.contains("hunter2"));
+        assert_eq!(
+            redact_secret_url(cfg.amqp_url.as_ref().unwrap()),
+            "amqp://rabbit:5672/%2f"
+        );
     }
 
     #[test]
     fn every_key_loads_from_env() {
-        let env = KEYS.iter().map(|(k, kind)| {
+        let pairs = KEYS.iter().map(|(k, kind)| {
             let v = match kind {
                 Kind::Text if *k == "log_format" => "json",
                 Kind::Text => "abc",
@@ -431,18 +452,19 @@ mod tests {
             };
             (format!("{ENV_PREFIX}{}", k.to_uppercase()), v.to_string())
         });
-        let cfg = Config::load_from(None, env).unwrap();
+        let cfg = Config::load_from(None, pairs).unwrap();
         assert_eq!(cfg.metrics_batch_size, 7);
         assert_eq!(cfg.discord_character.as_deref(), Some("abc"));
     }
 
     #[test]
     fn bad_values_are_named() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("WHISPERFLEET_LOG_FORMAT", "xml");
-            let err = Config::load_from(None, std::env::vars()).unwrap_err();
-            assert!(err.to_string().contains("WHISPERFLEET_LOG_FORMAT"));
-            Ok(())
-        });
+        let err = Config::load_from(None, env(&[("WHISPERFLEET_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("WHISPERFLEET_LOG_FORMAT"));
+        let err =
+            Config::load_from(None, env(&[("WHISPERFLEET_HISTORY_LEN", "many")])).unwrap_err();
+        assert!(err.to_string().contains("WHISPERFLEET_HISTORY_LEN"));
+        let err = Config::load_from(Some("/nonexistent/wf.toml".into()), Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
     }
 }

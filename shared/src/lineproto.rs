@@ -43,10 +43,11 @@ impl Point {
     }
 
     pub fn field(mut self, k: &str, v: FieldValue) -> Self {
-        if let FieldValue::Float(f) = v {
-            if !f.is_finite() {
-                return self;
-            }
+        // NaN and infinities are not representable in line protocol.
+        if let FieldValue::Float(f) = v
+            && !f.is_finite()
+        {
+            return self;
         }
         self.fields.push((k.to_string(), v));
         self

@@ -85,11 +85,11 @@ impl RequestCache {
         let v = cell
             .get_or_try_init(|| async {
                 ran_here = true;
-                if persist.is_some() {
-                    if let Some(v) = self.backing_get::<T>(key).await {
-                        self.hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(Arc::new(v) as Arc<dyn Any + Send + Sync>);
-                    }
+                if persist.is_some()
+                    && let Some(v) = self.backing_get::<T>(key).await
+                {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Arc::new(v) as Arc<dyn Any + Send + Sync>);
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 let v = loader().await?;
@@ -168,9 +168,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok::<_, String>(42u32)
         };
-        let results = futures::future::join_all((0..10).map(|_| {
-            rc.load("k", Some(Duration::from_secs(1)), load)
-        }))
+        let results = futures::future::join_all(
+            (0..10).map(|_| rc.load("k", Some(Duration::from_secs(1)), load)),
+        )
         .await;
         assert!(results.iter().all(|r| r.as_ref() == Ok(&42)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -181,9 +181,7 @@ mod tests {
             .load("bad", None, || async { Err("boom".to_string()) })
             .await;
         assert!(err.is_err());
-        let ok: Result<u32, String> = rc
-            .load("bad", None, || async { Ok(7) })
-            .await;
+        let ok: Result<u32, String> = rc.load("bad", None, || async { Ok(7) }).await;
         assert_eq!(ok, Ok(7));
     }
 

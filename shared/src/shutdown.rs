@@ -37,7 +37,10 @@ pub async fn drain<F: std::future::Future>(grace: Duration, work: F) -> bool {
     match tokio::time::timeout(grace, work).await {
         Ok(_) => true,
         Err(_) => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "drain grace period ran out");
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "drain grace period ran out"
+            );
             false
         }
     }

@@ -272,7 +272,8 @@ mod tests {
 
     #[test]
     fn salvages_reply_address_from_partial_bodies() {
-        let body = br#"{"reply_to":"gw9","turn_id":"0190a0a0-0000-7000-8000-000000000000","text":5}"#;
+        let body =
+            br#"{"reply_to":"gw9","turn_id":"0190a0a0-0000-7000-8000-000000000000","text":5}"#;
         let (to, id, _) = salvage_reply_address(body).unwrap();
         assert_eq!(to, "gw9");
         assert!(id.is_some());

@@ -143,7 +143,12 @@ impl Fleet {
 
     /// Starts a service binary with this fleet's env plus `extra`; its logs go to
     /// `target/test-logs/<fleet>-<label>.log`.
-    pub fn spawn(&mut self, bin_name: &str, label: &str, extra: &[(&str, String)]) -> anyhow::Result<u32> {
+    pub fn spawn(
+        &mut self,
+        bin_name: &str,
+        label: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<u32> {
         let logs = bin_dir().join("test-logs");
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("{}-{label}.log", self.name)))?;
@@ -168,13 +173,16 @@ impl Fleet {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-                if r.status().is_success() {
-                    return Ok(base);
-                }
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(base);
             }
             if Instant::now() > deadline {
-                bail!("gateway did not become ready; see target/test-logs/{}-gateway.log", self.name);
+                bail!(
+                    "gateway did not become ready; see target/test-logs/{}-gateway.log",
+                    self.name
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -192,7 +200,11 @@ impl Fleet {
     }
 
     /// Waits for a child to exit and returns its exit code.
-    pub async fn wait_exit(&mut self, label: &str, timeout: Duration) -> anyhow::Result<Option<i32>> {
+    pub async fn wait_exit(
+        &mut self,
+        label: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<i32>> {
         let idx = self
             .children
             .iter()
@@ -212,8 +224,12 @@ impl Fleet {
     }
 
     pub fn log_of(&self, label: &str) -> String {
-        std::fs::read_to_string(bin_dir().join("test-logs").join(format!("{}-{label}.log", self.name)))
-            .unwrap_or_default()
+        std::fs::read_to_string(
+            bin_dir()
+                .join("test-logs")
+                .join(format!("{}-{label}.log", self.name)),
+        )
+        .unwrap_or_default()
     }
 }
 

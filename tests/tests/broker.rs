@@ -42,7 +42,11 @@ async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_se
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for body in [&b"{not json at all"[..], br#"{"v":1,"turn_id":"x"}"#, &[0xff, 0xfe][..]] {
+    for body in [
+        &b"{not json at all"[..],
+        br#"{"v":1,"turn_id":"x"}"#,
+        &[0xff, 0xfe][..],
+    ] {
         ch.basic_publish(
             "fleet.turns".into(),
             "turns".into(),
@@ -91,7 +95,10 @@ async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_se
         }
     }
     assert_eq!(reasons.len(), 3, "all three malformed turns dead-lettered");
-    assert!(reasons.iter().all(|r| r.contains("TurnRequest")), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("TurnRequest")),
+        "{reasons:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -163,7 +170,11 @@ async fn request_cache_shares_one_load_per_key_and_survives_redelivery_via_redis
         .collect::<Vec<_>>()
         .await;
     assert!(loads.iter().all(|r| r.as_deref() == Ok("the answer")));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "32 concurrent loads, one backend call");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "32 concurrent loads, one backend call"
+    );
 
     // A redelivered turn (new scope, same turn id) finds the value in Redis.
     let again = RequestCache::new("turn-1", Some(redis.clone()), true);

@@ -169,7 +169,10 @@ async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
                 let (status, body) = post_turn(
                     &client,
                     &base,
-                    turn(&format!("user{conv}"), &format!("conv{conv} msg{i} about kelp")),
+                    turn(
+                        &format!("user{conv}"),
+                        &format!("conv{conv} msg{i} about kelp"),
+                    ),
                 )
                 .await
                 .unwrap();
@@ -187,7 +190,10 @@ async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
             assert_eq!(r["outcome"], "ok", "{r}");
             assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
             assert!(
-                r["text"].as_str().unwrap().contains(&format!("conv{conv} msg{i} ")),
+                r["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("conv{conv} msg{i} ")),
                 "reply {i} of conversation {conv} answers another message: {}",
                 r["text"]
             );
@@ -214,7 +220,10 @@ async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
             );
         }
     }
-    assert!(seen.values().all(|&n| n == 1), "a turn reached the LLM twice");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a turn reached the LLM twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +242,9 @@ async fn sigkill_after_llm_redelivers_and_answers_once_without_paying_twice() {
     let pending = {
         let client = client.clone();
         let base = base.clone();
-        tokio::spawn(async move { post_turn(&client, &base, turn("u1", "Tell me about kelp")).await })
+        tokio::spawn(
+            async move { post_turn(&client, &base, turn("u1", "Tell me about kelp")).await },
+        )
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while s.mock.stats.requests() < 1 {
@@ -243,15 +254,23 @@ async fn sigkill_after_llm_redelivers_and_answers_once_without_paying_twice() {
     // Let the answer reach the request cache, then kill the worker mid-turn.
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.fleet.signal("worker-a", "KILL").unwrap();
-    s.fleet.wait_exit("worker-a", Duration::from_secs(5)).await.unwrap();
+    s.fleet
+        .wait_exit("worker-a", Duration::from_secs(5))
+        .await
+        .unwrap();
     s.fleet.spawn("worker", "worker-b", &[]).unwrap();
     let (status, body) = pending.await.unwrap().unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "ok");
-    assert_eq!(body["counters"]["llm_calls"], 0, "the redelivered turn reused the answer");
+    assert_eq!(
+        body["counters"]["llm_calls"], 0,
+        "the redelivered turn reused the answer"
+    );
     assert_eq!(s.mock.stats.requests(), 1, "the LLM was paid once");
     // Nothing left in the queue, nothing answered twice.
-    let (status, next) = post_turn(&client, &base, turn("u1", "And whales?")).await.unwrap();
+    let (status, next) = post_turn(&client, &base, turn("u1", "And whales?"))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{next}");
     assert_eq!(next["seq"], 2);
 }
@@ -265,7 +284,9 @@ async fn sigkill_during_llm_call_is_answered_exactly_once() {
     let pending = {
         let client = client.clone();
         let base = base.clone();
-        tokio::spawn(async move { post_turn(&client, &base, turn("u9", "Tell me about otters")).await })
+        tokio::spawn(
+            async move { post_turn(&client, &base, turn("u9", "Tell me about otters")).await },
+        )
     };
     while s.mock.stats.requests() < 1 {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -113,10 +113,10 @@ impl CharacterCache {
         let Some(redis) = &self.redis else {
             // No shared cache (embedded): local copies live until invalidated by control
             // messages, re-checked every LOCAL_TTL.
-            if let Some((c, checked)) = local {
-                if checked.elapsed() < LOCAL_TTL {
-                    return Ok(Some(c));
-                }
+            if let Some((c, checked)) = local
+                && checked.elapsed() < LOCAL_TTL
+            {
+                return Ok(Some(c));
             }
             let c = self.load_from_store(name, counts).await?;
             if let Some(c) = &c {
@@ -129,10 +129,10 @@ impl CharacterCache {
             Ok(v) => v.and_then(|b| String::from_utf8(b).ok()?.parse::<i64>().ok()),
             Err(e) => {
                 tracing::debug!(error = %e, "redis down: character cache falls back to local copies");
-                if let Some((c, checked)) = local {
-                    if checked.elapsed() < LOCAL_TTL {
-                        return Ok(Some(c));
-                    }
+                if let Some((c, checked)) = local
+                    && checked.elapsed() < LOCAL_TTL
+                {
+                    return Ok(Some(c));
                 }
                 let c = self.load_from_store(name, counts).await?;
                 if let Some(c) = &c {
@@ -141,21 +141,20 @@ impl CharacterCache {
                 return Ok(c);
             }
         };
-        if let (Some(v), Some((c, _))) = (current, &local) {
-            if c.version == v {
-                return Ok(Some(c.clone()));
-            }
+        if let (Some(v), Some((c, _))) = (current, &local)
+            && c.version == v
+        {
+            return Ok(Some(c.clone()));
         }
         if let Some(v) = current {
             counts.redis_round_trips.fetch_add(1, Ordering::Relaxed);
-            if let Ok(Some(doc)) = redis.get(&doc_key(name)).await {
-                if let Ok(c) = serde_json::from_slice::<Character>(&doc) {
-                    if c.version == v {
-                        let c = Arc::new(c);
-                        self.local_put(c.clone());
-                        return Ok(Some(c));
-                    }
-                }
+            if let Ok(Some(doc)) = redis.get(&doc_key(name)).await
+                && let Ok(c) = serde_json::from_slice::<Character>(&doc)
+                && c.version == v
+            {
+                let c = Arc::new(c);
+                self.local_put(c.clone());
+                return Ok(Some(c));
             }
         }
         let Some(c) = self.load_from_store(name, counts).await? else {
@@ -166,7 +165,11 @@ impl CharacterCache {
             counts.redis_round_trips.fetch_add(2, Ordering::Relaxed);
             let _ = redis.set(&doc_key(name), &doc, REDIS_TTL).await;
             let _ = redis
-                .set_nx(&version_key(name), c.version.to_string().as_bytes(), REDIS_TTL)
+                .set_nx(
+                    &version_key(name),
+                    c.version.to_string().as_bytes(),
+                    REDIS_TTL,
+                )
                 .await;
         }
         Ok(Some(c))
@@ -181,7 +184,11 @@ pub async fn publish_version(
     version: i64,
 ) -> Result<(), whisperfleet_shared::cache::CacheError> {
     redis
-        .set(&version_key(name), version.to_string().as_bytes(), REDIS_TTL)
+        .set(
+            &version_key(name),
+            version.to_string().as_bytes(),
+            REDIS_TTL,
+        )
         .await?;
     redis.del(&[&doc_key(name)]).await
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use whisperfleet_shared::character::{Character, StoreError};
 use whisperfleet_shared::llm::ChatMessage;
 
-use crate::components::{self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
+use crate::components::{
+    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+};
 
 /// Everything but the character that goes into a prompt.
 #[derive(Debug, Clone, Default)]
@@ -47,14 +49,22 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Arc<Character>, StoreError>>,
 {
-    let identity = async { load().await.map(|c| Some(components::character_identity(&c))) };
+    let identity = async {
+        load()
+            .await
+            .map(|c| Some(components::character_identity(&c)))
+    };
     let mode = async { load().await.map(|c| Some(components::character_mode(&c))) };
     let guidance = async {
         load()
             .await
             .map(|c| components::ai_identity_guidance(&c, &ctx.user_text))
     };
-    let personality = async { load().await.map(|c| Some(components::character_personality(&c))) };
+    let personality = async {
+        load()
+            .await
+            .map(|c| Some(components::character_personality(&c)))
+    };
     let voice = async { load().await.map(|c| Some(components::character_voice(&c))) };
     let final_guidance = async {
         load()
@@ -64,7 +74,14 @@ where
     let built: [(bool, Result<Option<Component>, StoreError>); 6] = if parallel {
         let (a, b, c, d, e, f) =
             tokio::join!(identity, mode, guidance, personality, voice, final_guidance);
-        [(true, a), (true, b), (false, c), (false, d), (false, e), (true, f)]
+        [
+            (true, a),
+            (true, b),
+            (false, c),
+            (false, d),
+            (false, e),
+            (true, f),
+        ]
     } else {
         [
             (true, identity.await),

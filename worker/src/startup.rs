@@ -110,7 +110,10 @@ impl Application {
             .context("declaring the fleet topology")?;
         tracing::info!(
             broker = broker.describe(),
-            cache = cache.as_ref().map(|c| c.describe()).unwrap_or_else(|| "none".into()),
+            cache = cache
+                .as_ref()
+                .map(|c| c.describe())
+                .unwrap_or_else(|| "none".into()),
             characters = store.describe(),
             llm = llm.describe(),
             concurrency = config.worker_concurrency,

@@ -113,10 +113,12 @@ impl PgCharacterStore {
             "character_llm_config",
         ] {
             // Table names come from the fixed list above, never from input.
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE character_id = $1")))
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE character_id = $1"
+            )))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         }
         let p = &c.personality;
         for (name, v) in [
@@ -200,9 +202,11 @@ impl CharacterStore for PgCharacterStore {
             .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
         let doc: serde_json::Value = row.try_get("doc").map_err(db_err)?;
-        serde_json::from_value(doc)
-            .map(Some)
-            .map_err(|e| StoreError::Data(format!("stored character {normalized_name} is malformed: {e}")))
+        serde_json::from_value(doc).map(Some).map_err(|e| {
+            StoreError::Data(format!(
+                "stored character {normalized_name} is malformed: {e}"
+            ))
+        })
     }
 
     async fn upsert(&self, character: &Character) -> Result<i64, StoreError> {
@@ -253,7 +257,9 @@ impl CharacterStore for PgCharacterStore {
                     normalized_name: r.get("normalized_name"),
                     occupation: r.get("occupation"),
                     archetype: whisperfleet_shared::character::Archetype::parse(&archetype)
-                        .ok_or_else(|| StoreError::Data(format!("unknown archetype {archetype}")))?,
+                        .ok_or_else(|| {
+                            StoreError::Data(format!("unknown archetype {archetype}"))
+                        })?,
                     version: r.get("version"),
                 })
             })

@@ -160,24 +160,24 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
 /// Dead-letters an unreadable turn and, when its reply address can be read, tells the user.
 async fn give_up(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
     tracing::warn!(reason, queue = %delivery.queue, "dead-lettering a turn");
-    if let Some((reply_to, turn_id, conversation)) = salvage_reply_address(&delivery.body) {
-        if let (Some(turn_id), Some(conversation)) = (turn_id, conversation) {
-            let reply = TurnReply {
-                v: WIRE_VERSION,
-                turn_id,
-                conversation,
-                character: String::new(),
-                text: "Sorry, something went wrong with that message and it could not be answered."
-                    .into(),
-                outcome: Outcome::Error,
-                timings: BTreeMap::new(),
-                counters: Counters::default(),
-                seq: 0,
-                platform_message_id: None,
-                reason: Some("unprocessable".into()),
-            };
-            let _ = publish_reply(deps, &reply_to, &reply).await;
-        }
+    if let Some((reply_to, turn_id, conversation)) = salvage_reply_address(&delivery.body)
+        && let (Some(turn_id), Some(conversation)) = (turn_id, conversation)
+    {
+        let reply = TurnReply {
+            v: WIRE_VERSION,
+            turn_id,
+            conversation,
+            character: String::new(),
+            text: "Sorry, something went wrong with that message and it could not be answered."
+                .into(),
+            outcome: Outcome::Error,
+            timings: BTreeMap::new(),
+            counters: Counters::default(),
+            seq: 0,
+            platform_message_id: None,
+            reason: Some("unprocessable".into()),
+        };
+        let _ = publish_reply(deps, &reply_to, &reply).await;
     }
     match broker::dead_letter(deps.broker.as_ref(), delivery, reason).await {
         Ok(()) => Handled::DeadLettered,
@@ -218,9 +218,10 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     let started = Instant::now();
     let turn_id = req.turn_id.to_string();
     let mut timings = Timings(BTreeMap::new());
-    timings
-        .0
-        .insert("queue_wait".into(), ms_between(req.published_at, Utc::now()));
+    timings.0.insert(
+        "queue_wait".into(),
+        ms_between(req.published_at, Utc::now()),
+    );
     let mut counters = Counters::default();
     let cache = deps.cache.clone();
 
@@ -240,7 +241,10 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
 
     let age = ms_between(req.received_at, Utc::now());
     if age > deps.settings.turn_deadline.as_millis() as f64 {
-        tracing::warn!(age_ms = age, "turn past its deadline; apologising instead of answering");
+        tracing::warn!(
+            age_ms = age,
+            "turn past its deadline; apologising instead of answering"
+        );
         let reply = reply_of(
             &req,
             "Sorry, that took far too long: I'm answering late, so please ask me again.".into(),
@@ -252,11 +256,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         return send_and_finish(deps, &req, delivery, reply, None).await;
     }
 
-    let rc = RequestCache::new(
-        turn_id.clone(),
-        cache.clone(),
-        deps.options.request_cache,
-    );
+    let rc = RequestCache::new(turn_id.clone(), cache.clone(), deps.options.request_cache);
     let cdl_counts = CdlCounts::default();
     let name = normalize_name(&req.character);
 
@@ -379,53 +379,63 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     }
     let (text, outcome, reason) = match answer {
         Ok(a) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
-        Ok(_) => (fallback_text(&character), Outcome::Fallback, Some("llm_empty_answer")),
+        Ok(_) => (
+            fallback_text(&character),
+            Outcome::Fallback,
+            Some("llm_empty_answer"),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "LLM failed; answering with an in-character fallback");
-            (fallback_text(&character), Outcome::Fallback, Some("llm_unavailable"))
+            (
+                fallback_text(&character),
+                Outcome::Fallback,
+                Some("llm_unavailable"),
+            )
         }
     };
 
     // History before the reply leaves, so the next turn of this conversation always sees it.
-    if outcome == Outcome::Ok {
-        if let Some(c) = &cache {
-            let entries = [
-                HistoryEntry {
-                    role: Role::User,
-                    text: req.text.clone(),
-                    turn_id: turn_id.clone(),
-                },
-                HistoryEntry {
-                    role: Role::Assistant,
-                    text: text.clone(),
-                    turn_id: turn_id.clone(),
-                },
-            ]
-            .map(|e| serde_json::to_vec(&e).expect("history entry serializes"));
-            counters.redis_round_trips += 1;
-            if let Err(e) = c
-                .append_once(
-                    &context::history_key(&conv_key),
-                    &entries,
-                    deps.settings.history_len,
-                    context::HISTORY_TTL,
-                    &record_key(&turn_id, "history"),
-                    deps.settings.record_ttl,
-                )
-                .await
-            {
-                tracing::warn!(error = %e, "could not append history; the next turn will miss this one");
-            }
+    if outcome == Outcome::Ok
+        && let Some(c) = &cache
+    {
+        let entries = [
+            HistoryEntry {
+                role: Role::User,
+                text: req.text.clone(),
+                turn_id: turn_id.clone(),
+            },
+            HistoryEntry {
+                role: Role::Assistant,
+                text: text.clone(),
+                turn_id: turn_id.clone(),
+            },
+        ]
+        .map(|e| serde_json::to_vec(&e).expect("history entry serializes"));
+        counters.redis_round_trips += 1;
+        if let Err(e) = c
+            .append_once(
+                &context::history_key(&conv_key),
+                &entries,
+                deps.settings.history_len,
+                context::HISTORY_TTL,
+                &record_key(&turn_id, "history"),
+                deps.settings.record_ttl,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not append history; the next turn will miss this one");
         }
     }
 
     counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
-    counters.redis_round_trips += cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
+    counters.redis_round_trips +=
+        cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
     counters.cache_hits = rc.hits();
     counters.cache_misses = rc.misses();
-    timings
-        .0
-        .insert("worker_total".into(), started.elapsed().as_secs_f64() * 1000.0);
+    timings.0.insert(
+        "worker_total".into(),
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
     let reply = reply_of(&req, text, outcome, reason, timings.0, counters);
     send_and_finish(deps, &req, delivery, reply, Some(&character)).await
 }
@@ -493,13 +503,16 @@ async fn send_and_finish(
         return Handled::Unsettled;
     }
     let reply_publish_ms = t.elapsed().as_secs_f64() * 1000.0;
-    if let Some(c) = &deps.cache {
-        if let Err(e) = c
-            .set(&record_key(&turn_id, "replied"), b"1", deps.settings.record_ttl)
+    if let Some(c) = &deps.cache
+        && let Err(e) = c
+            .set(
+                &record_key(&turn_id, "replied"),
+                b"1",
+                deps.settings.record_ttl,
+            )
             .await
-        {
-            tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
-        }
+    {
+        tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
     }
     let _ = character;
     // memory_store happens here once vector memory is wired in (after the reply left).
@@ -526,7 +539,11 @@ async fn finish(
         };
         if !already {
             let body = lineproto::encode(&turn_points(req, reply, timings));
-            match deps.broker.publish(Message::line_protocol(body.into_bytes())).await {
+            match deps
+                .broker
+                .publish(Message::line_protocol(body.into_bytes()))
+                .await
+            {
                 Ok(()) => {
                     if let Some(c) = &deps.cache {
                         let _ = c.set(&metrics_key, b"1", deps.settings.record_ttl).await;
