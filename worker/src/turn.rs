@@ -147,6 +147,15 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
         Ok(r) => r,
         Err(e) => return give_up(deps, delivery, &e.to_string()).await,
     };
+    // The broker would dead-letter this turn after this delivery anyway (workers keep dying
+    // on it): give up now, with a reason, and tell the user instead of leaving them waiting.
+    if delivery.delivery_count + 1 >= deps.settings.delivery_limit {
+        let reason = format!(
+            "delivery limit reached: {} earlier deliveries did not finish this turn",
+            delivery.delivery_count
+        );
+        return give_up(deps, delivery, &reason).await;
+    }
     let span = tracing::info_span!("turn", turn_id = %req.turn_id, character = %req.character, seq = req.seq);
     async move {
         let lock = deps.conversation_lock(&req.conversation_key());
