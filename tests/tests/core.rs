@@ -16,6 +16,10 @@ struct Setup {
 }
 
 async fn setup(test: &str, latency_ms: u64) -> Setup {
+    setup_with(test, latency_ms, 0).await
+}
+
+async fn setup_with(test: &str, latency_ms: u64, fail_first: u32) -> Setup {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut fleet = Fleet::new(test).expect("fleet");
     let record = bin_dir()
@@ -25,6 +29,8 @@ async fn setup(test: &str, latency_ms: u64) -> Setup {
     let mock = mock_llm::spawn(MockLlmOptions {
         latency: Duration::from_millis(latency_ms),
         record: Some(record.clone()),
+        fail_first,
+        fail_status: 500,
         ..Default::default()
     })
     .await
@@ -298,4 +304,47 @@ async fn sigkill_during_llm_call_is_answered_exactly_once() {
     assert_eq!(body["outcome"], "ok");
     // The first call never finished, so the retry had to ask again: two requests, one reply.
     assert_eq!(s.mock.stats.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_llm_gives_an_in_character_fallback_not_an_error() {
+    let mut s = setup_with("llm_down", 0, 1000).await;
+    s.fleet
+        .spawn("worker", "worker", &[("WHISPERFLEET_LLM_MAX_RETRIES", "1".into())])
+        .unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+    let client = reqwest::Client::new();
+    let (status, body) = post_turn(&client, &base, turn("u1", "Hello?")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "fallback");
+    assert_eq!(body["reason"], "llm_unavailable");
+    assert!(body["text"].as_str().unwrap().contains("Nora Halvorsen"));
+    assert_eq!(s.mock.stats.requests(), 2, "one try and one retry");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_answers_504_without_workers_and_503_without_a_broker() {
+    let mut s = setup("gateway_down", 0).await;
+    let base = s
+        .fleet
+        .spawn_gateway(&[("WHISPERFLEET_REPLY_TIMEOUT_MS", "800".into())])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let (status, body) = post_turn(&client, &base, turn("u1", "anyone there?")).await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"], "reply_timeout");
+    // Take the broker away from this gateway (its vhost disappears, connections close).
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["delete_vhost", &s.fleet.vhost])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let started = std::time::Instant::now();
+    let (status, body) = post_turn(&client, &base, turn("u2", "hello?")).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "broker_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded retry");
+    let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
 }
