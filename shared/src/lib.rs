@@ -9,6 +9,7 @@ pub mod character;
 pub mod config;
 pub mod lineproto;
 pub mod llm;
+pub mod ports;
 pub mod request_cache;
 pub mod shutdown;
 pub mod telemetry;

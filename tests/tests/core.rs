@@ -310,11 +310,17 @@ async fn sigkill_during_llm_call_is_answered_exactly_once() {
 async fn failing_llm_gives_an_in_character_fallback_not_an_error() {
     let mut s = setup_with("llm_down", 0, 1000).await;
     s.fleet
-        .spawn("worker", "worker", &[("WHISPERFLEET_LLM_MAX_RETRIES", "1".into())])
+        .spawn(
+            "worker",
+            "worker",
+            &[("WHISPERFLEET_LLM_MAX_RETRIES", "1".into())],
+        )
         .unwrap();
     let base = s.fleet.spawn_gateway(&[]).await.unwrap();
     let client = reqwest::Client::new();
-    let (status, body) = post_turn(&client, &base, turn("u1", "Hello?")).await.unwrap();
+    let (status, body) = post_turn(&client, &base, turn("u1", "Hello?"))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "fallback");
     assert_eq!(body["reason"], "llm_unavailable");
@@ -331,7 +337,9 @@ async fn gateway_answers_504_without_workers_and_503_without_a_broker() {
         .await
         .unwrap();
     let client = reqwest::Client::new();
-    let (status, body) = post_turn(&client, &base, turn("u1", "anyone there?")).await.unwrap();
+    let (status, body) = post_turn(&client, &base, turn("u1", "anyone there?"))
+        .await
+        .unwrap();
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"], "reply_timeout");
     // Take the broker away from this gateway (its vhost disappears, connections close).
@@ -341,7 +349,9 @@ async fn gateway_answers_504_without_workers_and_503_without_a_broker() {
         .unwrap();
     assert!(out.status.success());
     let started = std::time::Instant::now();
-    let (status, body) = post_turn(&client, &base, turn("u2", "hello?")).await.unwrap();
+    let (status, body) = post_turn(&client, &base, turn("u2", "hello?"))
+        .await
+        .unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "broker_unavailable");
     assert!(started.elapsed() < Duration::from_secs(10), "bounded retry");
