@@ -189,27 +189,19 @@ impl Cache for RedisCache {
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError> {
+        let keys: Vec<String> = self
+            .keys_matching(pattern)
+            .await?
+            .iter()
+            .map(|k| self.k(k))
+            .collect();
         let mut c = self.conn.clone();
-        let mut cursor: u64 = 0;
         let mut removed = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.k(pattern))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await?;
-            if !keys.is_empty() {
-                let n: u64 = redis::cmd("DEL").arg(&keys).query_async(&mut c).await?;
-                removed += n;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
+        for chunk in keys.chunks(500) {
+            let n: u64 = redis::cmd("DEL").arg(chunk).query_async(&mut c).await?;
+            removed += n;
         }
+        Ok(removed)
     }
 
     async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError> {

@@ -100,6 +100,25 @@ impl CharacterCache {
         Ok(self.store.load(name).await?.map(Arc::new))
     }
 
+    /// A local copy younger than `LOCAL_TTL`, else one store load (kept locally).
+    async fn local_or_store(
+        &self,
+        name: &str,
+        local: Option<(Arc<Character>, Instant)>,
+        counts: &CdlCounts,
+    ) -> Result<Option<Arc<Character>>, StoreError> {
+        if let Some((c, checked)) = local
+            && checked.elapsed() < LOCAL_TTL
+        {
+            return Ok(Some(c));
+        }
+        let c = self.load_from_store(name, counts).await?;
+        if let Some(c) = &c {
+            self.local_put(c.clone());
+        }
+        Ok(c)
+    }
+
     /// The character named `name` (normalized), or `None` when unknown.
     pub async fn get(
         &self,
@@ -113,32 +132,14 @@ impl CharacterCache {
         let Some(redis) = &self.redis else {
             // No shared cache (embedded): local copies live until invalidated by control
             // messages, re-checked every LOCAL_TTL.
-            if let Some((c, checked)) = local
-                && checked.elapsed() < LOCAL_TTL
-            {
-                return Ok(Some(c));
-            }
-            let c = self.load_from_store(name, counts).await?;
-            if let Some(c) = &c {
-                self.local_put(c.clone());
-            }
-            return Ok(c);
+            return self.local_or_store(name, local, counts).await;
         };
         counts.redis_round_trips.fetch_add(1, Ordering::Relaxed);
         let current = match redis.get(&version_key(name)).await {
             Ok(v) => v.and_then(|b| String::from_utf8(b).ok()?.parse::<i64>().ok()),
             Err(e) => {
                 tracing::debug!(error = %e, "redis down: character cache falls back to local copies");
-                if let Some((c, checked)) = local
-                    && checked.elapsed() < LOCAL_TTL
-                {
-                    return Ok(Some(c));
-                }
-                let c = self.load_from_store(name, counts).await?;
-                if let Some(c) = &c {
-                    self.local_put(c.clone());
-                }
-                return Ok(c);
+                return self.local_or_store(name, local, counts).await;
             }
         };
         if let (Some(v), Some((c, _))) = (current, &local)
