@@ -71,10 +71,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::install_crypto_provider();
     let cli = Cli::parse();
-    let config = Config::load().context("loading configuration")?;
-    telemetry::init(&config.log_format);
+    let config = telemetry::bootstrap().context("loading configuration")?;
     match cli.command {
         Command::Up { workers } => up(&config, workers).await,
         Command::Characters { command } => characters::run(&config, command).await,

@@ -114,11 +114,7 @@ impl GatewayCore {
     /// this returns.
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
         self.validate(&input.text)?;
-        let key = input
-            .conversation
-            .key(&whisperfleet_shared::character::normalize_name(
-                &input.character,
-            ));
+        let key = input.conversation.key(&input.character);
         let turn = self.conversations.enter(&key, self.max_waiting).await?;
         let turn_id = Uuid::now_v7();
         let req = TurnRequest {

@@ -2,13 +2,11 @@
 
 use anyhow::Context;
 use whisperfleet_gateway::startup::Application;
-use whisperfleet_shared::{config::Config, shutdown, telemetry};
+use whisperfleet_shared::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::install_crypto_provider();
-    let config = Config::load().context("loading configuration")?;
-    telemetry::init(&config.log_format);
+    let config = telemetry::bootstrap().context("loading configuration")?;
     let app = Application::build(&config).await?;
     app.run_until_stopped(shutdown::on_signals()).await
 }

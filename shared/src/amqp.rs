@@ -25,7 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -337,8 +337,17 @@ impl RabbitBroker {
         Ok((ch, consumer, queue))
     }
 
-    fn spawn_consumer(self: &Arc<Self>, target: Target, prefetch: u16) -> Subscription {
+    /// Runs the consumer task. Its first subscription attempt is reported on the returned
+    /// receiver, so a caller can fail its startup on a missing queue or a bad URL; after that
+    /// it reconnects on its own.
+    fn spawn_consumer(
+        self: &Arc<Self>,
+        target: Target,
+        prefetch: u16,
+    ) -> (Subscription, oneshot::Receiver<Result<(), BrokerError>>) {
         let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let mut ready = Some(ready_tx);
         let stop = CancellationToken::new();
         let me = self.clone();
         let stop2 = stop.clone();
@@ -351,6 +360,10 @@ impl RabbitBroker {
                 let (ch, mut consumer, queue) = match me.open_consumer(&target, prefetch).await {
                     Ok(x) => x,
                     Err(e) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e));
+                            break;
+                        }
                         let wait = backoff.next_delay();
                         tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot consume; retrying");
                         tokio::select! {
@@ -360,6 +373,9 @@ impl RabbitBroker {
                     }
                 };
                 backoff.reset();
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Ok(()));
+                }
                 tracing::debug!(queue, "consuming");
                 loop {
                     tokio::select! {
@@ -394,7 +410,20 @@ impl RabbitBroker {
                 }
             }
         });
-        Subscription { rx, stop }
+        (Subscription { rx, stop }, ready_rx)
+    }
+}
+
+async fn first_subscription(
+    sub: Subscription,
+    ready: oneshot::Receiver<Result<(), BrokerError>>,
+) -> Result<Subscription, BrokerError> {
+    match ready.await {
+        Ok(Ok(())) => Ok(sub),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BrokerError::Unavailable(
+            "consumer stopped before subscribing".into(),
+        )),
     }
 }
 
@@ -535,21 +564,15 @@ impl Broker for RabbitBroker {
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Subscription, BrokerError> {
-        // Connect once up front so a missing queue or bad URL fails the caller's startup.
-        let me = self.self_arc()?;
-        let (ch, consumer, _) = me
-            .open_consumer(&Target::Queue(queue.to_string()), prefetch)
-            .await?;
-        let _ = ch
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await;
-        let _ = ch.close(200, "OK".into()).await;
-        Ok(me.spawn_consumer(Target::Queue(queue.to_string()), prefetch))
+        let (sub, ready) = self
+            .self_arc()?
+            .spawn_consumer(Target::Queue(queue.to_string()), prefetch);
+        first_subscription(sub, ready).await
     }
 
     async fn subscribe_control(&self) -> Result<Subscription, BrokerError> {
-        let me = self.self_arc()?;
-        Ok(me.spawn_consumer(Target::Control, 64))
+        let (sub, ready) = self.self_arc()?.spawn_consumer(Target::Control, 64);
+        first_subscription(sub, ready).await
     }
 
     async fn queue_stats(&self, queue: &str) -> Result<Option<QueueStats>, BrokerError> {

@@ -105,6 +105,19 @@ pub struct BigFive {
     pub neuroticism: f32,
 }
 
+impl BigFive {
+    /// The five traits by their canonical names (as stored in `personality_traits`).
+    pub fn traits(&self) -> [(&'static str, f32); 5] {
+        [
+            ("openness", self.openness),
+            ("conscientiousness", self.conscientiousness),
+            ("extraversion", self.extraversion),
+            ("agreeableness", self.agreeableness),
+            ("neuroticism", self.neuroticism),
+        ]
+    }
+}
+
 impl Default for BigFive {
     fn default() -> Self {
         Self {
@@ -244,14 +257,7 @@ impl Character {
         }
         self.name = self.name.trim().to_string();
         self.normalized_name = normalize_name(&self.name);
-        let p = &self.personality;
-        for (trait_name, v) in [
-            ("openness", p.openness),
-            ("conscientiousness", p.conscientiousness),
-            ("extraversion", p.extraversion),
-            ("agreeableness", p.agreeableness),
-            ("neuroticism", p.neuroticism),
-        ] {
+        for (trait_name, v) in self.personality.traits() {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!(
                     "{}: personality.{trait_name} is {v}, must be between 0 and 1",

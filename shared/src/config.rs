@@ -74,8 +74,6 @@ pub struct Config {
     pub prompt_budget_tokens: usize,
     /// How long side-effect records (`turn:<id>:…`) live; must outlive any backlog.
     pub turn_record_ttl_s: u64,
-    /// How long request-scoped loads (`turn:<id>:load:…`) live.
-    pub request_cache_ttl_s: u64,
     pub memory_top_k: usize,
     /// Fault injection for tests: pause this long after the LLM answered, before the reply
     /// is published (so a test can kill a worker in exactly that window). 0 in production.
@@ -131,7 +129,6 @@ impl Default for Config {
             history_len: 20,
             prompt_budget_tokens: 6_000,
             turn_record_ttl_s: 86_400,
-            request_cache_ttl_s: 600,
             memory_top_k: 8,
             test_pause_after_llm_ms: 0,
             metrics_batch_size: 5_000,
@@ -196,7 +193,6 @@ const KEYS: &[(&str, Kind)] = &[
     ("history_len", Kind::Number),
     ("prompt_budget_tokens", Kind::Number),
     ("turn_record_ttl_s", Kind::Number),
-    ("request_cache_ttl_s", Kind::Number),
     ("memory_top_k", Kind::Number),
     ("test_pause_after_llm_ms", Kind::Number),
     ("metrics_batch_size", Kind::Number),

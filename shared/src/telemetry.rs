@@ -26,3 +26,11 @@ pub fn init(format: &str) {
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// What every binary does first: TLS provider, configuration, logging.
+pub fn bootstrap() -> Result<crate::config::Config, crate::config::ConfigError> {
+    install_crypto_provider();
+    let config = crate::config::Config::load()?;
+    init(&config.log_format);
+    Ok(config)
+}

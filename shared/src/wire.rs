@@ -26,11 +26,15 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    /// The key that orders turns and holds short-term history.
+    /// The key that orders turns and holds short-term history; `character` as addressed
+    /// (it is normalized here, so "Nora" and "nora" are one conversation).
     pub fn key(&self, character: &str) -> String {
         format!(
             "{}:{}:{}:{}",
-            self.platform, self.channel_id, self.user_id, character
+            self.platform,
+            self.channel_id,
+            self.user_id,
+            crate::character::normalize_name(character)
         )
     }
 }
@@ -177,8 +181,7 @@ impl TurnRequest {
     }
 
     pub fn conversation_key(&self) -> String {
-        self.conversation
-            .key(&crate::character::normalize_name(&self.character))
+        self.conversation.key(&self.character)
     }
 }
 

@@ -328,3 +328,43 @@ pub fn last_user(req: &serde_json::Value) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// A test fleet with the sample characters imported and an in-process mock LLM (configured
+/// by `opts`) that records every prompt to `record`.
+pub struct Setup {
+    pub fleet: Fleet,
+    pub mock: whisperfleet_worker::mock_llm::MockLlmHandle,
+    pub record: PathBuf,
+}
+
+pub async fn setup(test: &str, mut opts: whisperfleet_worker::mock_llm::MockLlmOptions) -> Setup {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut fleet = Fleet::new(test).expect("fleet");
+    let record = bin_dir()
+        .join("test-logs")
+        .join(format!("{}-llm.jsonl", fleet.name));
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    opts.record = Some(record.clone());
+    let mock = whisperfleet_worker::mock_llm::spawn(opts)
+        .await
+        .expect("mock llm");
+    fleet.set("WHISPERFLEET_LLM_BASE_URL", mock.base_url());
+    fleet.set("WHISPERFLEET_LLM_MODEL", "mock");
+    let chars = repo_root().join("characters");
+    fleet
+        .cli(&["characters", "import", chars.to_str().unwrap()])
+        .expect("import sample characters");
+    Setup {
+        fleet,
+        mock,
+        record,
+    }
+}
+
+/// A mock LLM answering after `latency_ms`.
+pub fn mock_latency(latency_ms: u64) -> whisperfleet_worker::mock_llm::MockLlmOptions {
+    whisperfleet_worker::mock_llm::MockLlmOptions {
+        latency: Duration::from_millis(latency_ms),
+        ..Default::default()
+    }
+}

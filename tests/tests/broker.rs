@@ -11,31 +11,14 @@ use serde_json::json;
 use whisperfleet_shared::cache::{Cache, RedisCache};
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_tests::*;
-use whisperfleet_worker::mock_llm::{self, MockLlmOptions};
-
-async fn fleet_with_mock(test: &str, latency_ms: u64) -> (Fleet, mock_llm::MockLlmHandle) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut fleet = Fleet::new(test).expect("fleet");
-    let mock = mock_llm::spawn(MockLlmOptions {
-        latency: Duration::from_millis(latency_ms),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    fleet.set("WHISPERFLEET_LLM_BASE_URL", mock.base_url());
-    fleet
-        .cli(&[
-            "characters",
-            "import",
-            repo_root().join("characters").to_str().unwrap(),
-        ])
-        .unwrap();
-    (fleet, mock)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving() {
-    let (mut fleet, _mock) = fleet_with_mock("deadletter", 0).await;
+    let Setup {
+        mut fleet,
+        mock: _mock,
+        ..
+    } = setup("deadletter", mock_latency(0)).await;
     fleet.spawn("worker", "worker", &[]).unwrap();
     let base = fleet.spawn_gateway(&[]).await.unwrap();
     let conn = Connection::connect(&fleet.amqp_url(), ConnectionProperties::default())
@@ -103,7 +86,9 @@ async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_se
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_and_acks_in_flight_turns_before_exit() {
-    let (mut fleet, mock) = fleet_with_mock("sigterm", 1500).await;
+    let Setup {
+        mut fleet, mock, ..
+    } = setup("sigterm", mock_latency(1500)).await;
     fleet.spawn("worker", "worker", &[]).unwrap();
     let base = Arc::new(fleet.spawn_gateway(&[]).await.unwrap());
     let client = reqwest::Client::new();

@@ -7,46 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use whisperfleet_tests::*;
-use whisperfleet_worker::mock_llm::{self, MockLlmHandle, MockLlmOptions};
-
-struct Setup {
-    fleet: Fleet,
-    mock: MockLlmHandle,
-    record: std::path::PathBuf,
-}
-
-async fn setup(test: &str, latency_ms: u64) -> Setup {
-    setup_with(test, latency_ms, 0).await
-}
-
-async fn setup_with(test: &str, latency_ms: u64, fail_first: u32) -> Setup {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut fleet = Fleet::new(test).expect("fleet");
-    let record = bin_dir()
-        .join("test-logs")
-        .join(format!("{}-llm.jsonl", fleet.name));
-    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
-    let mock = mock_llm::spawn(MockLlmOptions {
-        latency: Duration::from_millis(latency_ms),
-        record: Some(record.clone()),
-        fail_first,
-        fail_status: 500,
-        ..Default::default()
-    })
-    .await
-    .expect("mock llm");
-    fleet.set("WHISPERFLEET_LLM_BASE_URL", mock.base_url());
-    fleet.set("WHISPERFLEET_LLM_MODEL", "mock");
-    let chars = repo_root().join("characters");
-    fleet
-        .cli(&["characters", "import", chars.to_str().unwrap()])
-        .expect("import sample characters");
-    Setup {
-        fleet,
-        mock,
-        record,
-    }
-}
+use whisperfleet_worker::mock_llm::MockLlmOptions;
 
 fn turn(user: &str, text: &str) -> serde_json::Value {
     json!({"character": "Nora Halvorsen", "user_id": user, "text": text})
@@ -54,7 +15,7 @@ fn turn(user: &str, text: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn turn_through_real_binaries_reports_every_stage_and_caches_characters() {
-    let mut s = setup("stages", 0).await;
+    let mut s = setup("stages", mock_latency(0)).await;
     s.fleet.spawn("worker", "worker-1", &[]).unwrap();
     s.fleet.spawn("worker", "worker-2", &[]).unwrap();
     let base = s.fleet.spawn_gateway(&[]).await.unwrap();
@@ -120,7 +81,7 @@ async fn turn_through_real_binaries_reports_every_stage_and_caches_characters() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http_errors_are_clear() {
-    let mut s = setup("http_errors", 0).await;
+    let mut s = setup("http_errors", mock_latency(0)).await;
     s.fleet.spawn("worker", "worker-1", &[]).unwrap();
     let base = s
         .fleet
@@ -160,7 +121,7 @@ async fn http_errors_are_clear() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
-    let mut s = setup("ordering", 5).await;
+    let mut s = setup("ordering", mock_latency(5)).await;
     s.fleet.spawn("worker", "worker-1", &[]).unwrap();
     s.fleet.spawn("worker", "worker-2", &[]).unwrap();
     let base = Arc::new(s.fleet.spawn_gateway(&[]).await.unwrap());
@@ -234,7 +195,7 @@ async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_after_llm_redelivers_and_answers_once_without_paying_twice() {
-    let mut s = setup("sigkill", 0).await;
+    let mut s = setup("sigkill", mock_latency(0)).await;
     // Worker A pauses after the LLM answered: the window in which we kill it.
     s.fleet
         .spawn(
@@ -283,7 +244,7 @@ async fn sigkill_after_llm_redelivers_and_answers_once_without_paying_twice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_llm_call_is_answered_exactly_once() {
-    let mut s = setup("sigkill_llm", 1500).await;
+    let mut s = setup("sigkill_llm", mock_latency(1500)).await;
     s.fleet.spawn("worker", "worker-a", &[]).unwrap();
     let base = s.fleet.spawn_gateway(&[]).await.unwrap();
     let client = reqwest::Client::new();
@@ -308,7 +269,15 @@ async fn sigkill_during_llm_call_is_answered_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_llm_gives_an_in_character_fallback_not_an_error() {
-    let mut s = setup_with("llm_down", 0, 1000).await;
+    let mut s = setup(
+        "llm_down",
+        MockLlmOptions {
+            fail_first: 1000,
+            fail_status: 500,
+            ..Default::default()
+        },
+    )
+    .await;
     s.fleet
         .spawn(
             "worker",
@@ -330,7 +299,7 @@ async fn failing_llm_gives_an_in_character_fallback_not_an_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_answers_504_without_workers_and_503_without_a_broker() {
-    let mut s = setup("gateway_down", 0).await;
+    let mut s = setup("gateway_down", mock_latency(0)).await;
     let base = s
         .fleet
         .spawn_gateway(&[("WHISPERFLEET_REPLY_TIMEOUT_MS", "800".into())])

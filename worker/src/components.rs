@@ -1050,15 +1050,8 @@ fn trait_description(trait_name: &str, level: &str) -> &'static str {
 
 /// Big Five profile in words plus the communication style.
 pub fn character_personality(c: &Character) -> Component {
-    let p = &c.personality;
     let mut parts = vec!["Big Five profile:".to_string()];
-    for (trait_name, v) in [
-        ("openness", p.openness),
-        ("conscientiousness", p.conscientiousness),
-        ("extraversion", p.extraversion),
-        ("agreeableness", p.agreeableness),
-        ("neuroticism", p.neuroticism),
-    ] {
+    for (trait_name, v) in c.personality.traits() {
         let level = trait_level(v);
         parts.push(format!(
             "- {}: {level} ({v:.2}) — {}",

@@ -43,7 +43,6 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
         turn_deadline: config.turn_deadline(),
         delivery_limit: config.delivery_limit,
         record_ttl: Duration::from_secs(config.turn_record_ttl_s),
-        request_cache_ttl: Duration::from_secs(config.request_cache_ttl_s),
         llm_model: Some(config.llm_model.clone()),
         pause_after_llm: Duration::from_millis(config.test_pause_after_llm_ms),
     }

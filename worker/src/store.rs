@@ -120,14 +120,7 @@ impl PgCharacterStore {
             .execute(&mut **tx)
             .await?;
         }
-        let p = &c.personality;
-        for (name, v) in [
-            ("openness", p.openness),
-            ("conscientiousness", p.conscientiousness),
-            ("extraversion", p.extraversion),
-            ("agreeableness", p.agreeableness),
-            ("neuroticism", p.neuroticism),
-        ] {
+        for (name, v) in c.personality.traits() {
             sqlx::query("INSERT INTO personality_traits (character_id, trait_name, trait_value) VALUES ($1, $2, $3)")
                 .bind(id).bind(name).bind(v)
                 .execute(&mut **tx).await?;

@@ -1,11 +1,11 @@
 //! One turn, stage by stage: `cdl_load` → `context` → `compose` → `llm` → history append →
-//! `reply_publish` → `memory_store` → metric event → ack. Stage timings are recorded here
-//! and nowhere else.
+//! `reply_publish` → metric event → ack (`memory_store` joins after `reply_publish` with the
+//! memory stage). Stage timings are recorded here and nowhere else.
 //!
 //! Exactly one reply: every side effect is recorded under `turn:<turn_id>:…` in Redis
 //! (LLM answer through the request cache, history append atomically with its marker,
-//! `replied` after the reply's confirm, `metrics` after the metric event's confirm), and a
-//! redelivered turn skips whatever is already recorded. The gateway additionally drops a
+//! `replied` after the reply's confirm), and a redelivered turn skips whatever is already
+//! recorded. The gateway additionally drops a
 //! second reply for a turn it already delivered.
 //!
 //! Ordering: the gateway keeps at most one turn per conversation in flight, so turns of one
@@ -80,7 +80,6 @@ pub struct TurnSettings {
     pub turn_deadline: Duration,
     pub delivery_limit: u32,
     pub record_ttl: Duration,
-    pub request_cache_ttl: Duration,
     pub llm_model: Option<String>,
     /// Test-only fault injection window (see `Config::test_pause_after_llm_ms`).
     pub pause_after_llm: Duration,
@@ -245,7 +244,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     };
     if already_replied {
         tracing::info!("turn was already answered by an earlier delivery; finishing it");
-        return finish(deps, &req, delivery, None).await;
+        return ack(delivery).await;
     }
 
     let age = ms_between(req.received_at, Utc::now());
@@ -262,7 +261,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
             timings.0,
             counters,
         );
-        return send_and_finish(deps, &req, delivery, reply, None).await;
+        return send_and_finish(deps, &req, delivery, reply).await;
     }
 
     let rc = RequestCache::new(turn_id.clone(), cache.clone(), deps.options.request_cache);
@@ -285,7 +284,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 timings.0,
                 counters,
             );
-            return send_and_finish(deps, &req, delivery, reply, None).await;
+            return send_and_finish(deps, &req, delivery, reply).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "character store failed; answering with a fallback");
@@ -298,7 +297,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 timings.0,
                 counters,
             );
-            return send_and_finish(deps, &req, delivery, reply, None).await;
+            return send_and_finish(deps, &req, delivery, reply).await;
         }
     };
 
@@ -356,7 +355,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 timings.0,
                 counters,
             );
-            return send_and_finish(deps, &req, delivery, reply, None).await;
+            return send_and_finish(deps, &req, delivery, reply).await;
         }
     };
 
@@ -446,7 +445,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         started.elapsed().as_secs_f64() * 1000.0,
     );
     let reply = reply_of(&req, text, outcome, reason, timings.0, counters);
-    send_and_finish(deps, &req, delivery, reply, Some(&character)).await
+    send_and_finish(deps, &req, delivery, reply).await
 }
 
 async fn load_character(
@@ -455,16 +454,10 @@ async fn load_character(
     name: &str,
     counts: &CdlCounts,
 ) -> Result<Option<Arc<Character>>, StoreError> {
-    let loaded: Result<Option<Character>, StoreError> = rc
-        .load(&format!("cdl:{name}"), None, || async {
-            Ok(deps
-                .characters
-                .get(name, counts)
-                .await?
-                .map(|c| (*c).clone()))
-        })
-        .await;
-    loaded.map(|c| c.map(Arc::new))
+    rc.load(&format!("cdl:{name}"), None, || {
+        deps.characters.get(name, counts)
+    })
+    .await
 }
 
 fn fallback_text(c: &Character) -> String {
@@ -497,15 +490,14 @@ fn reply_of(
     }
 }
 
-/// Publishes the reply (recording that it did), then finishes the turn.
+/// Publishes the reply (recording that it did), then the turn's one metric event, then
+/// acks.
 async fn send_and_finish(
     deps: &Deps,
     req: &TurnRequest,
     delivery: Delivery,
     reply: TurnReply,
-    character: Option<&Arc<Character>>,
 ) -> Handled {
-    let turn_id = req.turn_id.to_string();
     let t = Instant::now();
     if let Err(e) = publish_reply(deps, &req.reply_to, &reply).await {
         tracing::warn!(error = %e, "reply not published; the turn will be redelivered");
@@ -515,7 +507,7 @@ async fn send_and_finish(
     if let Some(c) = &deps.cache
         && let Err(e) = c
             .set(
-                &record_key(&turn_id, "replied"),
+                &record_key(&req.turn_id.to_string(), "replied"),
                 b"1",
                 deps.settings.record_ttl,
             )
@@ -523,45 +515,23 @@ async fn send_and_finish(
     {
         tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
     }
-    let _ = character;
-    // memory_store happens here once vector memory is wired in (after the reply left).
-    let memory_store_ms = 0.0;
+    // The metric event follows the `replied` record, so a delivery that finds no record has
+    // not published one either: no marker of its own is needed. (A turn redelivered after its
+    // reply was recorded publishes none: its timings died with the first worker.)
     let mut timings = reply.timings.clone();
     timings.insert("reply_publish".into(), reply_publish_ms);
-    timings.insert("memory_store".into(), memory_store_ms);
-    finish(deps, req, delivery, Some((&reply, &timings))).await
+    let body = lineproto::encode(&turn_points(req, &reply, &timings));
+    if let Err(e) = deps
+        .broker
+        .publish(Message::line_protocol(body.into_bytes()))
+        .await
+    {
+        tracing::warn!(error = %e, "metric event not published");
+    }
+    ack(delivery).await
 }
 
-/// Publishes the turn's one metric event (unless an earlier delivery did) and acks.
-async fn finish(
-    deps: &Deps,
-    req: &TurnRequest,
-    delivery: Delivery,
-    reply: Option<(&TurnReply, &BTreeMap<String, f64>)>,
-) -> Handled {
-    let turn_id = req.turn_id.to_string();
-    if let Some((reply, timings)) = reply {
-        let metrics_key = record_key(&turn_id, "metrics");
-        let already = match &deps.cache {
-            Some(c) => matches!(c.get(&metrics_key).await, Ok(Some(_))),
-            None => false,
-        };
-        if !already {
-            let body = lineproto::encode(&turn_points(req, reply, timings));
-            match deps
-                .broker
-                .publish(Message::line_protocol(body.into_bytes()))
-                .await
-            {
-                Ok(()) => {
-                    if let Some(c) = &deps.cache {
-                        let _ = c.set(&metrics_key, b"1", deps.settings.record_ttl).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "metric event not published"),
-            }
-        }
-    }
+async fn ack(delivery: Delivery) -> Handled {
     match delivery.acker.ack().await {
         Ok(()) => Handled::Acked,
         Err(e) => {
