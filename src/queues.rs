@@ -1,78 +1,70 @@
 //! `whisperfleet queues`: what an operator looks at before scaling workers — ready messages
-//! and consumers of every fleet queue, straight from RabbitMQ (passive declares).
+//! and consumers of every fleet queue straight from RabbitMQ (passive declares), and the
+//! rate at which each is growing or draining between two samples.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use whisperfleet_metrics_writer::sampler::fleet_queues;
 use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::{Broker, QueueStats};
 use whisperfleet_shared::cache::{Cache, RedisCache};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::topology::{self, TopologySettings};
+use whisperfleet_shared::topology::TopologySettings;
 
 pub async fn run(config: &Config, json: bool, watch: Option<u64>) -> anyhow::Result<()> {
     let amqp = config.require_amqp("whisperfleet queues")?.clone();
     let broker = RabbitBroker::connect(amqp, "whisperfleet-queues", TopologySettings::default())
         .await
         .context("connecting to RabbitMQ")?;
-    let cache = match &config.redis_url {
-        Some(url) => Some(RedisCache::new(url.clone(), &config.redis_prefix)?),
+    let cache: Option<Box<dyn Cache>> = match &config.redis_url {
+        Some(url) => Some(Box::new(RedisCache::new(
+            url.clone(),
+            &config.redis_prefix,
+        )?)),
         None => None,
     };
+    let mut previous: Option<(Instant, HashMap<String, u64>)> = None;
     loop {
-        let stats = sample(broker.as_ref(), cache.as_ref()).await?;
+        let stats = fleet_queues(broker.as_ref(), cache.as_deref()).await?;
+        let now = Instant::now();
+        // Messages per second, positive while a queue grows (needs two samples: --watch).
+        let rate = |queue: &str, ready: u64| -> Option<f64> {
+            let (then, before) = previous.as_ref()?;
+            let dt = now.duration_since(*then).as_secs_f64();
+            Some((ready as f64 - *before.get(queue)? as f64) / dt.max(0.001))
+        };
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(&serde_json::json!({ "queues": stats }))?
-            );
+            let queues: Vec<_> = stats
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "queue": s.queue, "ready": s.ready, "consumers": s.consumers,
+                        "rate_per_s": rate(&s.queue, s.ready),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "queues": queues }));
         } else {
-            println!("{:<32} {:>10} {:>10}", "QUEUE", "READY", "CONSUMERS");
+            println!(
+                "{:<32} {:>10} {:>10} {:>10}",
+                "QUEUE", "READY", "CONSUMERS", "RATE/s"
+            );
             for s in &stats {
-                println!("{:<32} {:>10} {:>10}", s.queue, s.ready, s.consumers);
+                let r = rate(&s.queue, s.ready).map_or("-".to_string(), |r| format!("{r:+.1}"));
+                println!(
+                    "{:<32} {:>10} {:>10} {:>10}",
+                    s.queue, s.ready, s.consumers, r
+                );
             }
         }
+        previous = Some((
+            now,
+            stats.iter().map(|s| (s.queue.clone(), s.ready)).collect(),
+        ));
         match watch {
             Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(1))).await,
             None => return Ok(()),
         }
     }
-}
-
-/// Every fleet queue that exists: the fixed ones plus each registered gateway's reply queue.
-pub async fn sample(
-    broker: &dyn Broker,
-    cache: Option<&RedisCache>,
-) -> anyhow::Result<Vec<QueueStats>> {
-    let mut names: Vec<String> = [
-        topology::TURNS_QUEUE,
-        topology::TURNS_DEAD_QUEUE,
-        topology::METRICS_QUEUE,
-        topology::METRICS_DEAD_QUEUE,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    if let Some(cache) = cache {
-        // Reply queues are found through the gateways' heartbeats (no management API needed).
-        if let Ok(ids) = gateway_ids(cache).await {
-            names.extend(ids.iter().map(|id| topology::reply_queue(id)));
-        }
-    }
-    let mut out = Vec::new();
-    for name in names {
-        if let Some(s) = broker.queue_stats(&name).await? {
-            out.push(s);
-        }
-    }
-    Ok(out)
-}
-
-async fn gateway_ids(cache: &RedisCache) -> anyhow::Result<Vec<String>> {
-    Ok(cache
-        .keys_matching("gateway:*")
-        .await?
-        .into_iter()
-        .filter_map(|k| k.strip_prefix("gateway:").map(str::to_string))
-        .collect())
 }

@@ -1,33 +1,169 @@
-//! metrics-writer: drains metric events (line protocol, one AMQP message per turn) from the
-//! `metrics` queue into batched InfluxDB writes and samples fleet queue depth.
-//!
-//! This is the skeleton the core issue asks for: it declares the topology and keeps the
-//! `metrics` queue consumed-free (events accumulate, nothing is lost) until the batching
-//! writer lands in its own issue.
+//! metrics-writer: the only process that talks to InfluxDB. It drains metric events (line
+//! protocol, one AMQP message per turn) from the `metrics` queue into batched writes, acks
+//! only after a write succeeded, and samples fleet queue depth. See `batch` for the retry
+//! policy, `sink` for the HTTP layer and `sampler` for queue depth.
+
+pub mod batch;
+pub mod sampler;
+pub mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::Broker;
+use whisperfleet_shared::broker::{Broker, Subscription};
+use whisperfleet_shared::cache::{Cache, RedisCache};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::topology::TopologySettings;
+use whisperfleet_shared::ports::MetricsSink;
+use whisperfleet_shared::topology::{self, TopologySettings};
 
-pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let amqp = config.require_amqp("the metrics-writer")?.clone();
-    let broker = RabbitBroker::connect(
-        amqp,
-        "metrics-writer",
-        TopologySettings {
-            delivery_limit: config.delivery_limit,
-            ..Default::default()
-        },
-    )
-    .await
-    .context("connecting to RabbitMQ")?;
-    broker.ensure_topology().await?;
-    tracing::warn!(
-        "metrics-writer: InfluxDB writing is not implemented yet; metric events stay queued"
-    );
-    shutdown.cancelled().await;
-    Ok(())
+use crate::batch::{BatchSettings, Batcher, WriterStats};
+use crate::sink::InfluxSink;
+
+pub struct Application {
+    broker: Arc<dyn Broker>,
+    cache: Option<Arc<dyn Cache>>,
+    sink: Arc<InfluxSink>,
+    management: Option<sampler::Management>,
+    metrics: Subscription,
+    settings: BatchSettings,
+    sample_interval: Duration,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let amqp = config.require_amqp("the metrics-writer")?.clone();
+        let redis = config.require_redis("the metrics-writer")?.clone();
+        let influx = config.influx_url.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the metrics-writer needs WHISPERFLEET_INFLUX_URL to be set (e.g. http://influxdb:8086)"
+            )
+        })?;
+        let broker = RabbitBroker::connect(
+            amqp.clone(),
+            &format!("metrics-writer@{}", config.gateway_id),
+            TopologySettings {
+                delivery_limit: config.delivery_limit,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("connecting to RabbitMQ")?;
+        broker
+            .ensure_topology()
+            .await
+            .context("declaring the fleet topology")?;
+        let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
+        let sink = Arc::new(
+            InfluxSink::new(
+                &influx,
+                &config.influx_org,
+                &config.influx_bucket,
+                config.influx_token.clone(),
+                config.influx_gzip,
+                Duration::from_secs(10),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let management = config
+            .rabbitmq_management_url
+            .as_ref()
+            .and_then(|m| sampler::Management::new(m, &amqp));
+        let metrics = broker
+            .consume(topology::METRICS_QUEUE, config.metrics_max_pending)
+            .await
+            .context("consuming metrics")?;
+        tracing::info!(
+            sink = sink.describe(),
+            batch_size = config.metrics_batch_size,
+            flush_interval_ms = config.metrics_flush_interval_ms,
+            max_pending = config.metrics_max_pending,
+            "metrics-writer starting"
+        );
+        Ok(Self {
+            broker,
+            cache: Some(cache),
+            sink,
+            management,
+            metrics,
+            settings: BatchSettings {
+                batch_size: config.metrics_batch_size,
+                flush_interval: Duration::from_millis(config.metrics_flush_interval_ms),
+                backoff_base: Duration::from_millis(200),
+                backoff_max: Duration::from_secs(10),
+            },
+            sample_interval: Duration::from_millis(config.metrics_sample_interval_ms),
+            grace: config.shutdown_grace(),
+        })
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let stats = Arc::new(WriterStats::default());
+        let sink_for_sampler = self.sink.clone();
+        let sampler = tokio::spawn(sampler::run(
+            self.broker.clone(),
+            self.cache.clone(),
+            self.management,
+            stats.clone(),
+            move || sink_for_sampler.requests(),
+            self.sample_interval,
+            shutdown.clone(),
+        ));
+        // Retries stop `grace` after shutdown; what is unwritten then stays in the queue.
+        let hard_stop = CancellationToken::new();
+        {
+            let (s, h, g) = (shutdown.clone(), hard_stop.clone(), self.grace);
+            tokio::spawn(async move {
+                s.cancelled().await;
+                tokio::time::sleep(g).await;
+                h.cancel();
+            });
+        }
+        let mut batcher =
+            Batcher::new(self.sink.clone(), self.broker.clone(), self.settings, stats);
+        let mut metrics = self.metrics;
+        loop {
+            let deadline = batcher.deadline();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                d = metrics.rx.recv() => match d {
+                    Some(d) => {
+                        if batcher.push(d).await {
+                            batcher.flush(&hard_stop).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    batcher.flush(&hard_stop).await;
+                }
+            }
+        }
+        metrics.stop.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while let Ok(d) = metrics.rx.try_recv() {
+            batcher.push(d).await;
+        }
+        let flushed = batcher.flush(&hard_stop).await;
+        sampler.abort();
+        drop(metrics);
+        if flushed {
+            tracing::info!("metrics-writer stopped; every received event written and acked");
+        } else {
+            tracing::warn!(
+                "metrics-writer stopped with unwritten events; RabbitMQ redelivers them"
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }

@@ -1,10 +1,12 @@
-//! `metrics-writer` binary: telemetry → config → run until SIGTERM/SIGINT.
+//! `metrics-writer` binary: telemetry → config → `Application::build` → `run_until_stopped`.
 
 use anyhow::Context;
+use whisperfleet_metrics_writer::Application;
 use whisperfleet_shared::{shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = telemetry::bootstrap().context("loading configuration")?;
-    whisperfleet_metrics_writer::run(&config, shutdown::on_signals()).await
+    let app = Application::build(&config).await?;
+    app.run_until_stopped(shutdown::on_signals()).await
 }

@@ -485,6 +485,13 @@ impl Acker for LapinAcker {
             .map(|_| ())
             .map_err(unavailable)
     }
+    async fn ack_up_to(&self) -> Result<(), BrokerError> {
+        self.0
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
     async fn requeue(&self) -> Result<(), BrokerError> {
         self.0
             .nack(BasicNackOptions {

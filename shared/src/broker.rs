@@ -75,6 +75,9 @@ impl Message {
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), BrokerError>;
+    /// Acks this delivery and every earlier unsettled one of the same subscription (AMQP
+    /// `multiple`): one frame for a whole batch.
+    async fn ack_up_to(&self) -> Result<(), BrokerError>;
     /// Back to the queue (counts as a delivery attempt on quorum queues: not for flow control).
     async fn requeue(&self) -> Result<(), BrokerError>;
     /// Straight to the queue's dead-letter exchange, without our reason header.

@@ -83,6 +83,13 @@ pub struct Config {
     pub metrics_batch_size: usize,
     pub metrics_flush_interval_ms: u64,
     pub metrics_sample_interval_ms: u64,
+    /// Metric events held unacked (waiting for a successful write) before consumption
+    /// pauses: the writer's memory bound while InfluxDB is down.
+    pub metrics_max_pending: u16,
+    /// Gzip write bodies (InfluxDB and victoria-metrics accept `Content-Encoding: gzip`).
+    pub influx_gzip: bool,
+    /// RabbitMQ management API (e.g. `http://user:pass@rabbitmq:15672`), for unacked counts.
+    pub rabbitmq_management_url: Option<SecretString>,
 
     // --- process ---
     /// `plain` or `json`.
@@ -134,6 +141,9 @@ impl Default for Config {
             metrics_batch_size: 5_000,
             metrics_flush_interval_ms: 100,
             metrics_sample_interval_ms: 5_000,
+            metrics_max_pending: 10_000,
+            influx_gzip: true,
+            rabbitmq_management_url: None,
             log_format: "plain".into(),
             shutdown_grace_ms: 30_000,
         }
@@ -153,6 +163,7 @@ fn default_gateway_id() -> String {
 enum Kind {
     Text,
     Number,
+    Bool,
 }
 
 /// Every key, with how its env value is read. Keep in step with [`Config`]'s fields (a test
@@ -198,6 +209,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("metrics_batch_size", Kind::Number),
     ("metrics_flush_interval_ms", Kind::Number),
     ("metrics_sample_interval_ms", Kind::Number),
+    ("metrics_max_pending", Kind::Number),
+    ("influx_gzip", Kind::Bool),
+    ("rabbitmq_management_url", Kind::Text),
     ("log_format", Kind::Text),
     ("shutdown_grace_ms", Kind::Number),
 ];
@@ -258,6 +272,15 @@ impl Config {
             };
             let value = match kind {
                 Kind::Text => Value::from(raw),
+                Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Value::from(true),
+                    "0" | "false" | "no" | "off" => Value::from(false),
+                    _ => {
+                        return Err(ConfigError::Invalid(format!(
+                            "{name} must be true or false, not {raw:?}"
+                        )));
+                    }
+                },
                 Kind::Number => match raw.trim().parse::<u64>() {
                     Ok(n) => Value::from(n),
                     Err(_) => {
@@ -289,6 +312,12 @@ impl Config {
         }
         if self.max_text_chars == 0 {
             return bad("WHISPERFLEET_MAX_TEXT_CHARS must be at least 1".into());
+        }
+        if self.metrics_batch_size == 0 || self.metrics_max_pending == 0 {
+            return bad(
+                "WHISPERFLEET_METRICS_BATCH_SIZE and WHISPERFLEET_METRICS_MAX_PENDING must be at least 1"
+                    .into(),
+            );
         }
         if self.delivery_limit == 0 {
             return bad("WHISPERFLEET_DELIVERY_LIMIT must be at least 1".into());
@@ -445,6 +474,7 @@ mod tests {
                 Kind::Text if *k == "log_format" => "json",
                 Kind::Text => "abc",
                 Kind::Number => "7",
+                Kind::Bool => "false",
             };
             (format!("{ENV_PREFIX}{}", k.to_uppercase()), v.to_string())
         });

@@ -66,6 +66,7 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(test: &str) -> anyhow::Result<Self> {
+        whisperfleet_shared::telemetry::install_crypto_provider();
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let name = format!("wf_{}_{}", test.replace('-', "_"), suffix);
         let vhost = name.clone();
@@ -366,5 +367,262 @@ pub fn mock_latency(latency_ms: u64) -> whisperfleet_worker::mock_llm::MockLlmOp
     whisperfleet_worker::mock_llm::MockLlmOptions {
         latency: Duration::from_millis(latency_ms),
         ..Default::default()
+    }
+}
+
+/// A private victoria-metrics (the InfluxDB-API server in tests): `/api/v2/write` in,
+/// `/api/v1/export` out. Started with `-dedup.minScrapeInterval=1ms`, so rewriting the same
+/// point overwrites it as InfluxDB does (it keeps millisecond timestamps).
+pub struct VictoriaMetrics {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl VictoriaMetrics {
+    pub async fn start() -> anyhow::Result<Self> {
+        whisperfleet_shared::telemetry::install_crypto_provider();
+        let port = free_port();
+        let dir = bin_dir()
+            .join("test-logs")
+            .join(format!("vm-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let mut vm = Self {
+            port,
+            dir,
+            child: None,
+        };
+        vm.resume().await?;
+        Ok(vm)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.join("vm.log"))?;
+        let child = Command::new("victoria-metrics")
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!(
+                "-storageDataPath={}",
+                self.dir.join("data").display()
+            ))
+            .arg("-dedup.minScrapeInterval=1ms")
+            .arg("-retentionPeriod=100y")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting victoria-metrics (scripts/test installs it)")?;
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/health", self.url())).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("victoria-metrics did not start")
+    }
+
+    /// Stops the server gracefully (SIGTERM): it persists what it acknowledged, as a real
+    /// InfluxDB does. (SIGKILL would lose points victoria-metrics had answered 204 for,
+    /// which no writer could detect.)
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .output();
+            for _ in 0..100 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every stored sample of series whose name matches `name_regex`:
+    /// (labels, values, timestamps) per series.
+    pub async fn export(&self, name_regex: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let client = reqwest::Client::new();
+        client
+            .post(format!("{}/internal/force_flush", self.url()))
+            .send()
+            .await?;
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/export", self.url()),
+            &[("match[]", format!("{{__name__=~\"{name_regex}\"}}"))],
+        )?;
+        let body = client.get(url).send().await?.text().await?;
+        Ok(body
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Number of samples stored for series matching `name_regex`.
+    pub async fn count(&self, name_regex: &str) -> anyhow::Result<usize> {
+        Ok(self
+            .export(name_regex)
+            .await?
+            .iter()
+            .map(|s| s["values"].as_array().map_or(0, Vec::len))
+            .sum())
+    }
+
+    /// Write requests the server received, by its own count.
+    pub async fn write_requests(&self) -> anyhow::Result<u64> {
+        let text = reqwest::get(format!("{}/metrics", self.url()))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("vm_http_requests_total{path=\"/influx/write\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Resident memory of a process in KiB (from /proc), for bounded-memory checks.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A fault-injecting HTTP proxy in front of victoria-metrics (which answers 204 even to bad
+/// lines): rejects any write whose body contains `poison` with 400 and a reason, answers
+/// the next `fail_next` writes with 429 + `Retry-After: 1`, forwards the rest.
+pub struct FaultProxy {
+    pub url: String,
+    pub fail_next: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: String) -> anyhow::Result<Self> {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode, Uri};
+        use std::io::Read;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+        let fail_next = Arc::new(AtomicU32::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::new();
+        let (f, r) = (fail_next.clone(), requests.clone());
+        let handler = move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (f, r, client, upstream) = (f.clone(), r.clone(), client.clone(), upstream.clone());
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                let gz = headers
+                    .get("content-encoding")
+                    .is_some_and(|v| v.as_bytes() == b"gzip");
+                let mut plain = Vec::new();
+                if gz {
+                    let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut plain);
+                } else {
+                    plain = body.to_vec();
+                }
+                if String::from_utf8_lossy(&plain).contains("poison") {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        HeaderMap::new(),
+                        r#"{"code":"invalid","message":"poison point rejected by the server"}"#
+                            .to_string(),
+                    );
+                }
+                if f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let mut h = HeaderMap::new();
+                    h.insert("retry-after", "1".parse().unwrap());
+                    return (StatusCode::TOO_MANY_REQUESTS, h, "slow down".to_string());
+                }
+                let mut req = client
+                    .post(format!(
+                        "{upstream}{}",
+                        uri.path_and_query().map_or("", |p| p.as_str())
+                    ))
+                    .body(body.to_vec());
+                if gz {
+                    req = req.header("content-encoding", "gzip");
+                }
+                match req.send().await {
+                    Ok(resp) => (
+                        StatusCode::from_u16(resp.status().as_u16()).unwrap(),
+                        HeaderMap::new(),
+                        resp.text().await.unwrap_or_default(),
+                    ),
+                    Err(e) => (StatusCode::BAD_GATEWAY, HeaderMap::new(), e.to_string()),
+                }
+            }
+        };
+        let app = axum::Router::new().route("/api/v2/write", axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url,
+            fail_next,
+            requests,
+            task,
+        })
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects to the fleet's vhost with the real broker adapter and declares the topology.
+pub async fn broker_for(fleet: &Fleet) -> std::sync::Arc<whisperfleet_shared::amqp::RabbitBroker> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let b = whisperfleet_shared::amqp::RabbitBroker::connect(
+        fleet.amqp_url().into(),
+        "test",
+        Default::default(),
+    )
+    .await
+    .expect("broker");
+    use whisperfleet_shared::broker::Broker;
+    b.ensure_topology().await.expect("topology");
+    b
+}
+
+/// Waits until `check` returns true, polling; fails after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
