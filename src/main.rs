@@ -3,6 +3,7 @@
 //! local OpenAI-compatible endpoint for tests and benchmarks.
 
 mod characters;
+mod memory;
 mod queues;
 
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ enum Command {
     Characters {
         #[command(subcommand)]
         command: characters::CharactersCommand,
+    },
+    /// Privacy: forget what is stored about a user.
+    Memory {
+        #[command(subcommand)]
+        command: memory::MemoryCommand,
     },
     /// Depth and consumers of every fleet queue.
     Queues {
@@ -76,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { workers } => up(&config, workers).await,
         Command::Characters { command } => characters::run(&config, command).await,
+        Command::Memory { command } => memory::run(&config, command).await,
         Command::Queues { json, watch } => queues::run(&config, json, watch).await,
         Command::MockLlm {
             host,

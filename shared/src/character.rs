@@ -300,6 +300,47 @@ mod tests {
     }
 }
 
+/// The user × character relationship, each value 0..1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Relationship {
+    pub trust: f32,
+    pub affection: f32,
+    pub attunement: f32,
+    pub interactions: i64,
+}
+
+impl Default for Relationship {
+    /// Where every relationship starts (the table's defaults).
+    fn default() -> Self {
+        Self {
+            trust: 0.3,
+            affection: 0.3,
+            attunement: 0.3,
+            interactions: 0,
+        }
+    }
+}
+
+/// How one turn moves a relationship (added, then clamped to 0..1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelationshipDelta {
+    pub trust: f32,
+    pub affection: f32,
+    pub attunement: f32,
+}
+
+impl Relationship {
+    /// What `CharacterStore::apply_relationship` does, for checking it.
+    pub fn apply(self, d: RelationshipDelta) -> Self {
+        Self {
+            trust: (self.trust + d.trust).clamp(0.0, 1.0),
+            affection: (self.affection + d.affection).clamp(0.0, 1.0),
+            attunement: (self.attunement + d.attunement).clamp(0.0, 1.0),
+            interactions: self.interactions + 1,
+        }
+    }
+}
+
 /// Errors of the character store port.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -319,5 +360,22 @@ pub trait CharacterStore: Send + Sync + 'static {
     /// Creates or replaces a character; returns its new version.
     async fn upsert(&self, character: &Character) -> Result<i64, StoreError>;
     async fn list(&self) -> Result<Vec<CharacterSummary>, StoreError>;
+    /// The relationship of a user with a character (`None` before their first turn).
+    async fn relationship(
+        &self,
+        user_id: &str,
+        character: &str,
+    ) -> Result<Option<Relationship>, StoreError>;
+    /// Applies one turn's delta in one atomic statement, at most once per `turn_id`
+    /// (a redelivered turn changes nothing); returns the relationship afterwards.
+    async fn apply_relationship(
+        &self,
+        turn_id: uuid::Uuid,
+        user_id: &str,
+        character: &str,
+        delta: RelationshipDelta,
+    ) -> Result<Option<Relationship>, StoreError>;
+    /// Removes a user's relationships (with one character, or all); returns how many.
+    async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError>;
     fn describe(&self) -> String;
 }

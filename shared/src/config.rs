@@ -28,6 +28,8 @@ pub struct Config {
     pub database_url: Option<SecretString>,
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<SecretString>,
+    /// The one collection all characters' memories share (multi-tenant by payload).
+    pub qdrant_collection: String,
     pub llm_base_url: Option<String>,
     pub llm_api_key: Option<SecretString>,
     pub embeddings_url: Option<String>,
@@ -75,9 +77,17 @@ pub struct Config {
     /// How long side-effect records (`turn:<id>:…`) live; must outlive any backlog.
     pub turn_record_ttl_s: u64,
     pub memory_top_k: usize,
+    /// Recent emotional states (the trajectory) fetched once per turn.
+    pub recent_emotional_states: usize,
+    /// Vector length of the embedder (built-in: 384; must match the model when
+    /// `EMBEDDINGS_URL` is set).
+    pub embeddings_dims: usize,
     /// Fault injection for tests: pause this long after the LLM answered, before the reply
     /// is published (so a test can kill a worker in exactly that window). 0 in production.
     pub test_pause_after_llm_ms: u64,
+    /// Fault injection for tests: pause after memory_store, before recording it. 0 in
+    /// production.
+    pub test_pause_after_memory_ms: u64,
 
     // --- metrics-writer ---
     pub metrics_batch_size: usize,
@@ -106,6 +116,7 @@ impl Default for Config {
             database_url: None,
             qdrant_url: None,
             qdrant_api_key: None,
+            qdrant_collection: "whisperfleet_memories".into(),
             llm_base_url: None,
             llm_api_key: None,
             embeddings_url: None,
@@ -137,7 +148,10 @@ impl Default for Config {
             prompt_budget_tokens: 6_000,
             turn_record_ttl_s: 86_400,
             memory_top_k: 8,
+            recent_emotional_states: 10,
+            embeddings_dims: 384,
             test_pause_after_llm_ms: 0,
+            test_pause_after_memory_ms: 0,
             metrics_batch_size: 5_000,
             metrics_flush_interval_ms: 100,
             metrics_sample_interval_ms: 5_000,
@@ -174,6 +188,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("database_url", Kind::Text),
     ("qdrant_url", Kind::Text),
     ("qdrant_api_key", Kind::Text),
+    ("qdrant_collection", Kind::Text),
     ("llm_base_url", Kind::Text),
     ("llm_api_key", Kind::Text),
     ("embeddings_url", Kind::Text),
@@ -205,7 +220,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("prompt_budget_tokens", Kind::Number),
     ("turn_record_ttl_s", Kind::Number),
     ("memory_top_k", Kind::Number),
+    ("recent_emotional_states", Kind::Number),
+    ("embeddings_dims", Kind::Number),
     ("test_pause_after_llm_ms", Kind::Number),
+    ("test_pause_after_memory_ms", Kind::Number),
     ("metrics_batch_size", Kind::Number),
     ("metrics_flush_interval_ms", Kind::Number),
     ("metrics_sample_interval_ms", Kind::Number),
@@ -364,6 +382,21 @@ impl Config {
             var: "WHISPERFLEET_DATABASE_URL",
             example: "postgres://whisperfleet@postgres/whisperfleet",
         })
+    }
+
+    /// `DATA_DIR`, else the platform's data directory (`$XDG_DATA_HOME/whisperfleet`, else
+    /// `~/.local/share/whisperfleet`), else `./.data`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("whisperfleet");
+        }
+        if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            return PathBuf::from(h).join(".local/share/whisperfleet");
+        }
+        PathBuf::from(".data")
     }
 
     pub fn reply_timeout(&self) -> Duration {

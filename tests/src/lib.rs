@@ -102,6 +102,15 @@ impl Fleet {
         env.insert("WHISPERFLEET_REDIS_PREFIX".into(), prefix.clone());
         env.insert("WHISPERFLEET_GATEWAY_ID".into(), format!("gw-{suffix}"));
         env.insert("RUST_LOG".into(), "info".into());
+        // Embedded vector memory (SQLite) of this test's workers.
+        env.insert(
+            "WHISPERFLEET_DATA_DIR".into(),
+            bin_dir()
+                .join("test-logs")
+                .join(format!("{name}-data"))
+                .display()
+                .to_string(),
+        );
         Ok(Self {
             name,
             vhost,
@@ -114,6 +123,28 @@ impl Fleet {
 
     pub fn amqp_url(&self) -> String {
         self.env["WHISPERFLEET_AMQP_URL"].clone()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.env["WHISPERFLEET_DATA_DIR"])
+    }
+
+    /// Points in this fleet's embedded vector memory, counted in the store itself.
+    pub async fn memory_points(&self) -> i64 {
+        let path = self.data_dir().join("memories.sqlite");
+        if !path.exists() {
+            return 0;
+        }
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true);
+        let Ok(mut c) = sqlx::ConnectOptions::connect(&opts).await else {
+            return 0;
+        };
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM memories")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or(0)
     }
 
     pub fn database_url(&self) -> String {
@@ -239,6 +270,9 @@ impl Drop for Fleet {
         for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(d) = self.env.get("WHISPERFLEET_DATA_DIR") {
+            let _ = std::fs::remove_dir_all(d);
         }
         let _ = Command::new("rabbitmqctl")
             .args(["delete_vhost", &self.vhost])

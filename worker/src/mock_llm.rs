@@ -6,7 +6,13 @@
 //! - `POST /v1/chat/completions` — OpenAI's non-streaming shape, or SSE `chat.completion.chunk`
 //!   events ending in `data: [DONE]` when the body says `"stream": true`. The text comes from
 //!   [`MockReply`]. Token counts are estimated as characters / 4.
-//! - `GET /v1/models` — one model, `mock`. `GET /stats` — `{"requests": N}`. `GET /healthz`.
+//! - `POST /v1/embeddings` — OpenAI's embeddings shape for `input` as a string or an array of
+//!   strings, vectors from the built-in [`HashEmbedder`] (so similar texts get similar
+//!   vectors; 384 dimensions unless the body asks for `dimensions`). Counted apart from
+//!   completions, and not subject to `latency` or failure injection, so a benchmark's LLM
+//!   time stays what it configured.
+//! - `GET /v1/models` — one model, `mock`. `GET /stats` — `{"requests": N,
+//!   "embedding_requests": M}`. `GET /healthz`.
 //!
 //! Failure injection: the first `fail_first` completion requests (counted in arrival order,
 //! malformed ones included) get `fail_status` with an OpenAI-style error body and, if
@@ -38,8 +44,13 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::embed::{DEFAULT_HASH_DIMS, HashEmbedder};
+
 /// Model name reported by `/v1/models` and used when a request names none.
 pub const MOCK_MODEL: &str = "mock";
+
+/// Largest `dimensions` an embeddings request may ask for.
+const MAX_EMBEDDING_DIMS: usize = 8192;
 
 /// How much of the last user message the echo reply quotes.
 const ECHO_MAX_CHARS: usize = 200;
@@ -86,12 +97,19 @@ impl Default for MockLlmOptions {
 #[derive(Debug, Clone, Default)]
 pub struct MockStats {
     requests: Arc<AtomicU64>,
+    embedding_requests: Arc<AtomicU64>,
 }
 
 impl MockStats {
     /// Completion requests received so far (failed and malformed ones included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Embeddings requests received so far (malformed ones included); not in
+    /// [`Self::requests`].
+    pub fn embedding_requests(&self) -> u64 {
+        self.embedding_requests.load(Ordering::Relaxed)
     }
 }
 
@@ -211,6 +229,7 @@ async fn app(opts: MockLlmOptions, stats: MockStats) -> anyhow::Result<Router> {
     });
     Ok(Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/stats", get(stats_route))
         .route("/healthz", get(|| async { "ok" }))
@@ -220,7 +239,80 @@ async fn app(opts: MockLlmOptions, stats: MockStats) -> anyhow::Result<Router> {
 }
 
 async fn stats_route(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({ "requests": state.stats.requests() })).into_response()
+    axum::Json(json!({
+        "requests": state.stats.requests(),
+        "embedding_requests": state.stats.embedding_requests(),
+    }))
+    .into_response()
+}
+
+async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    state
+        .stats
+        .embedding_requests
+        .fetch_add(1, Ordering::Relaxed);
+    let (model, inputs, dims) = match parse_embeddings_request(&body) {
+        Ok(parsed) => parsed,
+        Err(msg) => {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_request_error", &msg, None);
+        }
+    };
+    let embedder = HashEmbedder::new(dims);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            json!({ "object": "embedding", "index": index, "embedding": embedder.embed_one(text) })
+        })
+        .collect();
+    let tokens = estimate_tokens(inputs.iter().map(|t| t.chars().count()).sum());
+    axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+    }))
+    .into_response()
+}
+
+/// `(model, inputs, dimensions)` from an embeddings body: `input` is a non-empty string or a
+/// non-empty array of strings (token arrays are not supported), as OpenAI accepts.
+fn parse_embeddings_request(body: &[u8]) -> Result<(String, Vec<String>, usize), String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("request body must be a JSON object".into());
+    }
+    let inputs = match value.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "'input' items must be strings".to_owned())
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(_)) => return Err("'input' must not be empty".into()),
+        _ => return Err("'input' is a required property: a string or an array of strings".into()),
+    };
+    let dims = match value.get("dimensions") {
+        None | Some(Value::Null) => DEFAULT_HASH_DIMS,
+        Some(d) => d
+            .as_u64()
+            .and_then(|d| usize::try_from(d).ok())
+            .filter(|d| (1..=MAX_EMBEDDING_DIMS).contains(d))
+            .ok_or_else(|| {
+                format!("'dimensions' must be an integer in 1..={MAX_EMBEDDING_DIMS}")
+            })?,
+    };
+    let model = value
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(MOCK_MODEL)
+        .to_owned();
+    Ok((model, inputs, dims))
 }
 
 async fn models() -> Response {
@@ -705,7 +797,74 @@ mod tests {
             .json()
             .await
             .unwrap();
-        assert_eq!(stats, json!({ "requests": 1 }));
+        assert_eq!(stats, json!({ "requests": 1, "embedding_requests": 0 }));
+    }
+
+    #[tokio::test]
+    async fn embeddings_have_openai_shape() {
+        let mock = spawn(MockLlmOptions {
+            // Embeddings are neither delayed nor failed by the completion knobs.
+            latency: Duration::from_secs(30),
+            fail_first: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let client = http();
+        let url = format!("{}/v1/embeddings", mock.base_url());
+        let v: Value = client
+            .post(&url)
+            .json(&json!({ "model": "emb", "input": ["my dog is called Biscuit", "hello"] }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["model"], "emb");
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        for (i, item) in v["data"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(item["object"], "embedding");
+            assert_eq!(item["index"], i);
+            assert_eq!(
+                item["embedding"].as_array().unwrap().len(),
+                DEFAULT_HASH_DIMS
+            );
+        }
+        let first: Vec<f32> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
+        assert_eq!(
+            first,
+            HashEmbedder::default().embed_one("my dog is called Biscuit")
+        );
+        assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+        // A single string and an explicit size work too.
+        let v: Value = client
+            .post(&url)
+            .json(&json!({ "input": "hi", "dimensions": 8 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["model"], MOCK_MODEL);
+        assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
+
+        for bad in [
+            json!({ "model": "m" }),
+            json!({ "input": [] }),
+            json!({ "input": [[1, 2, 3]] }),
+            json!({ "input": "x", "dimensions": 0 }),
+        ] {
+            let resp = client.post(&url).json(&bad).send().await.unwrap();
+            assert_eq!(resp.status(), 400, "{bad}");
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["error"]["type"], "invalid_request_error");
+        }
+        assert_eq!(mock.stats.embedding_requests(), 6);
+        assert_eq!(mock.stats.requests(), 0);
     }
 
     #[tokio::test]

@@ -17,10 +17,15 @@ use whisperfleet_shared::llm::Llm;
 use whisperfleet_shared::topology::{self, TopologySettings};
 
 use crate::cdl::CharacterCache;
+use crate::embed::{EmbedderConfig, HashEmbedder, OpenAiEmbedder};
+use crate::emotion::LexiconAnalyzer;
 use crate::llm::{LlmClientConfig, OpenAiClient};
 use crate::offline::OfflineResponder;
+use crate::qdrant::QdrantMemory;
+use crate::sqlite_memory::SqliteMemory;
 use crate::store::PgCharacterStore;
-use crate::turn::{Deps, PipelineOptions, TurnSettings};
+use crate::turn::{Deps, MemoryPorts, PipelineOptions, TurnSettings};
+use whisperfleet_shared::ports::{Embedder, VectorMemory};
 
 pub struct Application {
     deps: Arc<Deps>,
@@ -45,6 +50,9 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
         record_ttl: Duration::from_secs(config.turn_record_ttl_s),
         llm_model: Some(config.llm_model.clone()),
         pause_after_llm: Duration::from_millis(config.test_pause_after_llm_ms),
+        pause_after_memory: Duration::from_millis(config.test_pause_after_memory_ms),
+        memory_top_k: config.memory_top_k,
+        recent_states: config.recent_emotional_states,
     }
 }
 
@@ -59,6 +67,54 @@ pub fn build_llm(config: &Config) -> anyhow::Result<Arc<dyn Llm>> {
             Arc::new(OpenAiClient::new(cfg).context("building the LLM client")?)
         }
         None => Arc::new(OfflineResponder),
+    })
+}
+
+/// Vector memory (Qdrant when `QDRANT_URL` is set, else the embedded SQLite store under
+/// the data directory), embeddings (the configured endpoint, else the built-in hashing
+/// embedder) and the lexicon emotion analyzer.
+pub async fn build_memory(config: &Config) -> anyhow::Result<MemoryPorts> {
+    let embedder: Arc<dyn Embedder> = match &config.embeddings_url {
+        Some(url) => {
+            let mut cfg = EmbedderConfig::new(
+                url.clone(),
+                config
+                    .embeddings_model
+                    .clone()
+                    .unwrap_or_else(|| "text-embedding-3-small".into()),
+                config.embeddings_dims,
+            );
+            cfg.api_key = config.embeddings_api_key.clone();
+            Arc::new(OpenAiEmbedder::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => Arc::new(HashEmbedder::new(config.embeddings_dims)),
+    };
+    let memory: Arc<dyn VectorMemory> = match &config.qdrant_url {
+        Some(url) => {
+            let q = QdrantMemory::connect(
+                url,
+                config.qdrant_api_key.clone(),
+                &config.qdrant_collection,
+                config.embeddings_dims,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // A server that is merely down is retried on use; turns go without memories.
+            if let Err(e) = q.ensure_collection().await {
+                tracing::warn!(error = %e, "qdrant not ready; turns go without memories until it is");
+            }
+            Arc::new(q)
+        }
+        None => {
+            let path = config.data_dir().join("memories.sqlite");
+            Arc::new(SqliteMemory::open(&path).await.with_context(|| {
+                format!("opening the embedded vector memory at {}", path.display())
+            })?)
+        }
+    };
+    Ok(MemoryPorts {
+        memory,
+        embedder,
+        emotions: Arc::new(LexiconAnalyzer::new()),
     })
 }
 
@@ -83,12 +139,14 @@ impl Application {
             tracing::warn!(error = %e, "could not apply migrations now; turns will get fallbacks until the database is back");
         }
         let llm = build_llm(config)?;
+        let memory = build_memory(config).await?;
         Self::build_with(
             config,
             broker,
             Some(cache),
             Arc::new(store),
             llm,
+            memory,
             PipelineOptions::default(),
         )
         .await
@@ -101,6 +159,7 @@ impl Application {
         cache: Option<Arc<dyn Cache>>,
         store: Arc<dyn CharacterStore>,
         llm: Arc<dyn Llm>,
+        memory: MemoryPorts,
         options: PipelineOptions,
     ) -> anyhow::Result<Self> {
         broker
@@ -115,6 +174,8 @@ impl Application {
                 .unwrap_or_else(|| "none".into()),
             characters = store.describe(),
             llm = llm.describe(),
+            memory = memory.memory.describe(),
+            embedder = memory.embedder.describe(),
             concurrency = config.worker_concurrency,
             "worker starting"
         );
@@ -135,6 +196,7 @@ impl Application {
             cache,
             characters,
             llm,
+            memory,
             turn_settings(config),
             options,
         ));

@@ -12,7 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use whisperfleet_shared::character::{
-    Character, CharacterStore, CharacterSummary, StoreError, normalize_name,
+    Character, CharacterStore, CharacterSummary, Relationship, RelationshipDelta, StoreError,
+    normalize_name,
 };
 use whisperfleet_shared::config::redact_secret_url;
 
@@ -185,6 +186,15 @@ impl PgCharacterStore {
     }
 }
 
+fn relationship_of(r: &sqlx::postgres::PgRow) -> Relationship {
+    Relationship {
+        trust: r.get("trust"),
+        affection: r.get("affection"),
+        attunement: r.get("attunement"),
+        interactions: r.get("interactions"),
+    }
+}
+
 #[async_trait]
 impl CharacterStore for PgCharacterStore {
     async fn load(&self, normalized_name: &str) -> Result<Option<Character>, StoreError> {
@@ -257,6 +267,85 @@ impl CharacterStore for PgCharacterStore {
                 })
             })
             .collect()
+    }
+
+    async fn relationship(
+        &self,
+        user_id: &str,
+        character: &str,
+    ) -> Result<Option<Relationship>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.trust, r.affection, r.attunement, r.interactions FROM relationships r \
+             JOIN characters c ON c.id = r.character_id WHERE r.user_id = $1 AND c.normalized_name = $2",
+        )
+        .bind(user_id)
+        .bind(character)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(|r| relationship_of(&r)))
+    }
+
+    async fn apply_relationship(
+        &self,
+        turn_id: uuid::Uuid,
+        user_id: &str,
+        character: &str,
+        d: RelationshipDelta,
+    ) -> Result<Option<Relationship>, StoreError> {
+        // One statement: the turn is recorded and the row moved together, or neither.
+        // Concurrent turns of one user serialise on the row lock of the upsert, and each adds
+        // its delta to the value it finds, so no update is lost.
+        let row = sqlx::query(
+            "WITH first AS ( \
+                 INSERT INTO relationship_turns (turn_id) VALUES ($1) \
+                 ON CONFLICT DO NOTHING RETURNING turn_id), \
+             moved AS ( \
+                 INSERT INTO relationships AS r (user_id, character_id, trust, affection, attunement, interactions) \
+                 SELECT $2, c.id, LEAST(1, GREATEST(0, 0.3 + $4::real)), LEAST(1, GREATEST(0, 0.3 + $5::real)), \
+                        LEAST(1, GREATEST(0, 0.3 + $6::real)), 1 \
+                 FROM characters c, first WHERE c.normalized_name = $3 \
+                 ON CONFLICT (user_id, character_id) DO UPDATE SET \
+                     trust = LEAST(1, GREATEST(0, r.trust + $4::real)), \
+                     affection = LEAST(1, GREATEST(0, r.affection + $5::real)), \
+                     attunement = LEAST(1, GREATEST(0, r.attunement + $6::real)), \
+                     interactions = r.interactions + 1, updated_at = now() \
+                 RETURNING r.trust, r.affection, r.attunement, r.interactions) \
+             SELECT trust, affection, attunement, interactions FROM moved",
+        )
+        .bind(turn_id)
+        .bind(user_id)
+        .bind(character)
+        .bind(d.trust)
+        .bind(d.affection)
+        .bind(d.attunement)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(|r| relationship_of(&r)))
+    }
+
+    async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError> {
+        let r = match character {
+            Some(c) => {
+                sqlx::query(
+                    "DELETE FROM relationships r USING characters c \
+                 WHERE r.character_id = c.id AND r.user_id = $1 AND c.normalized_name = $2",
+                )
+                .bind(user_id)
+                .bind(c)
+                .execute(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("DELETE FROM relationships WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        Ok(r.rows_affected())
     }
 
     fn describe(&self) -> String {

@@ -4,8 +4,8 @@
 //!
 //! Exactly one reply: every side effect is recorded under `turn:<turn_id>:…` in Redis
 //! (LLM answer through the request cache, history append atomically with its marker,
-//! `replied` after the reply's confirm), and a redelivered turn skips whatever is already
-//! recorded. The gateway additionally drops a
+//! `replied` after the reply's confirm, `memory` after memory_store), and a redelivered turn
+//! skips whatever is already recorded. The gateway additionally drops a
 //! second reply for a turn it already delivered.
 //!
 //! Ordering: the gateway keeps at most one turn per conversation in flight, so turns of one
@@ -29,6 +29,9 @@ use whisperfleet_shared::cache::Cache;
 use whisperfleet_shared::character::{Character, StoreError, normalize_name};
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::llm::{ChatRequest, ChatResponse, Llm, Role};
+use whisperfleet_shared::ports::{
+    Embedder, EmotionAnalyzer, EmotionResult, MemoryScope, VectorMemory,
+};
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{
@@ -36,9 +39,11 @@ use whisperfleet_shared::wire::{
 };
 
 use crate::cdl::{CdlCounts, CharacterCache};
-use crate::components::HistoryEntry;
+use crate::components::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
 use crate::compose::{self, ComposeContext};
 use crate::context;
+use crate::context::CountingMemory;
+use crate::memory;
 
 /// Switches for each optimisation, so the bench can reproduce the seed's "before"
 /// (`naive`) with the same code and measure any one of them alone.
@@ -83,6 +88,19 @@ pub struct TurnSettings {
     pub llm_model: Option<String>,
     /// Test-only fault injection window (see `Config::test_pause_after_llm_ms`).
     pub pause_after_llm: Duration,
+    /// Test-only fault injection: pause after memory_store, before recording it.
+    pub pause_after_memory: Duration,
+    /// Relevant memories put in the prompt.
+    pub memory_top_k: usize,
+    /// Recent emotional states (the trajectory) put in the prompt.
+    pub recent_states: usize,
+}
+
+/// The memory stage's ports: vector memory, embeddings, emotion analysis.
+pub struct MemoryPorts {
+    pub memory: Arc<dyn VectorMemory>,
+    pub embedder: Arc<dyn Embedder>,
+    pub emotions: Arc<dyn EmotionAnalyzer>,
 }
 
 /// Everything a turn needs; shared by all turns of a worker process.
@@ -91,6 +109,7 @@ pub struct Deps {
     pub cache: Option<Arc<dyn Cache>>,
     pub characters: CharacterCache,
     pub llm: Arc<dyn Llm>,
+    pub memory: MemoryPorts,
     pub settings: TurnSettings,
     pub options: PipelineOptions,
     conversations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -102,6 +121,7 @@ impl Deps {
         cache: Option<Arc<dyn Cache>>,
         characters: CharacterCache,
         llm: Arc<dyn Llm>,
+        memory: MemoryPorts,
         settings: TurnSettings,
         options: PipelineOptions,
     ) -> Self {
@@ -110,6 +130,7 @@ impl Deps {
             cache,
             characters,
             llm,
+            memory,
             settings,
             options,
             conversations: Mutex::new(HashMap::new()),
@@ -243,8 +264,18 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         None => false,
     };
     if already_replied {
-        tracing::info!("turn was already answered by an earlier delivery; finishing it");
-        return ack(delivery).await;
+        let memory_done = match &cache {
+            Some(c) => matches!(c.get(&record_key(&turn_id, "memory")).await, Ok(Some(_))),
+            None => true,
+        };
+        if memory_done {
+            tracing::info!("turn was already finished by an earlier delivery; acking it");
+            return ack(delivery).await;
+        }
+        // The reply left but memory_store did not finish: run the turn again without a
+        // second reply (the LLM answer comes from the request cache; point ids and the
+        // relationship's turn guard make the writes idempotent).
+        tracing::info!("turn was answered but its memory not stored; finishing it");
     }
 
     let age = ms_between(req.received_at, Utc::now());
@@ -304,9 +335,39 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     // --- context
     let t = Instant::now();
     let conv_key = req.conversation_key();
-    let gathered = context::gather(cache.as_ref(), &conv_key, deps.settings.history_len).await;
+    let scope = MemoryScope {
+        character: name.clone(),
+        user_id: req.conversation.user_id.clone(),
+        // Memories made in a DM never surface in a guild channel.
+        include_dm: req.conversation.is_dm,
+    };
+    let counting = CountingMemory::new(deps.memory.memory.clone());
+    let gathered = context::gather(
+        &context::Ports {
+            cache: cache.as_ref(),
+            memory: &counting,
+            embedder: deps.memory.embedder.as_ref(),
+            emotions: deps.memory.emotions.as_ref(),
+            store: deps.characters.store().as_ref(),
+        },
+        &context::Request {
+            conversation_key: &conv_key,
+            history_len: deps.settings.history_len,
+            scope: &scope,
+            user_text: &req.text,
+            top_k: deps.settings.memory_top_k,
+            recent_states: deps.settings.recent_states,
+        },
+    )
+    .await;
     timings.since("context", t);
     counters.redis_round_trips += gathered.redis_round_trips;
+    counters.emotion_queries = counting.recents.load(Ordering::Relaxed);
+    counters.memory_searches = counting.searches.load(Ordering::Relaxed);
+    counters.memories_used = gathered.memories.len() as u32;
+    for d in &gathered.degraded {
+        tracing::warn!(degraded = %d, "context part missing; the prompt goes without it");
+    }
 
     // --- compose
     let t = Instant::now();
@@ -314,8 +375,38 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         user_name: req.user_name.clone(),
         user_text: req.text.clone(),
         history: gathered.history,
+        memories: gathered
+            .memories
+            .iter()
+            .map(|(p, score)| MemorySnippet {
+                text: p.text.clone(),
+                role: p.role.clone(),
+                emotion: Some(p.emotion.clone()),
+                score: *score,
+            })
+            .collect(),
+        user_emotion: gathered.user_emotion.as_ref().map(|e| EmotionSummary {
+            label: e.primary.clone(),
+            intensity: e.intensity,
+        }),
+        // Oldest first, as the component reads a trajectory.
+        trajectory: gathered
+            .recent
+            .iter()
+            .rev()
+            .filter(|p| p.role == "user")
+            .map(|p| EmotionSummary {
+                label: p.emotion.clone(),
+                intensity: p.intensity,
+            })
+            .collect(),
+        relationship: gathered.relationship.map(|r| RelationshipSummary {
+            trust: r.trust,
+            affection: r.affection,
+            attunement: r.attunement,
+            interactions: r.interactions,
+        }),
         budget_tokens: deps.settings.prompt_budget_tokens,
-        ..Default::default()
     };
     let composed = {
         let loaded = character.clone();
@@ -445,7 +536,32 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         started.elapsed().as_secs_f64() * 1000.0,
     );
     let reply = reply_of(&req, text, outcome, reason, timings.0, counters);
-    send_and_finish(deps, &req, delivery, reply).await
+    // Only real answers become memories: a fallback apology is not something the character
+    // said to remember.
+    let after = (outcome == Outcome::Ok).then(|| AfterReply {
+        counting,
+        scope,
+        user_emotion: gathered.user_emotion.unwrap_or_else(neutral),
+        user_vector: gathered.user_vector,
+    });
+    send_and_finish_with(deps, &req, delivery, reply, after, already_replied).await
+}
+
+/// What `memory_store` needs from the turn once the reply has left.
+struct AfterReply {
+    counting: CountingMemory,
+    scope: MemoryScope,
+    user_emotion: EmotionResult,
+    user_vector: Option<Vec<f32>>,
+}
+
+fn neutral() -> EmotionResult {
+    EmotionResult {
+        primary: "neutral".into(),
+        intensity: 0.0,
+        confidence: 0.0,
+        secondary: Vec::new(),
+    }
 }
 
 async fn load_character(
@@ -498,13 +614,26 @@ async fn send_and_finish(
     delivery: Delivery,
     reply: TurnReply,
 ) -> Handled {
+    send_and_finish_with(deps, req, delivery, reply, None, false).await
+}
+
+/// [`send_and_finish`], running `memory_store` between the reply and the metric event.
+async fn send_and_finish_with(
+    deps: &Deps,
+    req: &TurnRequest,
+    delivery: Delivery,
+    reply: TurnReply,
+    after: Option<AfterReply>,
+    already_replied: bool,
+) -> Handled {
     let t = Instant::now();
-    if let Err(e) = publish_reply(deps, &req.reply_to, &reply).await {
+    if !already_replied && let Err(e) = publish_reply(deps, &req.reply_to, &reply).await {
         tracing::warn!(error = %e, "reply not published; the turn will be redelivered");
         return Handled::Unsettled;
     }
     let reply_publish_ms = t.elapsed().as_secs_f64() * 1000.0;
-    if let Some(c) = &deps.cache
+    if !already_replied
+        && let Some(c) = &deps.cache
         && let Err(e) = c
             .set(
                 &record_key(&req.turn_id.to_string(), "replied"),
@@ -520,7 +649,52 @@ async fn send_and_finish(
     // reply was recorded publishes none: its timings died with the first worker.)
     let mut timings = reply.timings.clone();
     timings.insert("reply_publish".into(), reply_publish_ms);
-    let body = lineproto::encode(&turn_points(req, &reply, &timings));
+    let mut points = Vec::new();
+    if let Some(a) = after {
+        let t = Instant::now();
+        let stored = memory::store(
+            &a.counting,
+            deps.memory.embedder.as_ref(),
+            deps.memory.emotions.as_ref(),
+            deps.characters.store().as_ref(),
+            memory::StoreInput {
+                turn_id: req.turn_id,
+                scope: &a.scope,
+                channel_id: &req.conversation.channel_id,
+                is_dm: req.conversation.is_dm,
+                user_text: &req.text,
+                user_emotion: &a.user_emotion,
+                user_vector: a.user_vector,
+                reply_text: &reply.text,
+            },
+        )
+        .await;
+        timings.insert("memory_store".into(), t.elapsed().as_secs_f64() * 1000.0);
+        for f in &stored.failures {
+            tracing::warn!(failure = %f, "memory_store failed; the reply stands, the failure is counted");
+        }
+        if !deps.settings.pause_after_memory.is_zero() {
+            tokio::time::sleep(deps.settings.pause_after_memory).await;
+        }
+        if let Some(c) = &deps.cache {
+            let _ = c
+                .set(
+                    &record_key(&req.turn_id.to_string(), "memory"),
+                    b"1",
+                    deps.settings.record_ttl,
+                )
+                .await;
+        }
+        points.extend(memory_points(
+            req,
+            &a.user_emotion,
+            &stored,
+            a.counting.upserts.load(Ordering::Relaxed),
+        ));
+    }
+    let mut all = turn_points(req, &reply, &timings);
+    all.extend(points);
+    let body = lineproto::encode(&all);
     if let Err(e) = deps
         .broker
         .publish(Message::line_protocol(body.into_bytes()))
@@ -539,6 +713,51 @@ async fn ack(delivery: Delivery) -> Handled {
             Handled::Unsettled
         }
     }
+}
+
+/// The memory stage's points: one `emotion` point per side (label as a tag: 12 values),
+/// the `relationship` after the turn (never tagged by user), and `memory_store_failed` /
+/// `memory_upserts` on a `memory` point.
+fn memory_points(
+    req: &TurnRequest,
+    user_emotion: &EmotionResult,
+    stored: &memory::Stored,
+    upserts: u32,
+) -> Vec<Point> {
+    let now = Utc::now();
+    let character = normalize_name(&req.character);
+    let emotion = |role: &str, e: &EmotionResult| {
+        Point::new("emotion", now)
+            .tag("character", &character)
+            .tag("role", role)
+            .tag("emotion", &e.primary)
+            .float("intensity", f64::from(e.intensity))
+            .float("confidence", f64::from(e.confidence))
+    };
+    let mut out = vec![emotion("user", user_emotion)];
+    if let Some(e) = &stored.reply_emotion {
+        out.push(emotion("assistant", e));
+    }
+    if let Some(r) = &stored.relationship {
+        out.push(
+            Point::new("relationship", now)
+                .tag("character", &character)
+                .float("trust", f64::from(r.trust))
+                .float("affection", f64::from(r.affection))
+                .float("attunement", f64::from(r.attunement))
+                .int("interactions", r.interactions),
+        );
+    }
+    out.push(
+        Point::new("memory", now)
+            .tag("character", &character)
+            .int("upserts", i64::from(upserts))
+            .int(
+                "memory_store_failed",
+                i64::from(!stored.failures.is_empty()),
+            ),
+    );
+    out
 }
 
 /// The per-turn points: one `turn` point (stage `<stage>_ms` fields, counters) and one
@@ -562,6 +781,7 @@ pub fn turn_points(
         .int("cdl_queries", i64::from(c.cdl_queries))
         .int("emotion_queries", i64::from(c.emotion_queries))
         .int("memories_used", i64::from(c.memories_used))
+        .int("memory_searches", i64::from(c.memory_searches))
         .int("llm_calls", i64::from(c.llm_calls))
         .int("redis_round_trips", i64::from(c.redis_round_trips))
         .int("text_chars", req.text.chars().count() as i64)
