@@ -13,7 +13,7 @@ use whisperfleet_shared::broker::{Broker, Message};
 use whisperfleet_shared::cache::RedisCache;
 use whisperfleet_shared::character::{Character, CharacterStore, normalize_name};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::topology::{self, TopologySettings};
+use whisperfleet_shared::topology;
 use whisperfleet_worker::consumer::ControlMessage;
 use whisperfleet_worker::store::PgCharacterStore;
 
@@ -136,7 +136,7 @@ async fn import(
         Some(url) => RabbitBroker::connect(
             url.clone(),
             "whisperfleet-characters",
-            TopologySettings::default(),
+            whisperfleet_worker::startup::topology_settings(config),
         )
         .await
         .map_err(|e| tracing::warn!(error = %e, "cannot announce changes on fleet.control"))

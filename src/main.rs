@@ -2,6 +2,7 @@
 //! `characters` manages character data, `queues` shows queue depth, `mock-llm` serves a
 //! local OpenAI-compatible endpoint for tests and benchmarks.
 
+mod bench;
 mod characters;
 mod memory;
 mod queues;
@@ -37,6 +38,8 @@ enum Command {
         #[command(subcommand)]
         command: characters::CharactersCommand,
     },
+    /// Drive turns through the whole fleet and report where every millisecond goes.
+    Bench(bench::BenchArgs),
     /// Privacy: forget what is stored about a user.
     Memory {
         #[command(subcommand)]
@@ -83,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up { workers } => up(&config, workers).await,
         Command::Characters { command } => characters::run(&config, command).await,
         Command::Memory { command } => memory::run(&config, command).await,
+        Command::Bench(args) => bench::run(&config, args).await,
         Command::Queues { json, watch } => queues::run(&config, json, watch).await,
         Command::MockLlm {
             host,

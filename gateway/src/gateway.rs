@@ -202,26 +202,7 @@ impl GatewayCore {
 
     /// One `delivery` metric event for this turn, off the reply path.
     pub fn publish_delivery_metrics(&self, reply: &TurnReply, timings: &BTreeMap<String, f64>) {
-        let mut p = Point::new("delivery", Utc::now())
-            .tag(
-                "character",
-                &whisperfleet_shared::character::normalize_name(&reply.character),
-            )
-            .tag("platform", &reply.conversation.platform)
-            .tag("outcome", reply.outcome.as_str());
-        for stage in [
-            "platform_lag",
-            "ingress",
-            "delivery",
-            "end_to_end",
-            "overhead",
-            "llm",
-        ] {
-            if let Some(ms) = timings.get(stage) {
-                p = p.float(&format!("{stage}_ms"), *ms);
-            }
-        }
-        let body = lineproto::encode(&[p]);
+        let body = lineproto::encode(&[delivery_point(reply, timings, Utc::now())]);
         let broker = self.broker.clone();
         tokio::spawn(async move {
             if let Err(e) = broker
@@ -232,4 +213,36 @@ impl GatewayCore {
             }
         });
     }
+}
+
+/// The stages the gateway reports on its `delivery` point, each as a `<stage>_ms` field.
+pub const DELIVERY_STAGES: [&str; 6] = [
+    "platform_lag",
+    "ingress",
+    "delivery",
+    "end_to_end",
+    "overhead",
+    "llm",
+];
+
+/// The `delivery` point of one delivered reply (also read by the deploy test, which checks
+/// the Grafana dashboard against the names written here).
+pub fn delivery_point(
+    reply: &TurnReply,
+    timings: &BTreeMap<String, f64>,
+    now: DateTime<Utc>,
+) -> Point {
+    let mut p = Point::new("delivery", now)
+        .tag(
+            "character",
+            &whisperfleet_shared::character::normalize_name(&reply.character),
+        )
+        .tag("platform", &reply.conversation.platform)
+        .tag("outcome", reply.outcome.as_str());
+    for stage in DELIVERY_STAGES {
+        if let Some(ms) = timings.get(stage) {
+            p = p.float(&format!("{stage}_ms"), *ms);
+        }
+    }
+    p
 }

@@ -1,11 +1,10 @@
 //! metrics-writer: the only process that talks to InfluxDB. It drains metric events (line
 //! protocol, one AMQP message per turn) from the `metrics` queue into batched writes, acks
 //! only after a write succeeded, and samples fleet queue depth. See `batch` for the retry
-//! policy, `sink` for the HTTP layer and `sampler` for queue depth.
+//! policy, `whisperfleet_shared::influx` for the HTTP layer and `sampler` for queue depth.
 
 pub mod batch;
 pub mod sampler;
-pub mod sink;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use whisperfleet_shared::ports::MetricsSink;
 use whisperfleet_shared::topology::{self, TopologySettings};
 
 use crate::batch::{BatchSettings, Batcher, WriterStats};
-use crate::sink::InfluxSink;
+use whisperfleet_shared::influx::InfluxSink;
 
 pub struct Application {
     broker: Arc<dyn Broker>,

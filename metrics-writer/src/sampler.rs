@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 use whisperfleet_shared::broker::{Broker, Message, QueueStats};
@@ -109,6 +109,46 @@ impl Management {
     }
 }
 
+/// One queue's `fleet_queue` point (`unacked` only where the management API answered).
+pub fn queue_point(q: &QueueStats, unacked: Option<u64>, now: DateTime<Utc>) -> Point {
+    let mut p = Point::new("fleet_queue", now)
+        .tag("queue", &q.queue)
+        .int("ready", q.ready as i64)
+        .int("consumers", i64::from(q.consumers));
+    if let Some(unacked) = unacked {
+        p = p.int("unacked", unacked as i64);
+    }
+    p
+}
+
+/// The writer's own `metrics_writer` health point.
+pub fn health_point(stats: &WriterStats, write_requests: u64, now: DateTime<Utc>) -> Point {
+    Point::new("metrics_writer", now)
+        .int("batches", stats.batches.load(Ordering::Relaxed) as i64)
+        .int(
+            "batch_points",
+            stats.last_batch_points.load(Ordering::Relaxed) as i64,
+        )
+        .float(
+            "write_ms",
+            stats.last_write_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        )
+        .int(
+            "points_written",
+            stats.points_written.load(Ordering::Relaxed) as i64,
+        )
+        .int("retries", stats.retries.load(Ordering::Relaxed) as i64)
+        .int(
+            "dead_lettered",
+            stats.dead_lettered.load(Ordering::Relaxed) as i64,
+        )
+        .int(
+            "pending",
+            stats.pending_points.load(Ordering::Relaxed) as i64,
+        )
+        .int("write_requests", write_requests as i64)
+}
+
 pub async fn run(
     broker: Arc<dyn Broker>,
     cache: Option<Arc<dyn Cache>>,
@@ -130,46 +170,16 @@ pub async fn run(
         match fleet_queues(broker.as_ref(), cache.as_deref()).await {
             Ok(queues) => {
                 for q in queues {
-                    let mut p = Point::new("fleet_queue", now)
-                        .tag("queue", &q.queue)
-                        .int("ready", q.ready as i64)
-                        .int("consumers", i64::from(q.consumers));
-                    if let Some(m) = &management
-                        && let Some(unacked) = m.unacked(&q.queue).await
-                    {
-                        p = p.int("unacked", unacked as i64);
-                    }
-                    points.push(p);
+                    let unacked = match &management {
+                        Some(m) => m.unacked(&q.queue).await,
+                        None => None,
+                    };
+                    points.push(queue_point(&q, unacked, now));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "queue depth not sampled"),
         }
-        points.push(
-            Point::new("metrics_writer", now)
-                .int("batches", stats.batches.load(Ordering::Relaxed) as i64)
-                .int(
-                    "batch_points",
-                    stats.last_batch_points.load(Ordering::Relaxed) as i64,
-                )
-                .float(
-                    "write_ms",
-                    stats.last_write_us.load(Ordering::Relaxed) as f64 / 1000.0,
-                )
-                .int(
-                    "points_written",
-                    stats.points_written.load(Ordering::Relaxed) as i64,
-                )
-                .int("retries", stats.retries.load(Ordering::Relaxed) as i64)
-                .int(
-                    "dead_lettered",
-                    stats.dead_lettered.load(Ordering::Relaxed) as i64,
-                )
-                .int(
-                    "pending",
-                    stats.pending_points.load(Ordering::Relaxed) as i64,
-                )
-                .int("write_requests", sink_requests() as i64),
-        );
+        points.push(health_point(&stats, sink_requests(), now));
         let body = lineproto::encode(&points);
         if let Err(e) = broker
             .publish(Message::line_protocol(body.into_bytes()))

@@ -77,6 +77,10 @@ pub struct Config {
     /// How long side-effect records (`turn:<id>:…`) live; must outlive any backlog.
     pub turn_record_ttl_s: u64,
     pub memory_top_k: usize,
+    /// `optimized` (default) or `naive` (the seed's "before", for `bench`), then any
+    /// `switch=on|off` overrides: request_cache, character_cache, parallel_compose,
+    /// recent_states_once, memory_after_reply, batched_metrics.
+    pub pipeline: String,
     /// Recent emotional states (the trajectory) fetched once per turn.
     pub recent_emotional_states: usize,
     /// Vector length of the embedder (built-in: 384; must match the model when
@@ -148,6 +152,7 @@ impl Default for Config {
             prompt_budget_tokens: 6_000,
             turn_record_ttl_s: 86_400,
             memory_top_k: 8,
+            pipeline: "optimized".into(),
             recent_emotional_states: 10,
             embeddings_dims: 384,
             test_pause_after_llm_ms: 0,
@@ -220,6 +225,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("prompt_budget_tokens", Kind::Number),
     ("turn_record_ttl_s", Kind::Number),
     ("memory_top_k", Kind::Number),
+    ("pipeline", Kind::Text),
     ("recent_emotional_states", Kind::Number),
     ("embeddings_dims", Kind::Number),
     ("test_pause_after_llm_ms", Kind::Number),
@@ -288,6 +294,10 @@ impl Config {
             let Some((_, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
                 continue;
             };
+            // `WHISPERFLEET_X=` (as compose files write optional settings) means unset.
+            if raw.trim().is_empty() {
+                continue;
+            }
             let value = match kind {
                 Kind::Text => Value::from(raw),
                 Kind::Bool => match raw.trim().to_ascii_lowercase().as_str() {
@@ -514,6 +524,20 @@ mod tests {
         let cfg = Config::load_from(None, pairs).unwrap();
         assert_eq!(cfg.metrics_batch_size, 7);
         assert_eq!(cfg.discord_character.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn empty_values_mean_unset() {
+        let cfg = Config::load_from(
+            None,
+            env(&[
+                ("WHISPERFLEET_LLM_BASE_URL", ""),
+                ("WHISPERFLEET_HISTORY_LEN", " "),
+            ]),
+        )
+        .unwrap();
+        assert!(cfg.llm_base_url.is_none());
+        assert_eq!(cfg.history_len, Config::default().history_len);
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::qdrant::QdrantMemory;
 use crate::sqlite_memory::SqliteMemory;
 use crate::store::PgCharacterStore;
 use crate::turn::{Deps, MemoryPorts, PipelineOptions, TurnSettings};
-use whisperfleet_shared::ports::{Embedder, VectorMemory};
+use whisperfleet_shared::influx::InfluxSink;
+use whisperfleet_shared::ports::{Embedder, MetricsSink, VectorMemory};
 
 pub struct Application {
     deps: Arc<Deps>,
@@ -132,9 +133,15 @@ impl Application {
         .await
         .context("connecting to RabbitMQ")?;
         let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
-        let store = PgCharacterStore::connect(db, u32::from(config.worker_concurrency).max(4))
-            .await
-            .context("opening PostgreSQL")?;
+        let store = PgCharacterStore::connect(
+            db,
+            // Turns touch PostgreSQL briefly (relationship row, a rare character load): a
+            // few connections serve many turns, and a fleet of workers must stay well under
+            // the server's max_connections.
+            u32::from(config.worker_concurrency).clamp(2, 8),
+        )
+        .await
+        .context("opening PostgreSQL")?;
         if let Err(e) = store.migrate().await {
             tracing::warn!(error = %e, "could not apply migrations now; turns will get fallbacks until the database is back");
         }
@@ -147,7 +154,8 @@ impl Application {
             Arc::new(store),
             llm,
             memory,
-            PipelineOptions::default(),
+            PipelineOptions::parse(&config.pipeline)
+                .map_err(|e| anyhow::anyhow!("WHISPERFLEET_PIPELINE: {e}"))?,
         )
         .await
     }
@@ -191,7 +199,27 @@ impl Application {
                 None
             }
         };
-        let deps = Arc::new(Deps::new(
+        let direct_metrics: Option<Arc<dyn MetricsSink>> = if options.batched_metrics {
+            None
+        } else {
+            let url = config.influx_url.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "batched_metrics=off writes InfluxDB directly: set WHISPERFLEET_INFLUX_URL"
+                )
+            })?;
+            Some(Arc::new(
+                InfluxSink::new(
+                    url,
+                    &config.influx_org,
+                    &config.influx_bucket,
+                    config.influx_token.clone(),
+                    false,
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ))
+        };
+        let mut deps = Deps::new(
             broker,
             cache,
             characters,
@@ -199,7 +227,9 @@ impl Application {
             memory,
             turn_settings(config),
             options,
-        ));
+        );
+        deps.direct_metrics = direct_metrics;
+        let deps = Arc::new(deps);
         Ok(Self {
             deps,
             turns,

@@ -30,7 +30,7 @@ use whisperfleet_shared::character::{Character, StoreError, normalize_name};
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::llm::{ChatRequest, ChatResponse, Llm, Role};
 use whisperfleet_shared::ports::{
-    Embedder, EmotionAnalyzer, EmotionResult, MemoryScope, VectorMemory,
+    Embedder, EmotionAnalyzer, EmotionResult, MemoryScope, MetricsSink, VectorMemory,
 };
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_shared::topology;
@@ -45,9 +45,14 @@ use crate::context;
 use crate::context::CountingMemory;
 use crate::memory;
 
+/// Recent-emotional-state queries the seed made while storing one message (its field
+/// report: "5+ redundant queries during message storage"), reproduced by `naive`.
+pub const NAIVE_RECENT_QUERIES_IN_STORE: u32 = 5;
+
 /// Switches for each optimisation, so the bench can reproduce the seed's "before"
-/// (`naive`) with the same code and measure any one of them alone.
-#[derive(Debug, Clone)]
+/// (`naive`) with the same code and measure any one of them alone
+/// (`WHISPERFLEET_PIPELINE=optimized,request_cache=off`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipelineOptions {
     /// One load per key per turn (request-scoped cache).
     pub request_cache: bool,
@@ -55,6 +60,13 @@ pub struct PipelineOptions {
     pub character_cache: bool,
     /// Components built concurrently from one loaded character.
     pub parallel_compose: bool,
+    /// Recent emotional states fetched once per turn (else again while storing memory).
+    pub recent_states_once: bool,
+    /// Memory stored after the reply left (else before it).
+    pub memory_after_reply: bool,
+    /// One metric event per turn for the metrics-writer (else every point written to
+    /// InfluxDB individually and synchronously before the reply).
+    pub batched_metrics: bool,
 }
 
 impl Default for PipelineOptions {
@@ -63,6 +75,9 @@ impl Default for PipelineOptions {
             request_cache: true,
             character_cache: true,
             parallel_compose: true,
+            recent_states_once: true,
+            memory_after_reply: true,
+            batched_metrics: true,
         }
     }
 }
@@ -73,7 +88,51 @@ impl PipelineOptions {
             request_cache: false,
             character_cache: false,
             parallel_compose: false,
+            recent_states_once: false,
+            memory_after_reply: false,
+            batched_metrics: false,
         }
+    }
+
+    /// `optimized` or `naive`, then any `switch=on|off` overrides, comma-separated.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut opts = Self::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "optimized" => opts = Self::default(),
+                "naive" => opts = Self::naive(),
+                _ => {
+                    let (key, value) = part
+                        .split_once('=')
+                        .ok_or_else(|| format!("pipeline switch {part:?} is not key=on|off"))?;
+                    let on = match value {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        _ => {
+                            return Err(format!(
+                                "pipeline switch {key}: use on or off, not {value:?}"
+                            ));
+                        }
+                    };
+                    let slot = match key {
+                        "request_cache" | "cache" => &mut opts.request_cache,
+                        "character_cache" => &mut opts.character_cache,
+                        "parallel_compose" => &mut opts.parallel_compose,
+                        "recent_states_once" => &mut opts.recent_states_once,
+                        "memory_after_reply" => &mut opts.memory_after_reply,
+                        "batched_metrics" => &mut opts.batched_metrics,
+                        _ => {
+                            return Err(format!(
+                                "unknown pipeline switch {key:?} (request_cache, character_cache, \
+                                 parallel_compose, recent_states_once, memory_after_reply, batched_metrics)"
+                            ));
+                        }
+                    };
+                    *slot = on;
+                }
+            }
+        }
+        Ok(opts)
     }
 }
 
@@ -110,6 +169,8 @@ pub struct Deps {
     pub characters: CharacterCache,
     pub llm: Arc<dyn Llm>,
     pub memory: MemoryPorts,
+    /// Only for `batched_metrics = off` (bench `naive`): InfluxDB written directly.
+    pub direct_metrics: Option<Arc<dyn MetricsSink>>,
     pub settings: TurnSettings,
     pub options: PipelineOptions,
     conversations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -131,6 +192,7 @@ impl Deps {
             characters,
             llm,
             memory,
+            direct_metrics: None,
             settings,
             options,
             conversations: Mutex::new(HashMap::new()),
@@ -623,15 +685,32 @@ async fn send_and_finish_with(
     req: &TurnRequest,
     delivery: Delivery,
     reply: TurnReply,
-    after: Option<AfterReply>,
+    mut after: Option<AfterReply>,
     already_replied: bool,
 ) -> Handled {
+    let opts = &deps.options;
+    let mut timings = reply.timings.clone();
+    let mut points = Vec::new();
+    // The seed's order (bench `naive` only): memory stored, then every metric point written
+    // synchronously, all before the user gets the reply.
+    if !opts.memory_after_reply
+        && let Some(a) = after.take()
+    {
+        points.extend(memory_stage(deps, req, &reply, a, &mut timings).await);
+    }
+    if !opts.batched_metrics {
+        let t = Instant::now();
+        let mut all = turn_points(req, &reply, &timings);
+        all.append(&mut points);
+        write_points_one_by_one(deps, &all).await;
+        timings.insert("metrics_write".into(), t.elapsed().as_secs_f64() * 1000.0);
+    }
     let t = Instant::now();
     if !already_replied && let Err(e) = publish_reply(deps, &req.reply_to, &reply).await {
         tracing::warn!(error = %e, "reply not published; the turn will be redelivered");
         return Handled::Unsettled;
     }
-    let reply_publish_ms = t.elapsed().as_secs_f64() * 1000.0;
+    timings.insert("reply_publish".into(), t.elapsed().as_secs_f64() * 1000.0);
     if !already_replied
         && let Some(c) = &deps.cache
         && let Err(e) = c
@@ -644,65 +723,97 @@ async fn send_and_finish_with(
     {
         tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
     }
+    if let Some(a) = after {
+        points.extend(memory_stage(deps, req, &reply, a, &mut timings).await);
+    }
     // The metric event follows the `replied` record, so a delivery that finds no record has
     // not published one either: no marker of its own is needed. (A turn redelivered after its
     // reply was recorded publishes none: its timings died with the first worker.)
-    let mut timings = reply.timings.clone();
-    timings.insert("reply_publish".into(), reply_publish_ms);
-    let mut points = Vec::new();
-    if let Some(a) = after {
-        let t = Instant::now();
-        let stored = memory::store(
-            &a.counting,
-            deps.memory.embedder.as_ref(),
-            deps.memory.emotions.as_ref(),
-            deps.characters.store().as_ref(),
-            memory::StoreInput {
-                turn_id: req.turn_id,
-                scope: &a.scope,
-                channel_id: &req.conversation.channel_id,
-                is_dm: req.conversation.is_dm,
-                user_text: &req.text,
-                user_emotion: &a.user_emotion,
-                user_vector: a.user_vector,
-                reply_text: &reply.text,
-            },
-        )
-        .await;
-        timings.insert("memory_store".into(), t.elapsed().as_secs_f64() * 1000.0);
-        for f in &stored.failures {
-            tracing::warn!(failure = %f, "memory_store failed; the reply stands, the failure is counted");
+    if opts.batched_metrics {
+        let mut all = turn_points(req, &reply, &timings);
+        all.extend(points);
+        let body = lineproto::encode(&all);
+        if let Err(e) = deps
+            .broker
+            .publish(Message::line_protocol(body.into_bytes()))
+            .await
+        {
+            tracing::warn!(error = %e, "metric event not published");
         }
-        if !deps.settings.pause_after_memory.is_zero() {
-            tokio::time::sleep(deps.settings.pause_after_memory).await;
-        }
-        if let Some(c) = &deps.cache {
-            let _ = c
-                .set(
-                    &record_key(&req.turn_id.to_string(), "memory"),
-                    b"1",
-                    deps.settings.record_ttl,
-                )
-                .await;
-        }
-        points.extend(memory_points(
-            req,
-            &a.user_emotion,
-            &stored,
-            a.counting.upserts.load(Ordering::Relaxed),
-        ));
-    }
-    let mut all = turn_points(req, &reply, &timings);
-    all.extend(points);
-    let body = lineproto::encode(&all);
-    if let Err(e) = deps
-        .broker
-        .publish(Message::line_protocol(body.into_bytes()))
-        .await
-    {
-        tracing::warn!(error = %e, "metric event not published");
     }
     ack(delivery).await
+}
+
+/// Stage `memory_store`; records that it ran and returns its metric points.
+async fn memory_stage(
+    deps: &Deps,
+    req: &TurnRequest,
+    reply: &TurnReply,
+    a: AfterReply,
+    timings: &mut BTreeMap<String, f64>,
+) -> Vec<Point> {
+    let t = Instant::now();
+    let extra_recent = if deps.options.recent_states_once {
+        0
+    } else {
+        NAIVE_RECENT_QUERIES_IN_STORE
+    };
+    let stored = memory::store(
+        &a.counting,
+        deps.memory.embedder.as_ref(),
+        deps.memory.emotions.as_ref(),
+        deps.characters.store().as_ref(),
+        memory::StoreInput {
+            turn_id: req.turn_id,
+            scope: &a.scope,
+            channel_id: &req.conversation.channel_id,
+            is_dm: req.conversation.is_dm,
+            user_text: &req.text,
+            user_emotion: &a.user_emotion,
+            user_vector: a.user_vector,
+            reply_text: &reply.text,
+            recent_states: deps.settings.recent_states,
+            extra_recent_queries: extra_recent,
+        },
+    )
+    .await;
+    timings.insert("memory_store".into(), t.elapsed().as_secs_f64() * 1000.0);
+    for f in &stored.failures {
+        tracing::warn!(failure = %f, "memory_store failed; the reply stands, the failure is counted");
+    }
+    if !deps.settings.pause_after_memory.is_zero() {
+        tokio::time::sleep(deps.settings.pause_after_memory).await;
+    }
+    if let Some(c) = &deps.cache {
+        let _ = c
+            .set(
+                &record_key(&req.turn_id.to_string(), "memory"),
+                b"1",
+                deps.settings.record_ttl,
+            )
+            .await;
+    }
+    memory_points(
+        req,
+        &a.user_emotion,
+        &stored,
+        a.counting.upserts.load(Ordering::Relaxed),
+        a.counting.recents.load(Ordering::Relaxed),
+    )
+}
+
+/// The seed's metrics path (bench `naive` only): one synchronous write per point.
+async fn write_points_one_by_one(deps: &Deps, points: &[Point]) {
+    let Some(sink) = &deps.direct_metrics else {
+        tracing::warn!("per-point metric writes configured without WHISPERFLEET_INFLUX_URL");
+        return;
+    };
+    for p in points {
+        let line = lineproto::encode(std::slice::from_ref(p));
+        if let Err(e) = sink.write(&[line.as_str()]).await {
+            tracing::warn!(error = %e, "metric point not written");
+        }
+    }
 }
 
 async fn ack(delivery: Delivery) -> Handled {
@@ -723,6 +834,7 @@ fn memory_points(
     user_emotion: &EmotionResult,
     stored: &memory::Stored,
     upserts: u32,
+    recent_queries: u32,
 ) -> Vec<Point> {
     let now = Utc::now();
     let character = normalize_name(&req.character);
@@ -752,6 +864,8 @@ fn memory_points(
         Point::new("memory", now)
             .tag("character", &character)
             .int("upserts", i64::from(upserts))
+            // Recent-emotional-state queries of the whole turn (1 unless `naive`).
+            .int("emotion_queries", i64::from(recent_queries))
             .int(
                 "memory_store_failed",
                 i64::from(!stored.failures.is_empty()),
@@ -791,4 +905,29 @@ pub fn turn_points(
         .int("hits", i64::from(c.cache_hits))
         .int("misses", i64::from(c.cache_misses));
     vec![turn, cache]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_specs_parse() {
+        assert_eq!(
+            PipelineOptions::parse("optimized").unwrap(),
+            PipelineOptions::default()
+        );
+        assert_eq!(
+            PipelineOptions::parse("naive").unwrap(),
+            PipelineOptions::naive()
+        );
+        let one = PipelineOptions::parse("optimized,cache=off").unwrap();
+        assert!(!one.request_cache && one.character_cache);
+        assert!(
+            PipelineOptions::parse("naive,bogus=on")
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(PipelineOptions::parse("cache=maybe").is_err());
+    }
 }

@@ -1,4 +1,5 @@
-//! InfluxDB v2 write API sink (`POST /api/v2/write`), on reqwest.
+//! InfluxDB v2 write API sink (`POST /api/v2/write`), on reqwest: used by the metrics-writer
+//! (batched) and by the bench's `naive` worker (one point per request, as the seed did).
 //!
 //! Not the `influxdb2` crate: it hides response headers (we need `Retry-After`) and cannot
 //! gzip. Status codes map onto the writer's retry policy (Telegraf's `outputs.influxdb_v2`
@@ -9,9 +10,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::ports::{MetricsSink, SinkError};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use whisperfleet_shared::ports::{MetricsSink, SinkError};
 
 pub struct InfluxSink {
     client: reqwest::Client,

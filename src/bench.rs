@@ -1,0 +1,573 @@
+//! `whisperfleet bench`: drives turns through the whole fleet — gateway HTTP API →
+//! RabbitMQ → worker processes → replies — against `mock-llm` with a fixed latency, and
+//! reports where every millisecond went, for the `optimized` pipeline and the seed's
+//! `naive` "before" (the same code, configured: see `PipelineOptions`).
+//!
+//! Counts come from the backends' side where they can: character SQL loads from
+//! PostgreSQL's own statistics (`pg_stat_user_tables`, read after the workers exit so their
+//! stats are flushed), InfluxDB write requests from a local InfluxDB-API stand-in that
+//! counts what it receives, emotion-state queries from the workers' port-level counters in
+//! the points that stand-in received. Needs RabbitMQ, Redis and PostgreSQL configured; use a
+//! vhost without other workers (they would take the bench's turns).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+use whisperfleet_shared::character::{Character, CharacterStore};
+use whisperfleet_shared::config::Config;
+use whisperfleet_worker::mock_llm::{self, MockLlmOptions};
+use whisperfleet_worker::store::PgCharacterStore;
+
+/// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
+const BENCH_CHARACTER: &str = include_str!("../characters/nora-halvorsen.yaml");
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Measured turns per run (after a short warm-up).
+    #[arg(long, default_value_t = 500)]
+    pub turns: usize,
+    /// Turns in flight at once (at most one per conversation).
+    #[arg(long, default_value_t = 20)]
+    pub concurrency: usize,
+    /// Distinct conversations the turns are spread over.
+    #[arg(long, default_value_t = 50)]
+    pub conversations: usize,
+    #[arg(long, default_value_t = 0)]
+    pub llm_latency_ms: u64,
+    /// Worker processes; a list (`1,2,4`) measures scaling, one run per count.
+    #[arg(long, default_value = "2", value_delimiter = ',')]
+    pub workers: Vec<usize>,
+    /// Turns each worker process runs at once (fixed, so adding workers is what scales).
+    #[arg(long, default_value_t = 16)]
+    pub worker_concurrency: u16,
+    /// optimized | naive | both
+    #[arg(long, default_value = "both")]
+    pub pipeline: String,
+    /// Extra pipeline switches for the optimized run, e.g. `--set cache=off`.
+    #[arg(long = "set", value_name = "SWITCH=on|off")]
+    pub set: Vec<String>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Stages reported, in pipeline order (DESIGN.md's names).
+const STAGES: &[&str] = &[
+    "platform_lag",
+    "ingress",
+    "queue_wait",
+    "cdl_load",
+    "context",
+    "compose",
+    "llm",
+    "worker_total",
+    "delivery",
+    "end_to_end",
+    "overhead",
+];
+
+pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
+    let amqp = config.require_amqp("whisperfleet bench")?;
+    config.require_redis("whisperfleet bench")?;
+    let db = config.require_database("whisperfleet bench")?;
+    if args.turns == 0 || args.concurrency == 0 || args.conversations == 0 {
+        bail!("--turns, --concurrency and --conversations must be at least 1");
+    }
+    if args.workers.is_empty() || args.workers.contains(&0) {
+        bail!("--workers takes counts of at least 1");
+    }
+    let pipelines: Vec<(&str, String)> = match args.pipeline.as_str() {
+        "optimized" => vec![("optimized", optimized_spec(&args))],
+        "naive" => vec![("naive", "naive".to_string())],
+        "both" => vec![
+            ("optimized", optimized_spec(&args)),
+            ("naive", "naive".to_string()),
+        ],
+        other => bail!("--pipeline is optimized, naive or both, not {other:?}"),
+    };
+    let worker_bin = sibling_binary("worker")?;
+    let mut character: Character = serde_norway::from_str(BENCH_CHARACTER)?;
+    character.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let store = PgCharacterStore::connect(db.clone(), 2).await?;
+    store
+        .migrate()
+        .await
+        .context("migrating the bench database")?;
+    store.upsert(&character).await?;
+    let _ = amqp;
+
+    let mut results = serde_json::Map::new();
+    let mut scaling = serde_json::Map::new();
+    for (name, spec) in &pipelines {
+        let mut per_count = serde_json::Map::new();
+        for (i, &workers) in args.workers.iter().enumerate() {
+            let r = run_one(
+                config,
+                &args,
+                spec,
+                workers,
+                &worker_bin,
+                &store,
+                &character,
+            )
+            .await?;
+            per_count.insert(workers.to_string(), json!(r["throughput_tps"]));
+            if i == 0 {
+                results.insert((*name).to_string(), r);
+            }
+        }
+        if args.workers.len() > 1 {
+            scaling.insert((*name).to_string(), Value::Object(per_count));
+        }
+    }
+    let mut ratio = serde_json::Map::new();
+    if let (Some(o), Some(n)) = (results.get("optimized"), results.get("naive")) {
+        for (key, path) in [
+            ("overhead_p50", ["stages", "overhead", "p50"]),
+            ("overhead_p99", ["stages", "overhead", "p99"]),
+            ("end_to_end_p50", ["stages", "end_to_end", "p50"]),
+            ("worker_total_p50", ["stages", "worker_total", "p50"]),
+        ] {
+            let get = |v: &Value| v[path[0]][path[1]][path[2]].as_f64();
+            if let (Some(a), Some(b)) = (get(n), get(o))
+                && b > 0.0
+            {
+                ratio.insert(key.into(), json!(a / b));
+            }
+        }
+        if let (Some(a), Some(b)) = (n["throughput_tps"].as_f64(), o["throughput_tps"].as_f64())
+            && a > 0.0
+        {
+            ratio.insert("throughput".into(), json!(b / a));
+        }
+    }
+    let out = json!({
+        "pipelines": results,
+        "ratio": ratio,
+        "scaling": scaling,
+        "machine": machine(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "date": chrono::Utc::now().to_rfc3339(),
+    });
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_vec_pretty(&out)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        print_tables(&out);
+    }
+    Ok(())
+}
+
+fn optimized_spec(args: &BenchArgs) -> String {
+    std::iter::once("optimized".to_string())
+        .chain(args.set.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{} not found next to {}: build the workspace (cargo build --release --workspace --bins)",
+            p.display(),
+            exe.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A local InfluxDB v2 write API that counts requests and keeps the lines it received.
+struct InfluxStandIn {
+    url: String,
+    requests: Arc<AtomicU64>,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: CancellationToken,
+}
+
+async fn influx_stand_in() -> anyhow::Result<InfluxStandIn> {
+    use std::io::Read;
+    let requests = Arc::new(AtomicU64::new(0));
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (r, l) = (requests.clone(), lines.clone());
+    let app = axum::Router::new().route(
+        "/api/v2/write",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (r, l) = (r.clone(), l.clone());
+                async move {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    let mut text = String::new();
+                    if headers
+                        .get("content-encoding")
+                        .is_some_and(|v| v.as_bytes() == b"gzip")
+                    {
+                        let _ = flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text);
+                    } else {
+                        text = String::from_utf8_lossy(&body).into_owned();
+                    }
+                    l.lock()
+                        .expect("lines")
+                        .extend(text.lines().map(str::to_string));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await;
+    });
+    Ok(InfluxStandIn {
+        url,
+        requests,
+        lines,
+        stop,
+    })
+}
+
+/// Index scans of the table only character loads read, as PostgreSQL counts them.
+async fn character_loads(store: &PgCharacterStore) -> anyhow::Result<i64> {
+    let row = sqlx::query(
+        "SELECT COALESCE(idx_scan, 0) + COALESCE(seq_scan, 0) AS n FROM pg_stat_user_tables \
+         WHERE relname = 'personality_traits'",
+    )
+    .fetch_one(store.pool())
+    .await?;
+    Ok(row.get::<i64, _>("n"))
+}
+
+struct Workers(Vec<Child>);
+
+impl Workers {
+    fn stop(&mut self) {
+        for c in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .output();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    config: &Config,
+    args: &BenchArgs,
+    spec: &str,
+    workers: usize,
+    worker_bin: &PathBuf,
+    store: &PgCharacterStore,
+    character: &Character,
+) -> anyhow::Result<Value> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let prefix = format!("{}bench-{run_id}:", config.redis_prefix);
+    let data_dir = std::env::temp_dir().join(format!("whisperfleet-bench-{run_id}"));
+    let influx = influx_stand_in().await?;
+    let mock = mock_llm::spawn(MockLlmOptions {
+        latency: Duration::from_millis(args.llm_latency_ms),
+        ..Default::default()
+    })
+    .await?;
+    let mut cfg = config.clone();
+    cfg.redis_prefix = prefix.clone();
+    cfg.gateway_id = format!("bench-{run_id}");
+    cfg.http_addr = "127.0.0.1:0".into();
+    cfg.influx_url = Some(influx.url.clone());
+    cfg.metrics_sample_interval_ms = 3_600_000;
+    cfg.max_queued_per_conversation = args.turns.max(16);
+
+    // PostgreSQL publishes a backend's statistics when it exits: count from before the
+    // workers start to after they stopped, over every turn they ran (warm-up included).
+    let loads_before = character_loads(store).await?;
+    // Worker processes: the same binary a fleet runs, configured for this run.
+    let mut children = Workers(Vec::new());
+    for w in 0..workers {
+        let child = Command::new(worker_bin)
+            .envs(
+                std::env::vars().filter(|(k, _)| k.starts_with("WHISPERFLEET_") || k == "RUST_LOG"),
+            )
+            .env("WHISPERFLEET_REDIS_PREFIX", &prefix)
+            .env("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}-w{w}"))
+            .env("WHISPERFLEET_LLM_BASE_URL", mock.base_url())
+            .env("WHISPERFLEET_LLM_MODEL", "mock")
+            .env("WHISPERFLEET_PIPELINE", spec)
+            .env(
+                "WHISPERFLEET_WORKER_CONCURRENCY",
+                args.worker_concurrency.to_string(),
+            )
+            .env("WHISPERFLEET_INFLUX_URL", &influx.url)
+            .env("WHISPERFLEET_DATA_DIR", &data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a worker process")?;
+        children.0.push(child);
+    }
+    let shutdown = CancellationToken::new();
+    let writer = whisperfleet_metrics_writer::Application::build(&cfg).await?;
+    let writer_task = tokio::spawn(writer.run_until_stopped(shutdown.clone()));
+    let gateway = whisperfleet_gateway::startup::Application::build(&cfg).await?;
+    let base = format!("http://{}", gateway.local_addr()?);
+    let gateway_task = tokio::spawn(gateway.run_until_stopped(shutdown.clone()));
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
+    let turn = |i: usize| {
+        let k = i % args.conversations;
+        json!({"character": character.name, "user_id": format!("bench-{run_id}-{k}"),
+               "channel_id": format!("bench-{k}"), "text": format!("Message {i}: how is the kelp forest doing this week?")})
+    };
+    // Warm-up (not measured): every worker's caches, connections and the conversations.
+    let warmup = args.conversations.min(args.turns).max(workers * 4);
+    drive(
+        &client,
+        &base,
+        (0..warmup).map(turn).collect(),
+        args.concurrency,
+        None,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let influx_before = influx.requests.load(Ordering::Relaxed);
+    let lines_before = influx.lines.lock().expect("lines").len();
+    let started = Instant::now();
+    let replies = drive(
+        &client,
+        &base,
+        (warmup..warmup + args.turns).map(turn).collect(),
+        args.concurrency,
+        Some(args.turns),
+    )
+    .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    // Let the metrics-writer flush, then stop the workers so PostgreSQL has their statistics.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    children.stop();
+    shutdown.cancel();
+    let _ = gateway_task.await;
+    let _ = writer_task.await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let loads = character_loads(store).await? - loads_before;
+    let influx_requests = influx.requests.load(Ordering::Relaxed) - influx_before;
+    let emotion_queries = {
+        let lines = influx.lines.lock().expect("lines");
+        lines[lines_before.min(lines.len())..]
+            .iter()
+            .filter(|l| l.starts_with("memory,"))
+            .filter_map(|l| {
+                l.split([' ', ','])
+                    .find_map(|kv| kv.strip_prefix("emotion_queries="))
+                    .and_then(|v| v.trim_end_matches('i').parse::<f64>().ok())
+            })
+            .collect::<Vec<_>>()
+    };
+    influx.stop.cancel();
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let n = replies.len() as f64;
+    let ok = replies.iter().filter(|r| r["outcome"] == "ok").count();
+    let mut stages = serde_json::Map::new();
+    for stage in STAGES {
+        let mut xs: Vec<f64> = replies
+            .iter()
+            .filter_map(|r| r["timings"][*stage].as_f64())
+            .collect();
+        if xs.is_empty() {
+            continue;
+        }
+        xs.sort_by(f64::total_cmp);
+        let pct = |p: f64| xs[((p / 100.0) * (xs.len() - 1) as f64).round() as usize];
+        stages.insert(
+            (*stage).to_string(),
+            json!({"p50": pct(50.0), "p95": pct(95.0), "p99": pct(99.0)}),
+        );
+    }
+    let mean = |key: &str| {
+        replies
+            .iter()
+            .filter_map(|r| r["counters"][key].as_f64())
+            .sum::<f64>()
+            / n
+    };
+    Ok(json!({
+        "pipeline": spec,
+        "workers": workers,
+        "turns": replies.len(),
+        "ok": ok,
+        "throughput_tps": n / elapsed,
+        "stages": stages,
+        "per_turn": {
+            "cdl_queries": loads as f64 / (n + warmup as f64),
+            "cdl_queries_reported": mean("cdl_queries"),
+            "emotion_queries": if emotion_queries.is_empty() { mean("emotion_queries") } else { emotion_queries.iter().sum::<f64>() / emotion_queries.len() as f64 },
+            "vector_searches": mean("memory_searches"),
+            "influx_writes": influx_requests as f64 / n,
+            "redis_round_trips": mean("redis_round_trips"),
+            "llm_calls": mean("llm_calls"),
+        },
+    }))
+}
+
+/// Sends `turns` with at most `concurrency` in flight; shows progress on stderr when asked.
+async fn drive(
+    client: &reqwest::Client,
+    base: &str,
+    turns: Vec<Value>,
+    concurrency: usize,
+    progress: Option<usize>,
+) -> anyhow::Result<Vec<Value>> {
+    use futures::StreamExt;
+    let total = turns.len();
+    let done = AtomicU64::new(0);
+    let results: Vec<anyhow::Result<Value>> = futures::stream::iter(turns)
+        .map(|t| {
+            let done = &done;
+            async move {
+                let r = client
+                    .post(format!("{base}/v1/turns"))
+                    .json(&t)
+                    .send()
+                    .await?;
+                let v: Value = r.json().await?;
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if progress.is_some() && (d.is_multiple_of(10) || d as usize == total) {
+                    let width = 30;
+                    let filled = (d as usize * width) / total.max(1);
+                    eprint!(
+                        "\r  [{}{}] {d}/{total}",
+                        "=".repeat(filled),
+                        " ".repeat(width - filled)
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+                Ok(v)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    if progress.is_some() {
+        eprintln!();
+    }
+    let replies: Vec<Value> = results.into_iter().collect::<anyhow::Result<_>>()?;
+    if let Some(bad) = replies.iter().find(|r| r["timings"].is_null()) {
+        bail!("a bench turn failed: {bad}");
+    }
+    Ok(replies)
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu": cpu,
+        "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "os": std::env::consts::OS,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+fn print_tables(out: &Value) {
+    for (name, p) in out["pipelines"].as_object().into_iter().flatten() {
+        println!(
+            "\n{name}: {:.1} turns/s over {} turns ({} ok) with {} worker(s)",
+            p["throughput_tps"].as_f64().unwrap_or(0.0),
+            p["turns"],
+            p["ok"],
+            p["workers"]
+        );
+        println!(
+            "  {:<14} {:>9} {:>9} {:>9}",
+            "stage (ms)", "p50", "p95", "p99"
+        );
+        for stage in STAGES {
+            let s = &p["stages"][*stage];
+            if s.is_null() {
+                continue;
+            }
+            println!(
+                "  {:<14} {:>9.2} {:>9.2} {:>9.2}",
+                stage,
+                s["p50"].as_f64().unwrap_or(0.0),
+                s["p95"].as_f64().unwrap_or(0.0),
+                s["p99"].as_f64().unwrap_or(0.0)
+            );
+        }
+        println!("  per turn:");
+        let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
+        for (k, v) in p["per_turn"].as_object().into_iter().flatten() {
+            counts.insert(k, v.as_f64().unwrap_or(0.0));
+        }
+        for (k, v) in counts {
+            println!("    {k:<24} {v:>8.2}");
+        }
+    }
+    for (k, v) in out["ratio"].as_object().into_iter().flatten() {
+        println!(
+            "ratio naive/optimized {k}: {:.2}",
+            v.as_f64().unwrap_or(0.0)
+        );
+    }
+    for (p, counts) in out["scaling"].as_object().into_iter().flatten() {
+        for (w, tps) in counts.as_object().into_iter().flatten() {
+            println!(
+                "scaling {p}: {w} worker(s) → {:.1} turns/s",
+                tps.as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `whisperfleet bench` on real RabbitMQ/Redis/PostgreSQL: it runs to completion, prints
+//! the documented JSON, and its counts are the backends' own (PostgreSQL statistics, the
+//! InfluxDB-API stand-in's request count), showing the seed's pattern for `naive` and its
+//! absence for `optimized`. Numbers of milliseconds are never asserted.
+
+use serde_json::Value;
+use whisperfleet_tests::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_both_pipelines_reports_honest_counts() {
+    let fleet = Fleet::new("bench").unwrap();
+    let out = fleet
+        .cli(&[
+            "bench",
+            "--turns",
+            "40",
+            "--concurrency",
+            "8",
+            "--conversations",
+            "10",
+            "--workers",
+            "1",
+            "--pipeline",
+            "both",
+            "--json",
+        ])
+        .unwrap();
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).expect("bench prints JSON");
+    for name in ["optimized", "naive"] {
+        let p = &v["pipelines"][name];
+        assert_eq!(p["turns"], 40, "{name}");
+        assert_eq!(p["ok"], 40, "{name}: every turn answered");
+        assert!(p["throughput_tps"].as_f64().unwrap() > 0.0);
+        for stage in [
+            "queue_wait",
+            "cdl_load",
+            "context",
+            "compose",
+            "llm",
+            "end_to_end",
+            "overhead",
+        ] {
+            for q in ["p50", "p95", "p99"] {
+                assert!(p["stages"][stage][q].is_number(), "{name} {stage} {q}");
+            }
+        }
+    }
+    let o = &v["pipelines"]["optimized"]["per_turn"];
+    let n = &v["pipelines"]["naive"]["per_turn"];
+    let f = |x: &Value| x.as_f64().unwrap();
+    // Character loads as PostgreSQL counted them: ≤ 1 per turn (the first of each worker),
+    // against the seed's one per prompt component.
+    assert!(f(&o["cdl_queries"]) <= 1.0, "{o}");
+    assert!(f(&n["cdl_queries"]) >= 6.0, "{n}");
+    assert_eq!(
+        f(&o["cdl_queries_reported"]),
+        0.0,
+        "warm turns load no character"
+    );
+    // The pipeline's own claim agrees with the database's count for naive.
+    assert!(
+        (f(&n["cdl_queries"]) - f(&n["cdl_queries_reported"])).abs() < 1.5,
+        "{n}"
+    );
+    assert_eq!(f(&o["emotion_queries"]), 1.0);
+    assert!(f(&n["emotion_queries"]) > 1.0);
+    // InfluxDB write requests, counted by the server: batched ≪ 1 per turn; naive one per point.
+    assert!(f(&o["influx_writes"]) < 1.0, "{o}");
+    assert!(f(&n["influx_writes"]) >= 5.0, "{n}");
+    assert!(v["ratio"]["overhead_p50"].is_number());
+    assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
+}
