@@ -80,7 +80,7 @@ const STAGES: &[&str] = &[
 ];
 
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
-    let amqp = config.require_amqp("whisperfleet bench")?;
+    config.require_amqp("whisperfleet bench")?;
     config.require_redis("whisperfleet bench")?;
     let db = config.require_database("whisperfleet bench")?;
     if args.turns == 0 || args.concurrency == 0 || args.conversations == 0 {
@@ -107,7 +107,6 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("migrating the bench database")?;
     store.upsert(&character).await?;
-    let _ = amqp;
 
     let mut results = serde_json::Map::new();
     let mut scaling = serde_json::Map::new();
