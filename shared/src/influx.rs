@@ -78,19 +78,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// `Retry-After` in seconds, or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<f64> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    if let Ok(s) = v.trim().parse::<f64>() {
-        return Some(s.max(0.0));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
-    Some(
-        ((when.timestamp_millis() - chrono::Utc::now().timestamp_millis()) as f64 / 1000.0)
-            .max(0.0),
-    )
-}
-
 #[async_trait]
 impl MetricsSink for InfluxSink {
     async fn write(&self, lines: &[&str]) -> Result<(), SinkError> {
@@ -133,7 +120,7 @@ impl MetricsSink for InfluxSink {
         if (200..300).contains(&status) {
             return Ok(());
         }
-        let wait = retry_after(resp.headers());
+        let wait = crate::http::retry_after_seconds(resp.headers());
         let text: String = resp
             .text()
             .await

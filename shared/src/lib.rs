@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cache;
 pub mod character;
 pub mod config;
+pub mod http;
 pub mod influx;
 pub mod lineproto;
 pub mod llm;

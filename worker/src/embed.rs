@@ -27,10 +27,12 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use whisperfleet_shared::backoff::Backoff;
+use whisperfleet_shared::http::{
+    error_chain, openai_endpoint, redact_userinfo, retry_after_seconds,
+};
 use whisperfleet_shared::ports::{EmbedError, Embedder};
 
 /// [`HashEmbedder::default`]'s dimensions: the size of common small sentence-embedding
@@ -574,71 +576,8 @@ impl Embedder for OpenAiEmbedder {
 
 /// `base_url` → `…/v1/embeddings`, accepting the forms people paste.
 fn embeddings_url(base_url: &str) -> Result<String, EmbedError> {
-    let mut root = base_url.trim().trim_end_matches('/');
-    root = root.strip_suffix("/embeddings").unwrap_or(root);
-    root = root.trim_end_matches('/');
-    root = root.strip_suffix("/v1").unwrap_or(root);
-    let url = format!("{root}/v1/embeddings");
-    let parsed = reqwest::Url::parse(&url).map_err(|e| {
-        EmbedError::Invalid(format!(
-            "invalid embeddings base_url {:?}: {e}",
-            redact_userinfo(base_url)
-        ))
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(EmbedError::Invalid(format!(
-            "embeddings base_url must be http or https, got {:?}",
-            parsed.scheme()
-        )));
-    }
-    Ok(url)
-}
-
-/// Drops `user:password@` from a URL so it can be shown.
-fn redact_userinfo(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparseable url>".to_owned(),
-    }
-}
-
-/// `Display` of an error and its sources ("error sending request: connection refused").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// Seconds from `retry-after-ms` or `Retry-After` (delta-seconds or HTTP-date).
-fn retry_after_seconds(headers: &HeaderMap) -> Option<f64> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-    {
-        return Some(ms / 1000.0);
-    }
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then_some(secs);
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some((delta.num_milliseconds().max(0) as f64) / 1000.0)
+    openai_endpoint(base_url, "embeddings")
+        .map_err(|e| EmbedError::Invalid(format!("embeddings {e}")))
 }
 
 #[cfg(test)]
@@ -649,6 +588,8 @@ mod tests {
 
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
+
+    use reqwest::header::{HeaderMap, RETRY_AFTER};
 
     use super::*;
     use crate::mock_llm::{self, MockLlmOptions};

@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use whisperfleet_shared::http::{
+    error_chain, openai_endpoint, redact_userinfo, retry_after_seconds, truncate_chars,
+};
 use whisperfleet_shared::llm::{ChatMessage, ChatRequest, ChatResponse, Llm, LlmError};
 
 /// A `Retry-After` longer than `backoff_max × RETRY_AFTER_CAP_FACTOR` is cut down to that.
@@ -326,37 +328,8 @@ struct WireUsage {
 
 /// `base_url` → `…/v1/chat/completions`, accepting the forms people paste.
 fn chat_completions_url(base_url: &str) -> Result<String, LlmError> {
-    let mut root = base_url.trim().trim_end_matches('/');
-    root = root.strip_suffix("/chat/completions").unwrap_or(root);
-    root = root.trim_end_matches('/');
-    root = root.strip_suffix("/v1").unwrap_or(root);
-    let url = format!("{root}/v1/chat/completions");
-    let parsed = reqwest::Url::parse(&url).map_err(|e| {
-        LlmError::Transport(format!(
-            "invalid LLM base_url {:?}: {e}",
-            redact_userinfo(base_url)
-        ))
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(LlmError::Transport(format!(
-            "LLM base_url must be http or https, got {:?}",
-            parsed.scheme()
-        )));
-    }
-    Ok(url)
-}
-
-/// Drops `user:password@` from a URL so it can be shown.
-fn redact_userinfo(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<unparseable url>".to_owned(),
-    }
+    openai_endpoint(base_url, "chat/completions")
+        .map_err(|e| LlmError::Transport(format!("LLM {e}")))
 }
 
 fn map_reqwest_error(err: reqwest::Error, timeout: Duration) -> LlmError {
@@ -366,56 +339,6 @@ fn map_reqwest_error(err: reqwest::Error, timeout: Duration) -> LlmError {
     }
     // The URL is dropped: it is in `describe()` already and may carry credentials.
     LlmError::Transport(error_chain(&err.without_url()))
-}
-
-/// `Display` of an error and its sources: reqwest's top level alone says only
-/// "error sending request", the useful "connection refused" is further down.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// Seconds from `retry-after-ms` or `Retry-After` (delta-seconds or HTTP-date).
-fn retry_after_seconds(headers: &HeaderMap) -> Option<f64> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|ms| ms.is_finite() && *ms >= 0.0)
-    {
-        return Some(ms / 1000.0);
-    }
-    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
-}
-
-fn parse_retry_after(value: &str) -> Option<f64> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then_some(secs);
-    }
-    // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") is valid RFC 2822.
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some((delta.num_milliseconds().max(0) as f64) / 1000.0)
-}
-
-/// At most `max` characters, the last one an ellipsis when something was cut.
-fn truncate_chars(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -431,6 +354,7 @@ mod tests {
 
     use super::*;
     use crate::mock_llm::{self, MockLlmOptions, MockReply};
+    use whisperfleet_shared::http::parse_retry_after;
 
     fn config(base_url: String) -> LlmClientConfig {
         LlmClientConfig {
