@@ -387,6 +387,13 @@ impl RabbitBroker {
                             drop(ch);
                             break 'connect;
                         }
+                        // The subscription was dropped without `stop`: cancel the consumer
+                        // and close the channel, so RabbitMQ redelivers what it still holds.
+                        _ = tx.closed() => {
+                            let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                            drop(ch);
+                            break 'connect;
+                        }
                         next = consumer.next() => match next {
                             Some(Ok(d)) => {
                                 if tx.send(convert(&queue, d)).await.is_err() {

@@ -154,6 +154,8 @@ pub async fn dead_letter(
     reason: &str,
 ) -> Result<(), BrokerError> {
     let mut headers = delivery.headers.clone();
+    // The source queue's count would read as this dead letter's own deliveries.
+    headers.remove("x-delivery-count");
     headers.insert(topology::HEADER_DEAD_REASON.into(), truncate(reason, 1000));
     headers.insert(topology::HEADER_DEAD_SOURCE.into(), delivery.queue.clone());
     let msg = Message {

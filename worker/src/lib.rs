@@ -15,6 +15,8 @@ pub mod mock_llm;
 pub mod offline;
 pub mod qdrant;
 pub mod sqlite_memory;
+pub mod sqlite_store;
 pub mod startup;
 pub mod store;
+pub mod store_contract;
 pub mod turn;

@@ -156,6 +156,7 @@ pub struct TurnSettings {
 }
 
 /// The memory stage's ports: vector memory, embeddings, emotion analysis.
+#[derive(Clone)]
 pub struct MemoryPorts {
     pub memory: Arc<dyn VectorMemory>,
     pub embedder: Arc<dyn Embedder>,
@@ -229,9 +230,11 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
         Ok(r) => r,
         Err(e) => return give_up(deps, delivery, &e.to_string()).await,
     };
-    // The broker would dead-letter this turn after this delivery anyway (workers keep dying
-    // on it): give up now, with a reason, and tell the user instead of leaving them waiting.
-    if delivery.delivery_count + 1 >= deps.settings.delivery_limit {
+    // With limit L, RabbitMQ's quorum queue delivers a turn L+1 times (counts 0..=L) and
+    // dead-letters it silently when it comes back once more. On that last delivery, after L
+    // attempts that never finished (workers keep dying on it), give up with a reason and tell
+    // the user instead of leaving them waiting.
+    if delivery.delivery_count >= deps.settings.delivery_limit {
         let reason = format!(
             "delivery limit reached: {} earlier deliveries did not finish this turn",
             delivery.delivery_count

@@ -1,0 +1,94 @@
+//! The cache contract against both implementations: Redis (the fleet) and the in-process
+//! cache (`up` / `chat` without Redis), plus the embedded glob matcher checked against what
+//! Redis itself matches.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_shared::cache_contract::{contract, isolated};
+use whisperfleet_shared::embedded_cache::{EmbeddedCache, glob_match};
+use whisperfleet_tests::REDIS_URL;
+
+/// A RedisCache under a prefix of its own, so runs never see each other's keys.
+fn redis(tag: &str) -> RedisCache {
+    let prefix = format!("wf_cc_{tag}_{}:", uuid::Uuid::new_v4().simple());
+    RedisCache::new(REDIS_URL.to_string().into(), &prefix).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cache_meets_the_contract() {
+    contract(&redis("c")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_cache_meets_the_contract() {
+    contract(&EmbeddedCache::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_caches_with_different_prefixes_are_isolated() {
+    isolated(&redis("a"), &redis("b")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_caches_are_isolated() {
+    isolated(&EmbeddedCache::new(), &EmbeddedCache::new()).await;
+}
+
+/// xorshift64*: deterministic cases without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn word(&mut self, alphabet: &[u8], max_len: u64) -> String {
+        let len = self.next() % (max_len + 1);
+        (0..len)
+            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize] as char)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_glob_matches_what_redis_matches() {
+    let cache = redis("glob");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Keys from a small alphabet (glob syntax included, so escapes have something to do).
+    let mut keys: BTreeSet<String> = (0..150).map(|_| rng.word(b"ab-]*?\\", 5)).collect();
+    keys.insert(String::new());
+    for k in &keys {
+        cache.set(k, b"v", Duration::from_secs(120)).await.unwrap();
+    }
+    let mut patterns: Vec<String> = (0..150).map(|_| rng.word(b"ab-*?[]^\\", 6)).collect();
+    patterns.extend(
+        [
+            "*", "", "a*", "*b", "[a-b]*", "[b-a]?", "\\*", "[\\]]*", "[^a]*", "[", "[^", "a\\",
+            "[]", "**a**",
+        ]
+        .map(String::from),
+    );
+    // Patterns that split the keys: what makes the comparison say something.
+    let mut splitting = 0;
+    for p in &patterns {
+        let from_redis: BTreeSet<String> =
+            cache.keys_matching(p).await.unwrap().into_iter().collect();
+        let local: BTreeSet<String> = keys
+            .iter()
+            .filter(|k| glob_match(p.as_bytes(), k.as_bytes()))
+            .cloned()
+            .collect();
+        assert_eq!(local, from_redis, "pattern {p:?}");
+        if !local.is_empty() && local.len() < keys.len() {
+            splitting += 1;
+        }
+    }
+    eprintln!("{splitting} of {} patterns split the keys", patterns.len());
+    assert!(splitting >= 40, "only {splitting} patterns split the keys");
+    cache.delete_matching("*").await.unwrap();
+}
