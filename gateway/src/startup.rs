@@ -1,6 +1,7 @@
 //! Builds the gateway (`Application::build`) and runs it until shutdown
-//! (`run_until_stopped`): HTTP adapter, reply router, and a heartbeat that registers this
-//! gateway's reply queue in Redis so the metrics-writer can sample it.
+//! (`run_until_stopped`): HTTP adapter, Discord bots (one per configured character, none
+//! without tokens), reply router, and a heartbeat that registers this gateway's reply queue
+//! in Redis so the metrics-writer can sample it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use whisperfleet_shared::cache::{Cache, RedisCache};
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::topology::TopologySettings;
 
+use crate::discord::{self, DiscordBots, DiscordSettings};
 use crate::gateway::GatewayCore;
 use crate::router::ReplyRouter;
 
@@ -32,6 +34,7 @@ pub struct Application {
     stop_replies: CancellationToken,
     cache: Option<Arc<dyn Cache>>,
     grace: Duration,
+    discord: DiscordBots,
 }
 
 impl Application {
@@ -57,6 +60,8 @@ impl Application {
         broker: Arc<dyn Broker>,
         cache: Option<Arc<dyn Cache>>,
     ) -> anyhow::Result<Self> {
+        // A bad bot list is a configuration error: refuse to start before touching anything.
+        let bots = discord::bots_from_config(config).context("reading the Discord bots")?;
         broker
             .ensure_topology()
             .await
@@ -90,6 +95,8 @@ impl Application {
             reply_queue,
             "gateway listening"
         );
+        // Last, so a failed build leaves no bot connected.
+        let discord = DiscordBots::start(bots, DiscordSettings::from_config(config), core.clone());
         Ok(Self {
             core,
             listener,
@@ -97,6 +104,7 @@ impl Application {
             stop_replies,
             cache,
             grace: config.shutdown_grace(),
+            discord,
         })
     }
 
@@ -108,7 +116,12 @@ impl Application {
         self.core.clone()
     }
 
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// The characters that have a Discord bot running in this gateway.
+    pub fn discord_characters(&self) -> &[String] {
+        self.discord.characters()
+    }
+
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let heartbeat = self.cache.clone().map(|cache| {
             let id = self.core.id.clone();
             let queue = whisperfleet_shared::topology::reply_queue(&id);
@@ -128,17 +141,31 @@ impl Application {
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await });
-        // In-flight requests wait for their replies, so the reply consumer stays up until
-        // the server has drained (or the grace period ran out).
+        // In-flight requests and Discord messages wait for their replies, so the reply
+        // consumer stays up until the server and the bots have drained (or the grace period
+        // ran out). The bots stop taking messages on shutdown, or when the server failed.
+        let server_done = CancellationToken::new();
         let served = async {
             let r = server.await;
             if let Err(e) = &r {
                 tracing::error!(error = %e, "http server failed");
             }
+            server_done.cancel();
         };
-        tokio::pin!(served);
+        let discord = &mut self.discord;
+        let bots_drained = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = server_done.cancelled() => {}
+            }
+            discord.shutdown().await;
+        };
+        let drained = async {
+            tokio::join!(served, bots_drained);
+        };
+        tokio::pin!(drained);
         tokio::select! {
-            _ = &mut served => {}
+            _ = &mut drained => {}
             _ = async { shutdown.cancelled().await; tokio::time::sleep(self.grace).await } => {
                 tracing::warn!("grace period over with requests still open");
             }

@@ -59,6 +59,15 @@ pub struct Config {
     pub discord_bots: Option<SecretString>,
     pub discord_bots_file: Option<PathBuf>,
     pub discord_api_base: String,
+    /// Per-user token bucket: at most this many turns per `discord_rate_window_s`.
+    pub discord_rate_turns: u32,
+    pub discord_rate_window_s: u64,
+    /// `off`, `timing` (end-to-end, LLM, overhead ms) or `full` (every stage).
+    pub discord_footer: String,
+    /// Ready turns in the `turns` queue above which new users are told the fleet is busy.
+    pub discord_admission_depth: u64,
+    /// Renewal period of the typing indicator (Discord shows it for ~10 s).
+    pub discord_typing_interval_ms: u64,
 
     // --- worker ---
     /// Turns one worker process runs at once (its AMQP prefetch).
@@ -142,6 +151,11 @@ impl Default for Config {
             discord_bots: None,
             discord_bots_file: None,
             discord_api_base: "https://discord.com".into(),
+            discord_rate_turns: 5,
+            discord_rate_window_s: 30,
+            discord_footer: "off".into(),
+            discord_admission_depth: 500,
+            discord_typing_interval_ms: 8000,
             worker_concurrency: 16,
             turn_deadline_ms: 120_000,
             delivery_limit: 5,
@@ -215,6 +229,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("discord_bots", Kind::Text),
     ("discord_bots_file", Kind::Text),
     ("discord_api_base", Kind::Text),
+    ("discord_rate_turns", Kind::Number),
+    ("discord_rate_window_s", Kind::Number),
+    ("discord_footer", Kind::Text),
+    ("discord_admission_depth", Kind::Number),
+    ("discord_typing_interval_ms", Kind::Number),
     ("worker_concurrency", Kind::Number),
     ("turn_deadline_ms", Kind::Number),
     ("delivery_limit", Kind::Number),
@@ -360,6 +379,18 @@ impl Config {
                 "WHISPERFLEET_GATEWAY_ID {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
                 self.gateway_id
             ));
+        }
+        if !matches!(self.discord_footer.as_str(), "off" | "timing" | "full") {
+            return bad(format!(
+                "WHISPERFLEET_DISCORD_FOOTER is {:?}; use off, timing or full",
+                self.discord_footer
+            ));
+        }
+        if self.discord_rate_turns == 0 || self.discord_rate_window_s == 0 {
+            return bad(
+                "WHISPERFLEET_DISCORD_RATE_TURNS and WHISPERFLEET_DISCORD_RATE_WINDOW_S must be at least 1"
+                    .into(),
+            );
         }
         if !matches!(self.log_format.as_str(), "plain" | "json") {
             return bad(format!(
@@ -515,6 +546,7 @@ mod tests {
         let pairs = KEYS.iter().map(|(k, kind)| {
             let v = match kind {
                 Kind::Text if *k == "log_format" => "json",
+                Kind::Text if *k == "discord_footer" => "timing",
                 Kind::Text => "abc",
                 Kind::Number => "7",
                 Kind::Bool => "false",

@@ -3,6 +3,8 @@
 //! binaries from the target directory (built by `scripts/test` first), and cleans up after
 //! itself.
 
+pub mod discord;
+
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -659,4 +661,16 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Connects to the fleet's vhost with the real broker adapter and `topology` (e.g. a small
+/// delivery limit), without declaring it.
+pub async fn broker_with(
+    fleet: &Fleet,
+    topology: whisperfleet_shared::topology::TopologySettings,
+) -> std::sync::Arc<whisperfleet_shared::amqp::RabbitBroker> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    whisperfleet_shared::amqp::RabbitBroker::connect(fleet.amqp_url().into(), "test", topology)
+        .await
+        .expect("broker")
 }

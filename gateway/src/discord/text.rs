@@ -1,0 +1,470 @@
+//! Pure text work of the Discord adapter: taking the bot's mention out of what the user
+//! wrote, cutting a reply into messages that fit Discord's 2,000-character limit, the
+//! optional timing footer, and the platform's own send time (`platform_lag`).
+//!
+//! Lengths are counted in Unicode scalar values (`char`s), as Discord and serenity's
+//! `check_length` count them; cutting on `char` boundaries means no chunk ever splits a
+//! UTF-8 sequence.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Discord refuses message content longer than this.
+pub const DISCORD_MESSAGE_LIMIT: usize = 2000;
+
+/// Discord's epoch (2015-01-01T00:00:00Z) in Unix milliseconds: snowflake ids count from it.
+pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// Sent instead of an empty reply: Discord rejects empty content.
+pub const EMPTY_REPLY: &str = "…";
+
+/// The message without the bot's own mention (`<@id>` or the legacy nickname form
+/// `<@!id>`); other users' mentions stay. Neighbouring spaces and a leading `,`/`:` ("@Nora,
+/// how are you?") go with it so the text reads as if typed without the mention.
+pub fn strip_mention(content: &str, bot_id: u64) -> String {
+    let forms = [format!("<@{bot_id}>"), format!("<@!{bot_id}>")];
+    let mut out = String::with_capacity(content.len());
+    let mut rest = content;
+    loop {
+        let hit = forms
+            .iter()
+            .filter_map(|f| rest.find(f.as_str()).map(|i| (i, f.len())))
+            .min();
+        let Some((at, len)) = hit else {
+            out.push_str(rest);
+            break;
+        };
+        out.push_str(&rest[..at]);
+        rest = &rest[at + len..];
+        if out.trim().is_empty() {
+            rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',' || c == ':');
+        } else if out.ends_with(char::is_whitespace) {
+            if rest.starts_with([',', '.', '!', '?', ':', ';']) {
+                out.truncate(out.trim_end().len());
+            } else {
+                rest = rest.trim_start_matches(' ');
+            }
+        }
+    }
+    out.trim().to_string()
+}
+
+/// Whether the content mentions the bot in either form (a stand-in or an old client may not
+/// fill the `mentions` array).
+pub fn mentions(content: &str, bot_id: u64) -> bool {
+    content.contains(&format!("<@{bot_id}>")) || content.contains(&format!("<@!{bot_id}>"))
+}
+
+/// Cuts `text` into pieces of at most `limit` chars, in order. Preference, among breaks in
+/// the second half of a piece (so pieces stay long): paragraph, line, sentence end; then
+/// the last whitespace anywhere; only a word longer than `limit` is cut hard. Whitespace
+/// at a break is dropped; nothing else is.
+pub fn chunk(text: &str, limit: usize) -> Vec<String> {
+    assert!(limit > 0, "chunk limit must be positive");
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let Some((window_end, next)) = rest.char_indices().nth(limit) else {
+            out.push(rest.to_string());
+            break;
+        };
+        // The `limit` chars that could go out, plus the one after them: whitespace there
+        // makes the whole window a clean piece.
+        let cut = best_break(&rest[..window_end + next.len_utf8()], window_end, limit);
+        let (head, tail) = rest.split_at(cut);
+        let head = head.trim_end();
+        if !head.is_empty() {
+            out.push(head.to_string());
+        }
+        rest = tail.trim_start();
+    }
+    out
+}
+
+/// Byte index where the piece ends: `scan` is `limit + 1` chars, of which the first `limit`
+/// (`..window_end`) may go out; a break is a whitespace char the piece stops before.
+fn best_break(scan: &str, window_end: usize, limit: usize) -> usize {
+    const TERMINATORS: [char; 7] = ['.', '!', '?', '…', '。', '！', '？'];
+    const CLOSERS: [char; 8] = ['"', '\'', '”', '’', ')', ']', '*', '_'];
+    let half = limit / 2;
+    let (mut paragraph, mut line, mut sentence, mut space) = (None, None, None, None);
+    let mut prev = '\0';
+    for (n, (i, c)) in scan.char_indices().enumerate() {
+        if i > 0 && c.is_whitespace() {
+            space = Some(i);
+            if n >= half {
+                if c == '\n' {
+                    line = Some(i);
+                    if prev == '\n' {
+                        paragraph = Some(i - 1);
+                    }
+                }
+                let before = scan[..i].trim_end_matches(CLOSERS);
+                if before.ends_with(TERMINATORS) {
+                    sentence = Some(i);
+                }
+            }
+        }
+        prev = c;
+    }
+    paragraph
+        .or(line)
+        .or(sentence)
+        .or(space)
+        .filter(|&i| i > 0)
+        .unwrap_or(window_end)
+}
+
+/// The reply as the messages to send: chunks of at most `limit` chars, the footer (if any)
+/// on a line of its own at the end of the last one, inside the limit. A footer that could
+/// never fit is dropped, never the reply.
+pub fn chunk_with_footer(text: &str, footer: Option<&str>, limit: usize) -> Vec<String> {
+    let mut chunks = chunk(text, limit);
+    if chunks.is_empty() {
+        chunks.push(EMPTY_REPLY.to_string());
+    }
+    let Some(footer) = footer.map(str::trim).filter(|f| !f.is_empty()) else {
+        return chunks;
+    };
+    let reserve = footer.chars().count() + 1;
+    if reserve >= limit {
+        return chunks;
+    }
+    let last = chunks.pop().expect("at least one chunk");
+    let mut tail = if last.chars().count() + reserve <= limit {
+        vec![last]
+    } else {
+        chunk(&last, limit - reserve)
+    };
+    if let Some(end) = tail.last_mut() {
+        end.push('\n');
+        end.push_str(footer);
+    }
+    chunks.extend(tail);
+    chunks
+}
+
+/// `discord_footer`: what, if anything, is appended to a reply about its timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FooterMode {
+    Off,
+    /// End-to-end, LLM and overhead ms.
+    Timing,
+    /// Every stage.
+    Full,
+}
+
+impl FooterMode {
+    /// The config validates the value; anything unknown reads as `off`.
+    pub fn parse(s: &str) -> Self {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "timing" => Self::Timing,
+            "full" => Self::Full,
+            _ => Self::Off,
+        }
+    }
+}
+
+/// Stage order in the `full` footer: the turn's path, then anything else by name.
+const FOOTER_ORDER: [&str; 10] = [
+    "platform_lag",
+    "ingress",
+    "queue_wait",
+    "cdl_load",
+    "context",
+    "compose",
+    "llm",
+    "worker_total",
+    "delivery",
+    "overhead",
+];
+
+/// The footer line (Discord's `-#` small text) for the timings known when the send starts.
+pub fn render_footer(mode: FooterMode, timings: &BTreeMap<String, f64>) -> Option<String> {
+    let ms = |stage: &str| timings.get(stage).copied().unwrap_or(0.0).max(0.0);
+    let total = ms("end_to_end");
+    match mode {
+        FooterMode::Off => None,
+        FooterMode::Timing => Some(format!(
+            "-# ⏱ {total:.0} ms · LLM {:.0} ms · overhead {:.0} ms",
+            ms("llm"),
+            ms("overhead")
+        )),
+        FooterMode::Full => {
+            let mut parts = vec![format!("-# ⏱ {total:.0} ms")];
+            let known = FOOTER_ORDER.iter().filter(|s| timings.contains_key(**s));
+            let others = timings
+                .keys()
+                .map(String::as_str)
+                .filter(|s| *s != "end_to_end" && !FOOTER_ORDER.contains(s));
+            for stage in known.copied().chain(others) {
+                parts.push(format!("{stage} {:.0} ms", ms(stage)));
+            }
+            Some(parts.join(" · "))
+        }
+    }
+}
+
+/// When Discord created the message, from its snowflake id.
+pub fn snowflake_time(id: u64) -> Option<DateTime<Utc>> {
+    let ms = (id >> 22).checked_add(DISCORD_EPOCH_MS)?;
+    DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
+}
+
+/// The platform's send time for `platform_lag`: the snowflake's time, else the message's
+/// `timestamp`, whichever is plausible (not after our receipt by more than clock skew, not
+/// a day before it: a stand-in's made-up ids must not report years of lag).
+pub fn platform_sent_at(
+    message_id: u64,
+    timestamp: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let plausible = |t: &DateTime<Utc>| {
+        *t <= received_at + TimeDelta::seconds(5) && *t >= received_at - TimeDelta::days(1)
+    };
+    snowflake_time(message_id)
+        .filter(plausible)
+        .or(timestamp.filter(plausible))
+        // A slightly fast platform clock would give a negative lag.
+        .map(|t| t.min(received_at))
+}
+
+/// The notices the gateway itself sends. Short, and never silent: a user whose message was
+/// not turned into a turn is told why and what to do.
+pub fn rate_limited_notice(retry_after: std::time::Duration) -> String {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    format!(
+        "You're sending messages faster than I can answer. Please try again in {secs} s \
+         (I'll skip messages until then)."
+    )
+}
+
+pub fn too_long_notice(chars: usize, limit: usize) -> String {
+    format!(
+        "That message is {chars} characters long; I can read up to {limit}. Could you shorten \
+         it or split it up?"
+    )
+}
+
+pub fn busy_notice(position: u64) -> String {
+    format!(
+        "I'm very busy right now: you are number {position} in line, so I can't take your \
+         message yet. Please try again in a minute."
+    )
+}
+
+pub const CONVERSATION_BUSY_NOTICE: &str = "I'm still working through your earlier messages. \
+     Please wait for my replies before sending more.";
+
+pub const BROKER_DOWN_NOTICE: &str = "Something went wrong on my side and your message didn't \
+     get through. Please try again in a moment.";
+
+pub const TIMEOUT_NOTICE: &str = "Sorry, the fleet is slow right now and I couldn't answer in \
+     time. Please try again shortly.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chars(s: &str) -> usize {
+        s.chars().count()
+    }
+
+    #[test]
+    fn strips_only_the_bots_own_mention_in_both_forms() {
+        assert_eq!(strip_mention("<@42> hello there", 42), "hello there");
+        assert_eq!(strip_mention("<@!42> hello", 42), "hello");
+        assert_eq!(
+            strip_mention("hey <@42> how are you", 42),
+            "hey how are you"
+        );
+        assert_eq!(strip_mention("thanks <@42>!", 42), "thanks!");
+        assert_eq!(strip_mention("<@42>, what's up?", 42), "what's up?");
+        assert_eq!(strip_mention("ask <@7> not <@42>", 42), "ask <@7> not");
+        assert_eq!(strip_mention("<@420> hi", 42), "<@420> hi");
+        assert_eq!(strip_mention("<@42> <@!42>", 42), "");
+        assert_eq!(
+            strip_mention("line one\n<@42> line two", 42),
+            "line one\nline two"
+        );
+        assert!(mentions("yo <@!42>", 42) && mentions("<@42>", 42));
+        assert!(!mentions("<@420>", 42));
+    }
+
+    #[test]
+    fn five_thousand_chars_make_three_ordered_chunks() {
+        let sentence = "The quick brown fox jumps over the lazy dog again. ";
+        let text: String = sentence.repeat(100); // 5,100 chars
+        let text = text.trim();
+        let chunks = chunk(text, 2000);
+        assert_eq!(
+            chunks.len(),
+            3,
+            "{:?}",
+            chunks.iter().map(|c| chars(c)).collect::<Vec<_>>()
+        );
+        assert!(chunks.iter().all(|c| chars(c) <= 2000));
+        // In order and nothing lost but the whitespace at the breaks.
+        assert_eq!(chunks.join(" "), text);
+        // Sentence boundaries preferred over word boundaries.
+        assert!(chunks[..2].iter().all(|c| c.ends_with('.')), "{chunks:?}");
+    }
+
+    #[test]
+    fn paragraphs_and_lines_beat_sentences() {
+        let para = format!(
+            "{}\n\n{}",
+            "a b. ".repeat(300).trim(),
+            "c d. ".repeat(300).trim()
+        );
+        let chunks = chunk(&para, 2000);
+        assert!(
+            chunks[0].ends_with("a b."),
+            "{}",
+            &chunks[0][chunks[0].len() - 10..]
+        );
+        assert!(chunks[1].starts_with("c d."));
+    }
+
+    #[test]
+    fn words_are_the_fallback_without_sentences() {
+        let text = "lorem ipsum dolor sit amet ".repeat(200);
+        let chunks = chunk(&text, 2000);
+        assert!(chunks.len() >= 3);
+        for c in &chunks {
+            assert!(chars(c) <= 2000);
+            assert!(!c.starts_with(' ') && !c.ends_with(' '));
+            for word in c.split(' ') {
+                assert!(
+                    ["lorem", "ipsum", "dolor", "sit", "amet"].contains(&word),
+                    "{word}"
+                );
+            }
+        }
+        assert_eq!(chunks.join(" "), text.trim());
+    }
+
+    #[test]
+    fn a_word_longer_than_the_limit_is_cut_hard() {
+        let word = "x".repeat(4500);
+        let chunks = chunk(&format!("short start {word} end"), 2000);
+        let lens: Vec<usize> = chunks.iter().map(|c| chars(c)).collect();
+        assert!(lens.iter().all(|&n| n <= 2000), "{lens:?}");
+        assert_eq!(chunks.concat().matches('x').count(), 4500);
+        assert!(chunks.last().unwrap().ends_with("end"));
+    }
+
+    #[test]
+    fn multi_byte_chars_are_never_split() {
+        // 2-, 3- and 4-byte chars with no whitespace: every cut is a hard cut.
+        let text = "é字😀".repeat(1700); // 5,100 chars, 15,300 bytes
+        let chunks = chunk(&text, 2000);
+        assert_eq!(
+            chunks.iter().map(|c| chars(c)).collect::<Vec<_>>(),
+            [2000, 2000, 1100]
+        );
+        assert_eq!(chunks.concat(), text);
+        let spaced = "日本語のテキスト。".repeat(600);
+        for c in chunk(&spaced, 2000) {
+            assert!(chars(&c) <= 2000);
+        }
+    }
+
+    #[test]
+    fn short_and_empty_texts() {
+        assert_eq!(chunk("  hi  ", 2000), ["hi"]);
+        assert!(chunk("   ", 2000).is_empty());
+        assert_eq!(chunk_with_footer("", None, 2000), [EMPTY_REPLY]);
+        assert_eq!(chunk(&"a".repeat(2000), 2000).len(), 1);
+        assert_eq!(chunk(&"a".repeat(2001), 2000).len(), 2);
+    }
+
+    #[test]
+    fn footer_fits_inside_the_last_chunk() {
+        let footer = "-# ⏱ 1234 ms · LLM 1100 ms · overhead 134 ms";
+        let short = chunk_with_footer("Hello!", Some(footer), 2000);
+        assert_eq!(short, [format!("Hello!\n{footer}")]);
+        // A last chunk too full for the footer is split again, so the footer still fits.
+        for len in [1990, 2000, 3999, 4000] {
+            let text = "word ".repeat(len / 5);
+            let chunks = chunk_with_footer(&text, Some(footer), 2000);
+            assert!(chunks.iter().all(|c| chars(c) <= 2000), "len {len}");
+            assert!(chunks.last().unwrap().ends_with(footer));
+            assert_eq!(chunks.iter().filter(|c| c.contains("⏱")).count(), 1);
+        }
+        let huge = "x".repeat(2500);
+        assert_eq!(chunk_with_footer("hi", Some(&huge), 2000), ["hi"]);
+    }
+
+    fn sample_timings() -> BTreeMap<String, f64> {
+        [
+            ("end_to_end", 1234.4),
+            ("llm", 1100.2),
+            ("overhead", 134.2),
+            ("platform_lag", 80.0),
+            ("ingress", 3.4),
+            ("queue_wait", 1.0),
+            ("delivery", 5.0),
+            ("worker_total", 1130.0),
+            ("zeta_custom", 2.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    #[test]
+    fn footer_formats() {
+        let t = sample_timings();
+        assert_eq!(render_footer(FooterMode::Off, &t), None);
+        assert_eq!(
+            render_footer(FooterMode::Timing, &t).unwrap(),
+            "-# ⏱ 1234 ms · LLM 1100 ms · overhead 134 ms"
+        );
+        assert_eq!(
+            render_footer(FooterMode::Full, &t).unwrap(),
+            "-# ⏱ 1234 ms · platform_lag 80 ms · ingress 3 ms · queue_wait 1 ms · llm 1100 ms \
+             · worker_total 1130 ms · delivery 5 ms · overhead 134 ms · zeta_custom 2 ms"
+        );
+        assert_eq!(FooterMode::parse("timing"), FooterMode::Timing);
+        assert_eq!(FooterMode::parse("FULL"), FooterMode::Full);
+        assert_eq!(FooterMode::parse("off"), FooterMode::Off);
+    }
+
+    #[test]
+    fn notices_say_what_to_do() {
+        let n = rate_limited_notice(std::time::Duration::from_millis(5200));
+        assert!(n.contains("try again in 6 s"), "{n}");
+        assert!(rate_limited_notice(std::time::Duration::ZERO).contains("in 1 s"));
+        assert!(
+            too_long_notice(4100, 4000).contains("4100")
+                && too_long_notice(4100, 4000).contains("4000")
+        );
+        assert!(busy_notice(612).contains("number 612 in line"));
+        for n in [CONVERSATION_BUSY_NOTICE, BROKER_DOWN_NOTICE, TIMEOUT_NOTICE] {
+            assert!(
+                !n.contains("  ") && n.chars().count() < DISCORD_MESSAGE_LIMIT,
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn snowflake_times_and_plausibility() {
+        // Discord's documented example: 175928847299117063 → 2016-04-30T11:18:25.796Z.
+        let t = snowflake_time(175_928_847_299_117_063).unwrap();
+        assert_eq!(t.to_rfc3339(), "2016-04-30T11:18:25.796+00:00");
+        let now = Utc::now();
+        let id = ((now.timestamp_millis() as u64 - 250 - DISCORD_EPOCH_MS) << 22) | 7;
+        let sent = platform_sent_at(id, None, now).unwrap();
+        assert_eq!((now - sent).num_milliseconds(), 250);
+        // A made-up small id falls back to the message timestamp, or to nothing.
+        let ts = now - TimeDelta::milliseconds(40);
+        assert_eq!(platform_sent_at(5, Some(ts), now), Some(ts));
+        assert_eq!(platform_sent_at(5, None, now), None);
+        // A fast platform clock never gives negative lag.
+        let ahead = now + TimeDelta::seconds(2);
+        assert_eq!(platform_sent_at(5, Some(ahead), now), Some(now));
+    }
+}
