@@ -1,5 +1,6 @@
 //! `whisperfleet characters import FILE|DIR… / list / show NAME`: the project's character
-//! format (YAML or JSON, the shape of `Character`; see README) into PostgreSQL. After an
+//! format (YAML or JSON, the shape of `Character`; see README) into PostgreSQL, or into the
+//! embedded SQLite store under the data directory when no database is configured. After an
 //! import the new version is made current for every worker (Redis version key) and announced
 //! on `fleet.control`, so the next turn uses it.
 
@@ -15,7 +16,6 @@ use whisperfleet_shared::character::{Character, CharacterStore, normalize_name};
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::topology;
 use whisperfleet_worker::consumer::ControlMessage;
-use whisperfleet_worker::store::PgCharacterStore;
 
 #[derive(Subcommand)]
 pub enum CharactersCommand {
@@ -38,11 +38,9 @@ pub enum CharactersCommand {
 }
 
 pub async fn run(config: &Config, cmd: CharactersCommand) -> anyhow::Result<()> {
-    let db = config.require_database("whisperfleet characters")?.clone();
-    let store = PgCharacterStore::connect(db, 2).await?;
-    store.migrate().await.context("applying migrations")?;
+    let store = crate::fleet::open_store(config).await?;
     match cmd {
-        CharactersCommand::Import { paths } => import(config, &store, &paths).await,
+        CharactersCommand::Import { paths } => import(config, store.as_ref(), &paths).await,
         CharactersCommand::List { json } => {
             let list = store.list().await?;
             if json {
@@ -119,7 +117,7 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 async fn import(
     config: &Config,
-    store: &PgCharacterStore,
+    store: &dyn CharacterStore,
     paths: &[PathBuf],
 ) -> anyhow::Result<()> {
     // Read and validate everything first: a bad file imports nothing.

@@ -1,9 +1,11 @@
-//! `whisperfleet`: the operator CLI. `up` runs a gateway and workers in one process,
-//! `characters` manages character data, `queues` shows queue depth, `mock-llm` serves a
-//! local OpenAI-compatible endpoint for tests and benchmarks.
+//! `whisperfleet`: the operator CLI. `up` runs gateway, workers and metrics writer in one
+//! process and `chat` talks to a character from the terminal — both on embedded defaults
+//! where nothing is configured; `characters` manages character data, `queues` shows queue
+//! depth, `bench` measures, `mock-llm` serves a local OpenAI-compatible endpoint.
 
 mod bench;
 mod characters;
+mod fleet;
 mod memory;
 mod queues;
 
@@ -21,15 +23,32 @@ use whisperfleet_shared::{config::Config, shutdown, telemetry};
     about = "AI character bots as a fleet of services"
 )]
 struct Cli {
+    /// Where embedded state lives (characters, relationships, memories, metrics file);
+    /// overrides WHISPERFLEET_DATA_DIR. Default: the platform's data directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a gateway (HTTP) and workers in one process.
+    /// Run the whole fleet in one process: gateway (HTTP, plus Discord bots when tokens are
+    /// set), workers and the metrics writer, on embedded defaults where nothing is configured.
     Up {
         /// Worker instances to run in this process.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Talk to a character from the terminal, through the whole fleet (runs it in this
+    /// process). Reads one message per line; works with piped stdin for scripting.
+    Chat {
+        /// Who to talk to (see /characters).
+        #[arg(long, short)]
+        character: Option<String>,
+        /// Your user id (memories and relationships are kept per user).
+        #[arg(long, env = "USER", default_value = "you")]
+        user: String,
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
@@ -81,9 +100,23 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = telemetry::bootstrap().context("loading configuration")?;
+    let quiet = matches!(cli.command, Command::Chat { .. });
+    let mut config = if quiet {
+        telemetry::bootstrap_with("warn,lapin=error,sqlx=error")
+    } else {
+        telemetry::bootstrap()
+    }
+    .context("loading configuration")?;
+    if let Some(dir) = cli.data_dir {
+        config.data_dir = Some(dir);
+    }
     match cli.command {
         Command::Up { workers } => up(&config, workers).await,
+        Command::Chat {
+            character,
+            user,
+            workers,
+        } => chat(&config, character, user, workers).await,
         Command::Characters { command } => characters::run(&config, command).await,
         Command::Memory { command } => memory::run(&config, command).await,
         Command::Bench(args) => bench::run(&config, args).await,
@@ -120,21 +153,116 @@ async fn main() -> anyhow::Result<()> {
 
 async fn up(config: &Config, workers: usize) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signals();
-    let gateway = whisperfleet_gateway::startup::Application::build(config)
+    let ports = fleet::Ports::build(config, "up").await?;
+    let seeded = ports.seed_characters().await?;
+    let mut backend = fleet::Backend::start(config, &ports, workers).await?;
+    let gateway = whisperfleet_gateway::startup::Application::build_with(
+        config,
+        ports.broker.clone(),
+        Some(ports.cache.clone()),
+    )
+    .await?;
+    let addr = gateway.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        use std::io::Write;
+        let _ = writeln!(
+            out,
+            "whisperfleet up: gateway {:?}, {} worker(s), metrics writer",
+            config.gateway_id,
+            workers.max(1)
+        );
+        fleet::print_report(&mut out, &ports.report(config));
+        let bots = gateway.discord_characters();
+        let _ = writeln!(
+            out,
+            "  {:<11} {}",
+            "discord:",
+            if bots.is_empty() {
+                "off (no bot tokens set)".to_string()
+            } else {
+                format!("bots for {}", bots.join(", "))
+            }
+        );
+        if !seeded.is_empty() {
+            let _ = writeln!(
+                out,
+                "  imported the sample characters: {}",
+                seeded.join(", ")
+            );
+        }
+        let _ = writeln!(out, "send turns to http://{addr}/v1/turns, e.g.");
+        let _ = writeln!(
+            out,
+            "  curl -s http://{addr}/v1/turns -H 'content-type: application/json' \\\n    -d '{{\"character\":\"{}\",\"user_id\":\"me\",\"text\":\"Hello!\"}}'",
+            fleet::DEFAULT_CHARACTER
+        );
+        let _ = out.flush();
+    }
+    let served = tokio::select! {
+        r = gateway.run_until_stopped(shutdown.clone()) => r,
+        e = backend.failed() => {
+            shutdown.cancel();
+            Err(e)
+        }
+    };
+    let stopped = backend.stop().await;
+    served?;
+    stopped
+}
+
+async fn chat(
+    config: &Config,
+    character: Option<String>,
+    user: String,
+    workers: usize,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let shutdown = shutdown::on_signals();
+    let ports = fleet::Ports::build(config, "chat").await?;
+    ports.seed_characters().await?;
+    let backend = fleet::Backend::start(config, &ports, workers).await?;
+    let connected = whisperfleet_gateway::gateway::Connected::start(config, ports.broker.clone())
         .await
-        .context(
-            "whisperfleet up needs RabbitMQ, Redis and PostgreSQL for now: set \
-             WHISPERFLEET_AMQP_URL, WHISPERFLEET_REDIS_URL and WHISPERFLEET_DATABASE_URL",
-        )?;
-    println!("gateway: http://{}/v1/turns", gateway.local_addr()?);
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers.max(1) {
-        let w = whisperfleet_worker::startup::Application::build(config).await?;
-        tasks.spawn(w.run_until_stopped(shutdown.clone()));
-    }
-    tasks.spawn(gateway.run_until_stopped(shutdown.clone()));
-    while let Some(r) = tasks.join_next().await {
-        r??;
-    }
-    Ok(())
+        .context("starting the gateway")?;
+    let interactive = std::io::stdin().is_terminal();
+    let report = ports.report(config);
+    let banner = if interactive {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"whisperfleet chat, running:\n");
+        fleet::print_report(&mut b, &report);
+        Some(String::from_utf8_lossy(&b).trim_end().to_string())
+    } else {
+        // Scripts read replies from stdout; what runs goes to stderr.
+        fleet::print_report(&mut std::io::stderr(), &report);
+        None
+    };
+    let chat = whisperfleet_gateway::terminal::Chat::new(
+        connected.core.clone(),
+        Some(ports.store.clone()),
+        ports.summary.clone(),
+    );
+    let opts = whisperfleet_gateway::terminal::ChatOptions {
+        character: character.unwrap_or_else(|| fleet::DEFAULT_CHARACTER.to_string()),
+        user_name: user.clone(),
+        user_id: user,
+        interactive,
+        banner,
+    };
+    let result = chat
+        .run(
+            opts,
+            tokio::io::BufReader::new(tokio::io::stdin()),
+            tokio::io::stdout(),
+            tokio::io::stderr(),
+            shutdown.clone(),
+        )
+        .await;
+    connected.stop();
+    let stopped = backend.stop().await;
+    result?;
+    stopped?;
+    // Stdin is read on a blocking thread that cannot be cancelled (tokio's documented
+    // limitation): exit instead of waiting for one more line.
+    std::process::exit(0);
 }

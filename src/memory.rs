@@ -1,13 +1,12 @@
 //! `whisperfleet memory forget --user ID [--character NAME]`: the privacy command. Removes
 //! a user's long-term memories (vector memory), short-term history (Redis) and
-//! relationships (PostgreSQL) — with one character, or with all of them.
+//! relationships (PostgreSQL, or the embedded store) — with one character, or with all of them.
 
 use anyhow::Context;
 use clap::Subcommand;
 use whisperfleet_shared::cache::{Cache, RedisCache};
-use whisperfleet_shared::character::{CharacterStore, normalize_name};
+use whisperfleet_shared::character::normalize_name;
 use whisperfleet_shared::config::Config;
-use whisperfleet_worker::store::PgCharacterStore;
 
 #[derive(Subcommand)]
 pub enum MemoryCommand {
@@ -44,14 +43,12 @@ pub async fn run(config: &Config, cmd: MemoryCommand) -> anyhow::Result<()> {
             .await
             .context("forgetting short-term history")?;
     }
-    let mut relationships = 0;
-    if let Some(db) = &config.database_url {
-        let store = PgCharacterStore::connect(db.clone(), 2).await?;
-        relationships = store
-            .forget_user(&user, character.as_deref())
-            .await
-            .context("forgetting relationships")?;
-    }
+    // PostgreSQL, or the embedded store under the data directory.
+    let store = crate::fleet::open_store(config).await?;
+    let relationships = store
+        .forget_user(&user, character.as_deref())
+        .await
+        .context("forgetting relationships")?;
     println!(
         "forgot {memories} memories, {history} conversation histories and {relationships} relationships of user {user}"
     );

@@ -246,3 +246,53 @@ pub fn delivery_point(
     }
     p
 }
+
+/// A [`GatewayCore`] with its reply consumer running: what every adapter needs. Dropping
+/// it (or calling [`Connected::stop`]) ends the reply consumer.
+pub struct Connected {
+    pub core: Arc<GatewayCore>,
+    stop_replies: tokio_util::sync::CancellationToken,
+    router_task: tokio::task::JoinHandle<()>,
+}
+
+/// Prefetch of the reply queue: replies are tiny and handled instantly.
+pub const REPLY_PREFETCH: u16 = 512;
+
+impl Connected {
+    /// Declares the topology and this gateway's reply queue, and starts consuming it.
+    pub async fn start(
+        config: &whisperfleet_shared::config::Config,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Self, BrokerError> {
+        broker.ensure_topology().await?;
+        let reply_queue = broker.ensure_reply_queue(&config.gateway_id).await?;
+        let replies = broker.consume(&reply_queue, REPLY_PREFETCH).await?;
+        let stop_replies = replies.stop.clone();
+        let router = ReplyRouter::new();
+        let router_task = tokio::spawn(router.clone().run(replies));
+        let core = Arc::new(GatewayCore::new(
+            config.gateway_id.clone(),
+            broker,
+            router,
+            config.max_text_chars,
+            config.reply_timeout(),
+            config.max_queued_per_conversation,
+        ));
+        Ok(Self {
+            core,
+            stop_replies,
+            router_task,
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stop_replies.cancel();
+        self.router_task.abort();
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -3,7 +3,9 @@
 //! character, prompt, memory or LLM logic.
 
 pub mod conversations;
+pub mod discord;
 pub mod gateway;
 pub mod http;
 pub mod router;
 pub mod startup;
+pub mod terminal;

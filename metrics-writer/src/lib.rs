@@ -21,10 +21,14 @@ use whisperfleet_shared::topology::{self, TopologySettings};
 use crate::batch::{BatchSettings, Batcher, WriterStats};
 use whisperfleet_shared::influx::InfluxSink;
 
+/// Write requests a sink has made so far (reported on the writer's health point).
+pub type RequestCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 pub struct Application {
     broker: Arc<dyn Broker>,
     cache: Option<Arc<dyn Cache>>,
-    sink: Arc<InfluxSink>,
+    sink: Arc<dyn MetricsSink>,
+    requests: RequestCounter,
     management: Option<sampler::Management>,
     metrics: Subscription,
     settings: BatchSettings,
@@ -51,10 +55,6 @@ impl Application {
         )
         .await
         .context("connecting to RabbitMQ")?;
-        broker
-            .ensure_topology()
-            .await
-            .context("declaring the fleet topology")?;
         let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
         let sink = Arc::new(
             InfluxSink::new(
@@ -71,6 +71,27 @@ impl Application {
             .rabbitmq_management_url
             .as_ref()
             .and_then(|m| sampler::Management::new(m, &amqp));
+        let requests: RequestCounter = {
+            let sink = sink.clone();
+            Arc::new(move || sink.requests())
+        };
+        Self::build_with(config, broker, Some(cache), sink, requests, management).await
+    }
+
+    /// Any broker, cache and sink: the standalone writer uses RabbitMQ, Redis and InfluxDB;
+    /// `whisperfleet up`/`chat` pass their embedded ones and a line-protocol file.
+    pub async fn build_with(
+        config: &Config,
+        broker: Arc<dyn Broker>,
+        cache: Option<Arc<dyn Cache>>,
+        sink: Arc<dyn MetricsSink>,
+        requests: RequestCounter,
+        management: Option<sampler::Management>,
+    ) -> anyhow::Result<Self> {
+        broker
+            .ensure_topology()
+            .await
+            .context("declaring the fleet topology")?;
         let metrics = broker
             .consume(topology::METRICS_QUEUE, config.metrics_max_pending)
             .await
@@ -84,8 +105,9 @@ impl Application {
         );
         Ok(Self {
             broker,
-            cache: Some(cache),
+            cache,
             sink,
+            requests,
             management,
             metrics,
             settings: BatchSettings {
@@ -101,13 +123,13 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stats = Arc::new(WriterStats::default());
-        let sink_for_sampler = self.sink.clone();
+        let requests = self.requests.clone();
         let sampler = tokio::spawn(sampler::run(
             self.broker.clone(),
             self.cache.clone(),
             self.management,
             stats.clone(),
-            move || sink_for_sampler.requests(),
+            move || requests(),
             self.sample_interval,
             shutdown.clone(),
         ));

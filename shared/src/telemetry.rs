@@ -8,8 +8,17 @@ use tracing_subscriber::fmt::format::FmtSpan;
 /// Installs the global subscriber once; later calls (tests, `up` starting several services)
 /// are no-ops.
 pub fn init(format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=error,sqlx=warn,h2=warn,hyper=warn"));
+    init_with(format, DEFAULT_FILTER);
+}
+
+/// The log filter when `RUST_LOG` is unset.
+pub const DEFAULT_FILTER: &str = "info,lapin=error,sqlx=warn,h2=warn,hyper=warn,serenity=warn";
+
+/// Like [`init`] with another default filter (`chat` logs only warnings, so the
+/// conversation stays readable).
+pub fn init_with(format: &str, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -29,8 +38,14 @@ pub fn install_crypto_provider() {
 
 /// What every binary does first: TLS provider, configuration, logging.
 pub fn bootstrap() -> Result<crate::config::Config, crate::config::ConfigError> {
+    bootstrap_with(DEFAULT_FILTER)
+}
+
+pub fn bootstrap_with(
+    default_filter: &str,
+) -> Result<crate::config::Config, crate::config::ConfigError> {
     install_crypto_provider();
     let config = crate::config::Config::load()?;
-    init(&config.log_format);
+    init_with(&config.log_format, default_filter);
     Ok(config)
 }

@@ -171,6 +171,71 @@ const STOPWORDS: &[&str] = &[
     "lots",
 ];
 
+/// Content words of a text, folded (lower-case, alphanumeric, a plural `s` dropped) so
+/// "Where does my sister live?" meets "My sister lives in Bergen".
+fn content_words(text: &str, exclude: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in text.split(|c: char| !c.is_alphanumeric()) {
+        let mut folded = raw.to_lowercase();
+        if folded.chars().count() < 4
+            || STOPWORDS.contains(&folded.as_str())
+            || exclude.contains(&folded)
+            || folded.chars().all(|c| c.is_ascii_digit())
+        {
+            continue;
+        }
+        if folded.chars().count() > 4 && folded.ends_with('s') && !folded.ends_with("ss") {
+            folded.pop();
+        }
+        if !out.contains(&folded) {
+            out.push(folded);
+        }
+    }
+    out
+}
+
+/// The earlier user message (from history or memories) sharing the most content words with
+/// a question, if any does: what an honest responder can say it remembers. Only questions
+/// recall, so statements are not parroted back.
+fn recall<'a>(
+    question: &str,
+    earlier: impl Iterator<Item = &'a str>,
+    exclude: &[String],
+) -> Option<&'a str> {
+    if !question.trim_end().ends_with('?') {
+        return None;
+    }
+    let asked = content_words(question, exclude);
+    let mut best: Option<(usize, &str)> = None;
+    for text in earlier {
+        let text = text.trim();
+        if text.is_empty() || text.ends_with('?') || text == question.trim() {
+            continue;
+        }
+        let shared = content_words(text, exclude)
+            .iter()
+            .filter(|w| asked.contains(w))
+            .count();
+        // Later candidates win ties: the most recent thing said is the freshest fact.
+        if shared > 0 && best.is_none_or(|(b, _)| shared >= b) {
+            best = Some((shared, text));
+        }
+    }
+    best.map(|(_, t)| t)
+}
+
+/// At most `max` characters, cut at a word boundary.
+fn clip_words(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max).collect();
+    match cut.rsplit_once(' ') {
+        Some((head, _)) => format!("{head}…"),
+        None => format!("{cut}…"),
+    }
+}
+
 /// The longest non-stopword of four letters or more (first one on ties), as written.
 fn salient_word(text: &str, exclude: &[String]) -> Option<String> {
     let mut best: Option<String> = None;
@@ -464,7 +529,21 @@ pub fn reply(request: &ChatRequest) -> String {
         .and_then(|m| salient_word(&m.content, &exclude));
     let memories_heading = ComponentKind::Memories.heading();
     let has_memories = system.lines().any(|l| l.trim() == memories_heading);
-    if let Some(w) = earlier_user {
+    let memory_lines: Vec<&str> = system
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- They said: \""))
+        .filter_map(|l| l.rsplit_once('"').map(|(t, _)| t))
+        .collect();
+    let earlier_texts = last_user
+        .map(|i| &messages[..i])
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content.as_str())
+        .chain(memory_lines.iter().copied());
+    if let Some(fact) = recall(user_text, earlier_texts, &exclude) {
+        sentences.push(format!("You told me: \"{}\"", clip_words(fact, 120)));
+    } else if let Some(w) = earlier_user {
         sentences.push(format!(
             "I haven't forgotten what you said earlier about {w}."
         ));
@@ -606,6 +685,48 @@ mod tests {
             Some(character("none")),
         ));
         assert!(greet.starts_with("Hello — Nora Halvorsen here"), "{greet}");
+    }
+
+    #[test]
+    fn recalls_the_earlier_fact_a_question_is_about() {
+        let r = reply(&request(
+            vec![
+                ChatMessage::new(Role::User, "My sister lives in Bergen."),
+                ChatMessage::new(Role::Assistant, "Lovely city."),
+                ChatMessage::new(Role::User, "I like rainy days."),
+                ChatMessage::new(Role::Assistant, "Me too."),
+                ChatMessage::new(Role::User, "Where does my sister live?"),
+            ],
+            Some(character("none")),
+        ));
+        assert!(
+            r.contains("You told me: \"My sister lives in Bergen.\""),
+            "{r}"
+        );
+        // From long-term memory alone (a new session: no history).
+        let r = reply(&request(
+            vec![
+                ChatMessage::new(
+                    Role::System,
+                    format!(
+                        "{}\n- They said: \"My sister lives in Bergen.\" (feeling: joy)",
+                        ComponentKind::Memories.heading()
+                    ),
+                ),
+                ChatMessage::new(Role::User, "Where does my sister live?"),
+            ],
+            Some(character("none")),
+        ));
+        assert!(r.contains("Bergen"), "{r}");
+        // Statements are not parroted back; unrelated questions recall nothing.
+        let r = reply(&request(
+            vec![
+                ChatMessage::new(Role::User, "My sister lives in Bergen."),
+                ChatMessage::new(Role::User, "Do you like tea?"),
+            ],
+            Some(character("none")),
+        ));
+        assert!(!r.contains("Bergen"), "{r}");
     }
 
     #[test]

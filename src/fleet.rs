@@ -1,0 +1,258 @@
+//! The one-process fleet behind `whisperfleet up` and `chat`: gateway, workers and the
+//! metrics writer in one process. Every port is picked on its own: the configured service
+//! when its URL is set, the embedded implementation otherwise (set only
+//! `WHISPERFLEET_AMQP_URL` and only the broker becomes RabbitMQ). Embedded state lives under
+//! the data directory, so characters, relationships and memories survive a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use whisperfleet_shared::amqp::RabbitBroker;
+use whisperfleet_shared::broker::Broker;
+use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_shared::character::{Character, CharacterStore};
+use whisperfleet_shared::config::Config;
+use whisperfleet_shared::embedded_broker::EmbeddedBroker;
+use whisperfleet_shared::embedded_cache::EmbeddedCache;
+use whisperfleet_shared::influx::InfluxSink;
+use whisperfleet_shared::llm::Llm;
+use whisperfleet_shared::metrics_file::{FileSink, MetricsSummary};
+use whisperfleet_shared::ports::MetricsSink;
+use whisperfleet_worker::startup::{build_llm, build_memory, topology_settings};
+use whisperfleet_worker::store::PgCharacterStore;
+use whisperfleet_worker::turn::{MemoryPorts, PipelineOptions};
+
+/// The sample characters, compiled in so a fresh machine has someone to talk to wherever
+/// the binary runs from.
+const SAMPLES: [(&str, &str); 3] = [
+    ("vellum.yaml", include_str!("../characters/vellum.yaml")),
+    (
+        "nora-halvorsen.yaml",
+        include_str!("../characters/nora-halvorsen.yaml"),
+    ),
+    ("old-wick.yaml", include_str!("../characters/old-wick.yaml")),
+];
+
+/// The character `chat` talks to when none is named.
+pub const DEFAULT_CHARACTER: &str = "Vellum";
+
+pub struct Ports {
+    pub broker: Arc<dyn Broker>,
+    pub cache: Arc<dyn Cache>,
+    pub store: Arc<dyn CharacterStore>,
+    pub llm: Arc<dyn Llm>,
+    pub memory: MemoryPorts,
+    pub sink: Arc<dyn MetricsSink>,
+    pub sink_requests: whisperfleet_metrics_writer::RequestCounter,
+    /// Stage percentiles of the embedded metrics file (none when InfluxDB is configured).
+    pub summary: Option<Arc<MetricsSummary>>,
+}
+
+/// The character store: PostgreSQL when `DATABASE_URL` is set, else SQLite in the data dir.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CharacterStore>> {
+    Ok(match &config.database_url {
+        Some(url) => {
+            let store = PgCharacterStore::connect(
+                url.clone(),
+                u32::from(config.worker_concurrency).clamp(2, 8),
+            )
+            .await
+            .context("opening PostgreSQL (WHISPERFLEET_DATABASE_URL)")?;
+            store.migrate().await.context("applying migrations")?;
+            Arc::new(store)
+        }
+        None => {
+            let path = config.data_dir().join("characters.sqlite");
+            Arc::new(
+                whisperfleet_worker::sqlite_store::SqliteCharacterStore::open(&path)
+                    .await
+                    .with_context(|| {
+                        format!("opening the embedded character store {}", path.display())
+                    })?,
+            )
+        }
+    })
+}
+
+impl Ports {
+    pub async fn build(config: &Config, client_name: &str) -> anyhow::Result<Self> {
+        let broker: Arc<dyn Broker> = match &config.amqp_url {
+            Some(url) => RabbitBroker::connect(
+                url.clone(),
+                &format!("{client_name}@{}", config.gateway_id),
+                topology_settings(config),
+            )
+            .await
+            .context("connecting to RabbitMQ (WHISPERFLEET_AMQP_URL)")?,
+            None => EmbeddedBroker::new(topology_settings(config)),
+        };
+        let cache: Arc<dyn Cache> = match &config.redis_url {
+            Some(url) => Arc::new(RedisCache::new(url.clone(), &config.redis_prefix)?),
+            None => Arc::new(EmbeddedCache::new()),
+        };
+        let store = open_store(config).await?;
+        let llm = build_llm(config)?;
+        let memory = build_memory(config).await?;
+        let (sink, sink_requests, summary): (Arc<dyn MetricsSink>, _, _) = match &config.influx_url
+        {
+            Some(url) => {
+                let sink = Arc::new(
+                    InfluxSink::new(
+                        url,
+                        &config.influx_org,
+                        &config.influx_bucket,
+                        config.influx_token.clone(),
+                        config.influx_gzip,
+                        Duration::from_secs(10),
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                );
+                let s = sink.clone();
+                let requests: whisperfleet_metrics_writer::RequestCounter =
+                    Arc::new(move || s.requests());
+                (sink, requests, None)
+            }
+            None => {
+                let summary = MetricsSummary::new();
+                let path = config.data_dir().join("metrics.lp");
+                let sink = Arc::new(
+                    FileSink::open(&path, summary.clone())
+                        .with_context(|| format!("opening the metrics file {}", path.display()))?,
+                );
+                let s = sink.clone();
+                let requests: whisperfleet_metrics_writer::RequestCounter =
+                    Arc::new(move || s.requests());
+                (sink, requests, Some(summary))
+            }
+        };
+        Ok(Self {
+            broker,
+            cache,
+            store,
+            llm,
+            memory,
+            sink,
+            sink_requests,
+            summary,
+        })
+    }
+
+    /// What each port runs on, for the start banner (no credentials).
+    pub fn report(&self, config: &Config) -> Vec<(&'static str, String)> {
+        vec![
+            ("broker", self.broker.describe()),
+            ("cache", self.cache.describe()),
+            ("characters", self.store.describe()),
+            ("memory", self.memory.memory.describe()),
+            ("embeddings", self.memory.embedder.describe()),
+            ("llm", self.llm.describe()),
+            ("metrics", self.sink.describe()),
+            ("data dir", config.data_dir().display().to_string()),
+        ]
+    }
+
+    /// Imports the sample characters into an empty store (first start); returns their names.
+    pub async fn seed_characters(&self) -> anyhow::Result<Vec<String>> {
+        if !self
+            .store
+            .list()
+            .await
+            .context("listing characters")?
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        let mut names = Vec::new();
+        for (file, yaml) in SAMPLES {
+            let mut c: Character =
+                serde_norway::from_str(yaml).with_context(|| format!("sample character {file}"))?;
+            c.validate()
+                .map_err(|e| anyhow::anyhow!("sample character {file}: {e}"))?;
+            self.store
+                .upsert(&c)
+                .await
+                .with_context(|| format!("importing sample character {}", c.name))?;
+            names.push(c.name);
+        }
+        Ok(names)
+    }
+}
+
+pub fn print_report(out: &mut impl std::io::Write, rows: &[(&'static str, String)]) {
+    for (k, v) in rows {
+        let _ = writeln!(out, "  {:<11} {v}", format!("{k}:"));
+    }
+}
+
+/// Workers and the metrics writer, stopped in that order so the last turns' metric events
+/// are still written.
+pub struct Backend {
+    workers: JoinSet<anyhow::Result<()>>,
+    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop_workers: CancellationToken,
+    stop_writer: CancellationToken,
+}
+
+impl Backend {
+    pub async fn start(config: &Config, ports: &Ports, workers: usize) -> anyhow::Result<Self> {
+        let stop_workers = CancellationToken::new();
+        let stop_writer = CancellationToken::new();
+        let writer = whisperfleet_metrics_writer::Application::build_with(
+            config,
+            ports.broker.clone(),
+            Some(ports.cache.clone()),
+            ports.sink.clone(),
+            ports.sink_requests.clone(),
+            None,
+        )
+        .await
+        .context("starting the metrics writer")?;
+        let writer = tokio::spawn(writer.run_until_stopped(stop_writer.clone()));
+        let options = PipelineOptions::parse(&config.pipeline)
+            .map_err(|e| anyhow::anyhow!("WHISPERFLEET_PIPELINE: {e}"))?;
+        let mut set = JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let w = whisperfleet_worker::startup::Application::build_with(
+                config,
+                ports.broker.clone(),
+                Some(ports.cache.clone()),
+                ports.store.clone(),
+                ports.llm.clone(),
+                ports.memory.clone(),
+                options.clone(),
+            )
+            .await
+            .context("starting a worker")?;
+            set.spawn(w.run_until_stopped(stop_workers.clone()));
+        }
+        Ok(Self {
+            workers: set,
+            writer,
+            stop_workers,
+            stop_writer,
+        })
+    }
+
+    /// Resolves when a worker or the writer ends on its own (a failure).
+    pub async fn failed(&mut self) -> anyhow::Error {
+        match self.workers.join_next().await {
+            Some(Ok(Err(e))) => e.context("a worker failed"),
+            Some(Err(e)) => anyhow::anyhow!("a worker panicked: {e}"),
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Drains workers (in-flight turns finish), then the writer (their metric events).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_workers.cancel();
+        while let Some(r) = self.workers.join_next().await {
+            r.context("worker task")??;
+        }
+        self.stop_writer.cancel();
+        self.writer.await.context("metrics writer task")??;
+        Ok(())
+    }
+}

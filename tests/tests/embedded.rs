@@ -1,0 +1,367 @@
+//! The newcomer's path: `whisperfleet chat` and `up` with every service URL unset run the
+//! whole fleet on embedded ports (in-process broker and cache, SQLite characters and
+//! memories, offline LLM, metrics file) from a fresh data directory — and keep what they
+//! should across a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use whisperfleet_tests::*;
+
+/// A fresh data dir and HOME, and an environment with no service configured at all.
+fn fresh_dir(test: &str) -> PathBuf {
+    let dir = bin_dir()
+        .join("test-logs")
+        .join(format!("{test}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn embedded(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("whisperfleet"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.join("home"))
+        .env("WHISPERFLEET_DATA_DIR", dir.join("data"))
+        .env("WHISPERFLEET_GATEWAY_ID", "embedded-test")
+        .args(args);
+    cmd
+}
+
+/// Pipes `lines` into `whisperfleet chat` and returns (stdout lines, stderr).
+fn chat(dir: &Path, extra: &[&str], lines: &[&str]) -> (Vec<String>, String) {
+    let mut args = vec!["chat"];
+    args.extend_from_slice(extra);
+    let mut child = embedded(dir, &args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "chat failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    (stdout.lines().map(str::to_string).collect(), stderr)
+}
+
+#[test]
+fn piped_chat_answers_in_order_remembers_and_keeps_memories_across_a_restart() {
+    let dir = fresh_dir("chat-embedded");
+    let (replies, stderr) = chat(
+        &dir,
+        &["--user", "ada"],
+        &[
+            "My sister lives in Bergen.",
+            "I like rainy days.",
+            "Where does my sister live?",
+        ],
+    );
+    // Nothing configured: every port is embedded, and says so.
+    for port in ["broker:     embedded", "cache:      embedded", "llm:"] {
+        assert!(stderr.contains(port), "{port:?} missing from:\n{stderr}");
+    }
+    assert!(stderr.contains("offline responder"), "{stderr}");
+    assert_eq!(
+        replies.len(),
+        3,
+        "one reply line per input line: {replies:#?}"
+    );
+    for r in &replies {
+        assert!(r.ends_with("[offline responder]"), "{r}");
+    }
+    // In order: each reply answers its own line…
+    assert!(replies[0].contains("sister"), "{}", replies[0]);
+    assert!(replies[1].contains("rainy"), "{}", replies[1]);
+    // …and line 3 recalls the fact from line 1.
+    assert!(replies[2].contains("Bergen"), "{}", replies[2]);
+    // Timing lines go to stderr, one per turn.
+    assert_eq!(stderr.matches("ms end-to-end").count(), 3, "{stderr}");
+
+    let data = dir.join("data");
+    for f in ["characters.sqlite", "memories.sqlite", "metrics.lp"] {
+        assert!(data.join(f).exists(), "{f} not in the data dir");
+    }
+    let metrics = std::fs::read_to_string(data.join("metrics.lp")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.starts_with("turn,")).count(),
+        3,
+        "{metrics}"
+    );
+    assert!(metrics.contains("memory_store_ms="), "{metrics}");
+
+    // A new process on the same data dir: history (in-process) is gone, the long-term
+    // memory is not.
+    let (again, _) = chat(&dir, &["--user", "ada"], &["Where does my sister live?"]);
+    assert_eq!(again.len(), 1);
+    assert!(again[0].contains("Bergen"), "{}", again[0]);
+    // Memories are private to their user.
+    let (other, _) = chat(&dir, &["--user", "bob"], &["Where does my sister live?"]);
+    assert!(!other[0].contains("Bergen"), "{}", other[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn chat_commands_list_switch_and_report_stats() {
+    let dir = fresh_dir("chat-commands");
+    let (out, _) = chat(
+        &dir,
+        &[],
+        &[
+            "/characters",
+            "/switch nobody-at-all",
+            "/switch old wick",
+            "Good evening, keeper.",
+            "/stats",
+            "/quit",
+            "this line is never sent",
+        ],
+    );
+    let text = out.join("\n");
+    for name in ["Vellum", "Nora Halvorsen", "Old Wick"] {
+        assert!(text.contains(name), "{name} not listed:\n{text}");
+    }
+    assert!(
+        text.contains("no character called \"nobody-at-all\""),
+        "{text}"
+    );
+    assert!(text.contains("now talking to Old Wick"), "{text}");
+    let stats_at = out
+        .iter()
+        .position(|l| l.starts_with("stage"))
+        .expect(&text);
+    let stages: Vec<&str> = out[stats_at + 1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    for s in ["queue_wait", "cdl_load", "context", "llm", "end_to_end"] {
+        assert!(stages.contains(&s), "{s} not in /stats:\n{text}");
+    }
+    assert!(!text.contains("never sent"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The interactive chat in a real terminal (tmux): banner, prompt, reply with its timing
+/// line, and `/quit` exits 0.
+#[test]
+fn interactive_chat_in_a_terminal() {
+    let dir = fresh_dir("chat-tty");
+    let session = format!("wf{}", uuid::Uuid::new_v4().simple());
+    let status_file = dir.join("status");
+    // The command line tmux runs: the same clean environment as `embedded()`.
+    let script = format!(
+        "env -i PATH={path:?} HOME={home:?} WHISPERFLEET_DATA_DIR={data:?} {bin:?} chat; echo \"exit=$?\" > {status:?}",
+        path = std::env::var("PATH").unwrap_or_default(),
+        home = dir.join("home"),
+        data = dir.join("data"),
+        bin = bin("whisperfleet"),
+        status = status_file,
+    );
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .args(["-L", &session])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-s",
+        "chat",
+        &script,
+    ]);
+    let screen = || tmux(&["capture-pane", "-p", "-t", "chat"]);
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} never appeared on screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // capture-pane drops trailing blanks: the prompt reads "you>".
+    let s = wait_for("you>");
+    assert!(s.contains("Talking to Vellum"), "{s}");
+    assert!(s.contains("broker:"), "{s}");
+    tmux(&[
+        "send-keys",
+        "-t",
+        "chat",
+        "Hello there, archivist!",
+        "Enter",
+    ]);
+    let s = wait_for("ms end-to-end");
+    assert!(s.contains("Vellum> "), "{s}");
+    assert!(s.contains("[offline responder]"), "{s}");
+    tmux(&["send-keys", "-t", "chat", "/quit", "Enter"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "chat did not exit:\n{}",
+            screen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&["kill-server"]);
+    assert_eq!(
+        std::fs::read_to_string(&status_file).unwrap().trim(),
+        "exit=0"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The core issue's ordering/exactly-once scenario, on embedded ports: `up` with two
+/// workers, 20 conversations × 10 turns, the mock LLM (the only configured port) records
+/// every prompt.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_on_embedded_ports_keeps_order_and_answers_exactly_once() {
+    whisperfleet_shared::telemetry::install_crypto_provider();
+    let dir = fresh_dir("up-embedded");
+    let record = dir.join("llm.jsonl");
+    let mock =
+        whisperfleet_worker::mock_llm::spawn(whisperfleet_worker::mock_llm::MockLlmOptions {
+            latency: Duration::from_millis(5),
+            record: Some(record.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("up.log")).unwrap();
+    let mut child = embedded(&dir, &["up", "--workers", "2"])
+        .env("WHISPERFLEET_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("WHISPERFLEET_LLM_BASE_URL", mock.base_url())
+        .env("WHISPERFLEET_LLM_MODEL", "mock")
+        .env("WHISPERFLEET_WORKER_CONCURRENCY", "4")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let base = Arc::new(format!("http://127.0.0.1:{port}"));
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "up is ready", || {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    let banner = std::fs::read_to_string(dir.join("up.log")).unwrap();
+    assert!(banner.contains("broker:     embedded"), "{banner}");
+    assert!(
+        banner.contains(&format!("http://127.0.0.1:{port}/v1/turns")),
+        "{banner}"
+    );
+
+    let mut tasks = Vec::new();
+    for conv in 0..20 {
+        let client = client.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut replies = Vec::new();
+            for i in 0..10 {
+                let (status, body) = post_turn(
+                    &client,
+                    &base,
+                    json!({"character": "Vellum", "user_id": format!("user{conv}"),
+                           "text": format!("conv{conv} msg{i} about kelp")}),
+                )
+                .await
+                .unwrap();
+                assert_eq!(status, 200, "{body}");
+                replies.push(body);
+            }
+            replies
+        }));
+    }
+    let mut turn_ids = HashSet::new();
+    for (conv, t) in tasks.into_iter().enumerate() {
+        for (i, r) in t.await.unwrap().iter().enumerate() {
+            assert_eq!(r["outcome"], "ok", "{r}");
+            assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
+            assert!(
+                r["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("conv{conv} msg{i} ")),
+                "reply {i} of conversation {conv} answers another message: {}",
+                r["text"]
+            );
+            assert!(turn_ids.insert(r["turn_id"].as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(turn_ids.len(), 200);
+    let prompts = recorded(&record);
+    assert_eq!(prompts.len(), 200, "one LLM call per turn");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for p in &prompts {
+        let user = last_user(p);
+        *seen.entry(user.clone()).or_default() += 1;
+        let mut words = user.split_whitespace();
+        let conv = words.next().unwrap().to_string();
+        let i: usize = words.next().unwrap()[3..].parse().unwrap();
+        if i > 0 {
+            let previous = format!("{conv} msg{} about kelp", i - 1);
+            assert!(
+                prompt_text(p).contains(&previous),
+                "prompt of {user:?} lacks the previous turn {previous:?}"
+            );
+        }
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a turn reached the LLM twice"
+    );
+
+    // SIGTERM drains and exits 0; the metric events of all 200 turns reached the file.
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "up exited with {status}");
+    let metrics = std::fs::read_to_string(dir.join("data/metrics.lp")).unwrap();
+    assert_eq!(
+        metrics.lines().filter(|l| l.starts_with("turn,")).count(),
+        200
+    );
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("delivery,"))
+            .count(),
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
