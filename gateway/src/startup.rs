@@ -16,11 +16,8 @@ use whisperfleet_shared::config::Config;
 use whisperfleet_shared::topology::TopologySettings;
 
 use crate::discord::{self, DiscordBots, DiscordSettings};
-use crate::gateway::GatewayCore;
-use crate::router::ReplyRouter;
+use crate::gateway::{Connected, GatewayCore};
 
-/// Prefetch of the reply queue: replies are tiny and handled instantly.
-const REPLY_PREFETCH: u16 = 512;
 const HEARTBEAT: Duration = Duration::from_secs(20);
 
 pub fn gateway_key(id: &str) -> String {
@@ -30,8 +27,7 @@ pub fn gateway_key(id: &str) -> String {
 pub struct Application {
     core: Arc<GatewayCore>,
     listener: TcpListener,
-    router_task: tokio::task::JoinHandle<()>,
-    stop_replies: CancellationToken,
+    connected: Connected,
     cache: Option<Arc<dyn Cache>>,
     grace: Duration,
     discord: DiscordBots,
@@ -62,29 +58,11 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // A bad bot list is a configuration error: refuse to start before touching anything.
         let bots = discord::bots_from_config(config).context("reading the Discord bots")?;
-        broker
-            .ensure_topology()
+        let connected = Connected::start(config, broker.clone())
             .await
-            .context("declaring the fleet topology")?;
-        let reply_queue = broker
-            .ensure_reply_queue(&config.gateway_id)
-            .await
-            .context("declaring the reply queue")?;
-        let replies = broker
-            .consume(&reply_queue, REPLY_PREFETCH)
-            .await
-            .context("consuming replies")?;
-        let stop_replies = replies.stop.clone();
-        let router = ReplyRouter::new();
-        let router_task = tokio::spawn(router.clone().run(replies));
-        let core = Arc::new(GatewayCore::new(
-            config.gateway_id.clone(),
-            broker.clone(),
-            router,
-            config.max_text_chars,
-            config.reply_timeout(),
-            config.max_queued_per_conversation,
-        ));
+            .context("declaring the topology and consuming this gateway's replies")?;
+        let core = connected.core.clone();
+        let reply_queue = whisperfleet_shared::topology::reply_queue(&config.gateway_id);
         let listener = TcpListener::bind(&config.http_addr)
             .await
             .with_context(|| format!("binding WHISPERFLEET_HTTP_ADDR {}", config.http_addr))?;
@@ -100,8 +78,7 @@ impl Application {
         Ok(Self {
             core,
             listener,
-            router_task,
-            stop_replies,
+            connected,
             cache,
             grace: config.shutdown_grace(),
             discord,
@@ -170,8 +147,7 @@ impl Application {
                 tracing::warn!("grace period over with requests still open");
             }
         }
-        self.stop_replies.cancel();
-        self.router_task.abort();
+        self.connected.stop();
         if let Some(h) = heartbeat {
             h.abort();
         }

@@ -78,15 +78,12 @@ fn parse(line: &str) -> Line<'_> {
 
 const HELP: &str = "commands: /characters  /switch NAME  /stats  /help  /quit   (//text sends a line starting with /)";
 
-/// The footer-style timing line of one turn.
+/// The timing line of one turn: the Discord footer's `timing` form, so both read alike.
 pub fn timing_line(timings: &std::collections::BTreeMap<String, f64>) -> String {
-    let get = |k: &str| timings.get(k).copied().unwrap_or(0.0);
-    format!(
-        "⏱ {:.0} ms end-to-end · LLM {:.0} ms · overhead {:.0} ms",
-        get("end_to_end"),
-        get("llm"),
-        get("overhead")
-    )
+    let footer =
+        crate::discord::text::render_footer(crate::discord::text::FooterMode::Timing, timings)
+            .unwrap_or_default();
+    footer.trim_start_matches("-# ").to_string()
 }
 
 /// `/stats`: one row per stage.
@@ -321,10 +318,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        assert_eq!(
-            timing_line(&t),
-            "⏱ 812 ms end-to-end · LLM 640 ms · overhead 172 ms"
-        );
+        assert_eq!(timing_line(&t), "⏱ 812 ms · LLM 640 ms · overhead 172 ms");
         let s = MetricsSummary::new();
         s.record("llm", 10.0);
         let table = stats_table(&s.snapshot());

@@ -91,7 +91,7 @@ fn piped_chat_answers_in_order_remembers_and_keeps_memories_across_a_restart() {
     // …and line 3 recalls the fact from line 1.
     assert!(replies[2].contains("Bergen"), "{}", replies[2]);
     // Timing lines go to stderr, one per turn.
-    assert_eq!(stderr.matches("ms end-to-end").count(), 3, "{stderr}");
+    assert_eq!(stderr.matches(" ms · LLM ").count(), 3, "{stderr}");
 
     let data = dir.join("data");
     for f in ["characters.sqlite", "memories.sqlite", "metrics.lp"] {
@@ -217,7 +217,7 @@ fn interactive_chat_in_a_terminal() {
         "Hello there, archivist!",
         "Enter",
     ]);
-    let s = wait_for("ms end-to-end");
+    let s = wait_for(" ms · LLM ");
     assert!(s.contains("Vellum> "), "{s}");
     assert!(s.contains("[offline responder]"), "{s}");
     tmux(&["send-keys", "-t", "chat", "/quit", "Enter"]);
@@ -363,5 +363,42 @@ async fn up_on_embedded_ports_keeps_order_and_answers_exactly_once() {
             .count(),
         200
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Ports are picked one by one: with only the AMQP URL set, the broker is RabbitMQ (this
+/// test's vhost) and everything else stays embedded.
+#[test]
+fn only_the_configured_port_leaves_the_process() {
+    let fleet = Fleet::new("chat-mixed").unwrap();
+    let dir = fresh_dir("chat-mixed");
+    let mut child = embedded(&dir, &["chat", "--user", "mixed"])
+        .env("WHISPERFLEET_AMQP_URL", fleet.amqp_url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "Hello through the real broker!"
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("broker:     rabbitmq at amqp://127.0.0.1:5672/"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("guest:guest"),
+        "credentials in the banner: {stderr}"
+    );
+    assert!(stderr.contains("cache:      embedded"), "{stderr}");
+    assert!(stderr.contains("characters: sqlite"), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("[offline responder]"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

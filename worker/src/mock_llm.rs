@@ -59,7 +59,7 @@ const ECHO_MAX_CHARS: usize = 200;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum MockReply {
     /// `[mock] <Name> heard: <last user message, ≤ 200 chars>`, where `<Name>` is taken from a
-    /// `You are <Name>, …` on the system prompt's first line (omitted if there is none).
+    /// `You are <Name>, …` on the first system-prompt line that has one (omitted if there is none).
     #[default]
     Echo,
     /// This text, verbatim.
@@ -556,9 +556,12 @@ fn echo_reply(messages: &[Value]) -> String {
     }
 }
 
-/// `X` from "You are X, a …" / "You are X." on the system prompt's first line.
+/// `X` from "You are X, a …" / "You are X." on the first system-prompt line that says
+/// "you are" (the identity section may start with a heading).
 fn character_name(system_prompt: &str) -> Option<String> {
-    let first_line = system_prompt.lines().next()?;
+    let first_line = system_prompt
+        .lines()
+        .find(|l| l.to_ascii_lowercase().contains("you are "))?;
     let lower = first_line.to_ascii_lowercase();
     let start = lower.find("you are ")? + "you are ".len();
     let rest = &first_line[start..];
@@ -913,10 +916,15 @@ mod tests {
             echo_reply(&msgs("Roleplay. You are Gabriel.\nMore.", "yo")),
             "[mock] Gabriel heard: yo"
         );
+        // Our prompts open with a section heading; the identity line follows it.
         assert_eq!(
-            echo_reply(&msgs("Be helpful.\nYou are Nobody.", "x")),
-            "[mock] heard: x"
+            echo_reply(&msgs(
+                "# Character Identity\nYou are Vellum, an archivist.",
+                "x"
+            )),
+            "[mock] Vellum heard: x"
         );
+        assert_eq!(echo_reply(&msgs("Be helpful.", "x")), "[mock] heard: x");
         let long = "é".repeat(500);
         let reply = echo_reply(&msgs("You are A", &long));
         assert_eq!(reply, format!("[mock] A heard: {}", "é".repeat(200)));
