@@ -154,6 +154,42 @@ impl Ports {
         ]
     }
 
+    /// What an operator should know about this mix of ports: a RabbitMQ broker is shared
+    /// with every process on its vhost, and this process's workers and metrics writer take
+    /// their share of its queues with whatever else is local here.
+    pub fn warnings(&self, config: &Config) -> Vec<String> {
+        if config.amqp_url.is_none() {
+            return Vec::new();
+        }
+        let mut local = Vec::new();
+        if config.database_url.is_none() {
+            local.push("characters from the local SQLite store");
+        }
+        if config.llm_base_url.is_none() {
+            local.push("the offline responder");
+        }
+        if config.qdrant_url.is_none() {
+            local.push("local memories");
+        }
+        let mut out = Vec::new();
+        if !local.is_empty() {
+            out.push(format!(
+                "the broker is RabbitMQ: turns published by any gateway on its vhost may be \
+                 answered here, with {}; use a vhost of your own unless this should join that \
+                 fleet",
+                local.join(", ")
+            ));
+        }
+        if config.influx_url.is_none() {
+            out.push(
+                "metric events of every process on the broker's vhost may land in this \
+                 process's metrics file"
+                    .into(),
+            );
+        }
+        out
+    }
+
     /// Imports the sample characters into an empty store (first start); returns their names.
     pub async fn seed_characters(&self) -> anyhow::Result<Vec<String>> {
         if !self
@@ -191,7 +227,8 @@ pub fn print_report(out: &mut impl std::io::Write, rows: &[(&'static str, String
 /// are still written.
 pub struct Backend {
     workers: JoinSet<anyhow::Result<()>>,
-    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// `None` once it ended (a `JoinHandle` must not be awaited twice).
+    writer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop_workers: CancellationToken,
     stop_writer: CancellationToken,
 }
@@ -230,29 +267,58 @@ impl Backend {
         }
         Ok(Self {
             workers: set,
-            writer,
+            writer: Some(writer),
             stop_workers,
             stop_writer,
         })
     }
 
-    /// Resolves when a worker or the writer ends on its own (a failure).
+    /// Resolves when a worker or the writer ends on its own: they run until stopped, so
+    /// that is a failure.
     pub async fn failed(&mut self) -> anyhow::Error {
-        match self.workers.join_next().await {
-            Some(Ok(Err(e))) => e.context("a worker failed"),
-            Some(Err(e)) => anyhow::anyhow!("a worker panicked: {e}"),
-            _ => std::future::pending().await,
+        let (workers, writer) = (&mut self.workers, &mut self.writer);
+        let writer_ended = async {
+            match writer.as_mut() {
+                Some(w) => w.await,
+                None => std::future::pending().await,
+            }
+        };
+        let (error, writer_done) = tokio::select! {
+            Some(r) = workers.join_next() => (match r {
+                Ok(Err(e)) => e.context("a worker failed"),
+                Ok(Ok(())) => anyhow::anyhow!("a worker stopped unexpectedly"),
+                Err(e) => anyhow::anyhow!("a worker panicked: {e}"),
+            }, false),
+            r = writer_ended => (match r {
+                Ok(Err(e)) => e.context("the metrics writer failed"),
+                Ok(Ok(())) => anyhow::anyhow!("the metrics writer stopped unexpectedly"),
+                Err(e) => anyhow::anyhow!("the metrics writer panicked: {e}"),
+            }, true),
+        };
+        if writer_done {
+            self.writer = None;
         }
+        error
     }
 
-    /// Drains workers (in-flight turns finish), then the writer (their metric events).
+    /// Drains workers (in-flight turns finish), then the writer (their metric events);
+    /// the writer is stopped and awaited even when a worker failed. The first error wins.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop_workers.cancel();
+        let mut first: Option<anyhow::Error> = None;
         while let Some(r) = self.workers.join_next().await {
-            r.context("worker task")??;
+            let r = r.map_err(anyhow::Error::from).and_then(|r| r);
+            if let (Err(e), None) = (r, &first) {
+                first = Some(e.context("worker"));
+            }
         }
         self.stop_writer.cancel();
-        self.writer.await.context("metrics writer task")??;
-        Ok(())
+        if let Some(writer) = self.writer.take() {
+            let r = writer.await.map_err(anyhow::Error::from).and_then(|r| r);
+            if let (Err(e), None) = (r, &first) {
+                first = Some(e.context("metrics writer"));
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 }

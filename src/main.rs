@@ -173,6 +173,9 @@ async fn up(config: &Config, workers: usize) -> anyhow::Result<()> {
             workers.max(1)
         );
         fleet::print_report(&mut out, &ports.report(config));
+        for w in ports.warnings(config) {
+            let _ = writeln!(out, "  note: {w}");
+        }
         let bots = gateway.discord_characters();
         let _ = writeln!(
             out,
@@ -219,6 +222,15 @@ async fn chat(
 ) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let shutdown = shutdown::on_signals();
+    // A reply queue of its own: sharing the configured gateway's (same host, same id) would
+    // split that gateway's replies between the two processes.
+    let mut config = config.clone();
+    config.gateway_id = format!(
+        "{}-chat-{}",
+        config.gateway_id,
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let config = &config;
     let ports = fleet::Ports::build(config, "chat").await?;
     ports.seed_characters().await?;
     let backend = fleet::Backend::start(config, &ports, workers).await?;
@@ -231,10 +243,16 @@ async fn chat(
         let mut b = Vec::new();
         b.extend_from_slice(b"whisperfleet chat, running:\n");
         fleet::print_report(&mut b, &report);
+        for w in ports.warnings(config) {
+            b.extend_from_slice(format!("  note: {w}\n").as_bytes());
+        }
         Some(String::from_utf8_lossy(&b).trim_end().to_string())
     } else {
         // Scripts read replies from stdout; what runs goes to stderr.
         fleet::print_report(&mut std::io::stderr(), &report);
+        for w in ports.warnings(config) {
+            eprintln!("  note: {w}");
+        }
         None
     };
     let chat = whisperfleet_gateway::terminal::Chat::new(

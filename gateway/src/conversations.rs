@@ -19,6 +19,7 @@ struct Slot {
 }
 
 /// Holding this is being the conversation's turn in flight.
+#[derive(Debug)]
 pub struct Turn {
     _permit: OwnedSemaphorePermit,
     pub seq: u64,

@@ -32,7 +32,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serenity::all::{
     ChannelId, Client, ClientBuilder, Context, CreateAllowedMentions, CreateMessage, EventHandler,
     GatewayError, GatewayIntents, GuildId, Http, HttpBuilder, HttpError, Message, MessageId,
-    MessageReference, MessageReferenceKind, MessageType, ModelError, Ready, ResumedEvent,
+    MessageReference, MessageReferenceKind, MessageType, ModelError, Nonce, Ready, ResumedEvent,
     ShardManager, UserId,
 };
 use tokio::task::JoinHandle;
@@ -115,12 +115,26 @@ impl DiscordSettings {
     }
 }
 
+/// A Discord REST request (a send, typing) that takes longer has failed.
+const DISCORD_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The REST client of one bot. Against a stand-in the base URL replaces Discord's and the
 /// limiter is off (it ignores the proxy). No mentions by default, as a second guard behind
 /// the explicit allowed mentions on every message.
 pub fn build_http(token: &SecretString, settings: &DiscordSettings) -> Http {
-    let builder = HttpBuilder::new(token.expose_secret())
+    let mut builder = HttpBuilder::new(token.expose_secret())
         .default_allowed_mentions(CreateAllowedMentions::new().empty_users().empty_roles());
+    // serenity's own client has no timeout: a stalled request would hold a message's
+    // handler (and the shutdown drain) indefinitely.
+    match reqwest012::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(DISCORD_REQUEST_TIMEOUT)
+        .build()
+    {
+        Ok(client) => builder = builder.client(client),
+        Err(e) => tracing::warn!(error = %e, "Discord HTTP client without timeout"),
+    }
     if settings.is_stand_in() {
         builder
             .proxy(settings.api_base.trim_end_matches('/'))
@@ -137,7 +151,6 @@ struct Shared {
     settings: DiscordSettings,
     limiter: Mutex<RateLimiter>,
     admission: Admission,
-    forbidden: Mutex<ForbiddenChannels>,
     /// Message handlers still running, so shutdown can let them deliver.
     in_flight: TaskTracker,
 }
@@ -158,7 +171,6 @@ impl DiscordBots {
         let shared = Arc::new(Shared {
             limiter: Mutex::new(RateLimiter::new(settings.rate_turns, settings.rate_window)),
             admission: Admission::new(settings.admission_depth, ADMISSION_SAMPLE_EVERY),
-            forbidden: Mutex::new(ForbiddenChannels::new(FORBIDDEN_FOR)),
             in_flight: in_flight.clone(),
             settings,
         });
@@ -172,6 +184,7 @@ impl DiscordBots {
                 shared: shared.clone(),
                 bot_id: AtomicU64::new(0),
                 seen: Mutex::new(RecentIds::new(REMEMBERED_MESSAGES)),
+                forbidden: Mutex::new(ForbiddenChannels::new(FORBIDDEN_FOR)),
                 token_rejected: CancellationToken::new(),
             });
             tasks.push(tokio::spawn(run_bot(runner, bot.token, stop.clone())));
@@ -234,6 +247,9 @@ struct Bot {
     /// The bot's own user id (0 until known): from `GET /users/@me`, then READY.
     bot_id: AtomicU64,
     seen: Mutex<RecentIds>,
+    /// Channels where this bot got 403: permissions belong to the bot's user, so another
+    /// character's bot may still post there.
+    forbidden: Mutex<ForbiddenChannels>,
     /// Cancelled when Discord rejects the token (401): the bot stops instead of piling up
     /// invalid requests.
     token_rejected: CancellationToken,
@@ -306,7 +322,7 @@ async fn run_client(bot: &Arc<Bot>, token: &SecretString, stop: &CancellationTok
     if settings.is_stand_in() && *client.ws_url.lock().await == FALLBACK_GATEWAY {
         return Ended::Retry(format!(
             "{}/api/v10/gateway gave no gateway URL (not connecting to the real Discord)",
-            settings.api_base.trim_end_matches('/')
+            whisperfleet_shared::config::redact_url(settings.api_base.trim_end_matches('/'))
         ));
     }
     let shards = client.shard_manager.clone();
@@ -441,16 +457,35 @@ impl ReplyTarget {
     }
 }
 
+/// What a send is, for its nonce: the reply's pieces or a gateway notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendKind {
+    Reply,
+    Notice,
+}
+
 /// The messages for `chunks`, in order: safe mentions on every one, the first a reply to the
-/// user's message (sent as a plain message if that was deleted meanwhile).
-pub fn build_messages(chunks: &[String], target: &ReplyTarget) -> Vec<CreateMessage> {
+/// user's message (sent as a plain message if that was deleted meanwhile). Each carries an
+/// enforced nonce derived from the user's message (≤ 25 chars, Discord's limit), so a
+/// retried send that Discord had in fact created is not posted twice.
+pub fn build_messages(
+    chunks: &[String],
+    target: &ReplyTarget,
+    kind: SendKind,
+) -> Vec<CreateMessage> {
+    let tag = match kind {
+        SendKind::Reply => 'r',
+        SendKind::Notice => 'n',
+    };
     chunks
         .iter()
         .enumerate()
         .map(|(i, content)| {
             let m = CreateMessage::new()
                 .content(content.clone())
-                .allowed_mentions(safe_mentions(target.author));
+                .allowed_mentions(safe_mentions(target.author))
+                .nonce(Nonce::String(format!("{}{tag}{i}", target.message)))
+                .enforce_nonce(true);
             if i > 0 {
                 return m;
             }
@@ -644,7 +679,10 @@ impl Bot {
             footer.as_deref(),
             DISCORD_MESSAGE_LIMIT,
         );
-        match self.send_all(ctx, &ReplyTarget::of(msg), &chunks).await {
+        match self
+            .send_all(ctx, &ReplyTarget::of(msg), &chunks, SendKind::Reply)
+            .await
+        {
             Ok(()) => {
                 let timings = self.core.complete(&pending);
                 self.core.publish_delivery_metrics(&pending.reply, &timings);
@@ -670,7 +708,12 @@ impl Bot {
     /// a reply. Failures are logged in `send_one`.
     async fn say(&self, ctx: &Context, msg: &Message, notice: &str) {
         let _ = self
-            .send_all(ctx, &ReplyTarget::of(msg), &[notice.to_string()])
+            .send_all(
+                ctx,
+                &ReplyTarget::of(msg),
+                &[notice.to_string()],
+                SendKind::Notice,
+            )
             .await;
     }
 
@@ -681,8 +724,9 @@ impl Bot {
         ctx: &Context,
         target: &ReplyTarget,
         chunks: &[String],
+        kind: SendKind,
     ) -> Result<(), Failure> {
-        for message in build_messages(chunks, target) {
+        for message in build_messages(chunks, target, kind) {
             self.send_one(ctx, target.channel, message).await?;
         }
         Ok(())
@@ -762,8 +806,7 @@ impl Bot {
     }
 
     fn is_forbidden(&self, channel: ChannelId) -> bool {
-        self.shared
-            .forbidden
+        self.forbidden
             .lock()
             .expect("forbidden lock")
             .is_forbidden(channel.get(), Instant::now())
@@ -777,8 +820,7 @@ impl Bot {
             skip_s = FORBIDDEN_FOR.as_secs(),
             "no permission to post in this channel (403); not retrying, skipping it for a while"
         );
-        self.shared
-            .forbidden
+        self.forbidden
             .lock()
             .expect("forbidden lock")
             .mark(channel.get(), Instant::now());
@@ -910,7 +952,7 @@ mod tests {
             "@everyone @here <@&5> <@8> look".to_string(),
             "second".to_string(),
         ];
-        let built = build_messages(&chunks, &target);
+        let built = build_messages(&chunks, &target, SendKind::Reply);
         assert_eq!(built.len(), 2);
         for (i, m) in built.iter().enumerate() {
             let body = serde_json::to_value(m).unwrap();
@@ -921,6 +963,9 @@ mod tests {
             assert_eq!(body["content"], json!(chunks[i]));
             // Only the first piece is a reply to the user's message.
             assert_eq!(body.get("message_reference").is_some(), i == 0, "{body}");
+            // A retry of the same piece is de-duplicated by Discord.
+            assert_eq!(body["nonce"], json!(format!("300r{i}")), "{body}");
+            assert_eq!(body["enforce_nonce"], json!(true), "{body}");
         }
         let first = serde_json::to_value(&built[0]).unwrap();
         assert_eq!(first["message_reference"]["message_id"], json!("300"));

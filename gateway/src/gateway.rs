@@ -57,6 +57,9 @@ pub struct Pending {
     pub ingress_ms: f64,
     /// Platform's own timestamp → our receipt (0 when the platform gives none).
     pub platform_lag_ms: f64,
+    /// The conversation's turn slot: its next message starts when this is dropped, so an
+    /// adapter that delivers in several sends (Discord chunks) keeps it until the last one.
+    pub slot: crate::conversations::Turn,
 }
 
 pub struct GatewayCore {
@@ -111,7 +114,7 @@ impl GatewayCore {
     }
 
     /// Publishes the turn and waits for its reply; the conversation's next turn waits until
-    /// this returns.
+    /// the returned [`Pending`] (its `slot`) is dropped, i.e. until the reply was delivered.
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
         self.validate(&input.text)?;
         let key = input.conversation.key(&input.character);
@@ -147,13 +150,13 @@ impl GatewayCore {
                 return Err(SubmitError::Timeout(self.reply_timeout));
             }
         };
-        drop(turn);
         Ok(Pending {
             reply: arrived.reply,
             consumed_at: arrived.consumed_at,
             received: input.received,
             ingress_ms,
             platform_lag_ms,
+            slot: turn,
         })
     }
 

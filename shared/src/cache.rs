@@ -62,6 +62,12 @@ pub trait Cache: Send + Sync + 'static {
     /// Keys matching `pattern` (glob, unprefixed), returned unprefixed.
     async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError>;
     fn describe(&self) -> String;
+    /// Whether other processes see what this cache holds (Redis: yes; the embedded cache:
+    /// no). A per-process cache cannot carry news from other processes, such as a character
+    /// import, so callers that rely on that must not trust it for it.
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 pub struct RedisCache {

@@ -306,6 +306,10 @@ impl Cache for EmbeddedCache {
     fn describe(&self) -> String {
         "embedded".into()
     }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Redis's `stringmatchlen` (util.c), byte for byte: `*`, `?`, `[abc]`, `[^a-z]` (reversed

@@ -397,8 +397,81 @@ fn only_the_configured_port_leaves_the_process() {
         "credentials in the banner: {stderr}"
     );
     assert!(stderr.contains("cache:      embedded"), "{stderr}");
+    assert!(stderr.contains("note: the broker is RabbitMQ"), "{stderr}");
     assert!(stderr.contains("characters: sqlite"), "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.contains("[offline responder]"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A character imported by another process (`characters import` next to a running `up`,
+/// both on the embedded SQLite store) is what the next turns use within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_reaches_a_running_embedded_fleet() {
+    whisperfleet_shared::telemetry::install_crypto_provider();
+    let dir = fresh_dir("import-embedded");
+    let character = |interest: &str| {
+        let path = dir.join(format!("{interest}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name: Testy Quill\noccupation: tester\ninterests:\n  - category: hobby\n    interest_text: {interest}\n    proficiency_level: 9\n    importance: high\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let import = |path: PathBuf| {
+        let out = embedded(&dir, &["characters", "import", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    import(character("kite flying"));
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("up.log")).unwrap();
+    let mut child = embedded(&dir, &["up"])
+        .env("WHISPERFLEET_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ask = || {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let (status, body) = post_turn(
+                &client,
+                &base,
+                json!({"character": "Testy Quill", "user_id": "u", "text": "Tell me something."}),
+            )
+            .await
+            .unwrap_or((0, serde_json::Value::Null));
+            (status == 200).then(|| body["text"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    eventually(Duration::from_secs(30), "up answers", || async {
+        ask().await.is_some()
+    })
+    .await;
+    assert!(ask().await.unwrap().contains("kite flying"));
+    import(character("zeppelin restoration"));
+    eventually(
+        Duration::from_secs(20),
+        "the imported version is used",
+        || async {
+            ask()
+                .await
+                .is_some_and(|t| t.contains("zeppelin restoration"))
+        },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

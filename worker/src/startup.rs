@@ -187,7 +187,11 @@ impl Application {
             concurrency = config.worker_concurrency,
             "worker starting"
         );
-        let characters = CharacterCache::new(store, cache.clone(), options.character_cache);
+        // A per-process cache would keep serving a character imported by another process
+        // (`characters import` next to `up`): without a shared one, the character cache
+        // re-checks the store every few seconds instead.
+        let cdl_cache = cache.clone().filter(|c| c.is_shared());
+        let characters = CharacterCache::new(store, cdl_cache, options.character_cache);
         let turns = broker
             .consume(topology::TURNS_QUEUE, config.worker_concurrency)
             .await

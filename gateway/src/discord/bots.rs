@@ -102,6 +102,18 @@ fn collect(
     let mut bots = Vec::new();
     let character = character.map(str::trim).filter(|c| !c.is_empty());
     let token = token.filter(|t| !t.expose_secret().trim().is_empty());
+    if let Some(c) = character
+        && looks_like_token(c)
+    {
+        // Never echo it: it is probably the token, in the wrong variable.
+        return Err(BotConfigError::BadEntry {
+            origin: "WHISPERFLEET_DISCORD_CHARACTER".into(),
+            position: "the value".into(),
+            problem: "looks like a bot token, not a character name (were \
+                      WHISPERFLEET_DISCORD_TOKEN and WHISPERFLEET_DISCORD_CHARACTER swapped?)"
+                .into(),
+        });
+    }
     match (token, character) {
         (Some(token), Some(character)) => {
             let token = token.expose_secret().trim();
@@ -174,9 +186,25 @@ fn parse_entry(entry: &str) -> Result<BotConfig, String> {
     if name.is_empty() {
         return Err("the character name before '=' is empty".into());
     }
+    if looks_like_token(name) {
+        return Err(
+            "the character name before '=' looks like a bot token (expected Name=token; the \
+             entry is not shown)"
+                .into(),
+        );
+    }
     let token = token.trim();
     check_token(token, name)?;
     Ok(BotConfig::new(name, token))
+}
+
+/// A character name is words; a Discord bot token is one long run of base64 with two dots
+/// (`<id>.<timestamp>.<hmac>`, ~70 chars). Names that look like one are refused unquoted, so
+/// a swapped `Name=token` never reaches a log line.
+fn looks_like_token(name: &str) -> bool {
+    let name = name.trim();
+    !name.contains(char::is_whitespace)
+        && (name.len() >= 50 || (name.len() >= 30 && name.matches('.').count() >= 2))
 }
 
 fn check_token(token: &str, character: &str) -> Result<(), String> {
@@ -354,5 +382,21 @@ mod tests {
             "{shown}"
         );
         assert_no_token(&shown);
+    }
+
+    #[test]
+    fn a_token_in_the_name_place_is_refused_without_being_shown() {
+        let token = "MTA0NTk4NzY1NDMyMTA5ODc2.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB";
+        let e = parse_bot_list(&format!("{token}=Vellum")).unwrap_err();
+        assert!(e.to_string().contains("looks like a bot token"), "{e}");
+        assert!(!e.to_string().contains(token), "{e}");
+        let e = collect(None, Some(token), None, None).unwrap_err();
+        assert!(e.to_string().contains("swapped"), "{e}");
+        assert!(!e.to_string().contains(token), "{e}");
+        // Real names pass, however long.
+        assert!(!looks_like_token(
+            "Nora Halvorsen, Keeper of the Long Northern Lighthouse Archive"
+        ));
+        assert!(!looks_like_token("Old Wick"));
     }
 }

@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(rl.users.len(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn admission_samples_at_most_once_per_interval() {
         let calls = Arc::new(AtomicUsize::new(0));
         let every = Duration::from_millis(200);
