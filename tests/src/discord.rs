@@ -300,7 +300,10 @@ struct Session {
 #[derive(Default)]
 struct State_ {
     requests: Vec<Recorded>,
-    faults: VecDeque<(u16, f64)>,
+    /// (status, retry_after, whether the message is created before the error is returned)
+    faults: VecDeque<(u16, f64, bool)>,
+    /// Enforced nonces: (bot, nonce) → message id, as Discord keeps them for a few minutes.
+    nonces: HashMap<(u64, String), String>,
     sessions: HashMap<String, Session>,
     channels: HashMap<u64, ChannelKind>,
     /// Message objects as REST returns them (no guild_id/member), by id.
@@ -450,7 +453,29 @@ impl DiscordStandIn {
     pub fn fail_next_messages_with(&self, n: usize, status: u16, retry_after: f64) {
         let mut st = self.inner.lock();
         st.faults
-            .extend(std::iter::repeat_n((status, retry_after), n));
+            .extend(std::iter::repeat_n((status, retry_after, false), n));
+    }
+
+    /// The next `n` message sends are created (the channel shows them) but answered with
+    /// `status`, as when Discord's edge fails after the API did its work: what a blind retry
+    /// would post twice, unless it sends an enforced nonce.
+    pub fn fail_next_messages_after_create(&self, n: usize, status: u16) {
+        let mut st = self.inner.lock();
+        st.faults
+            .extend(std::iter::repeat_n((status, 0.0, true), n));
+    }
+
+    /// Messages that exist in a channel, oldest first (whatever the send's response was).
+    pub fn channel_messages(&self, channel_id: u64) -> Vec<Value> {
+        let st = self.inner.lock();
+        let mut out: Vec<Value> = st
+            .messages
+            .values()
+            .filter(|m| id_of(&m["channel_id"]) == Some(channel_id))
+            .cloned()
+            .collect();
+        out.sort_by_key(|m| id_of(&m["id"]));
+        out
     }
 
     /// Sessions that are identified and currently connected.
@@ -1122,7 +1147,27 @@ impl Inner {
             }
         }
 
+        // Discord: with `enforce_nonce`, a nonce this author used in the last minutes returns
+        // that message instead of creating another.
+        let enforced_nonce = body
+            .get("enforce_nonce")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then(|| body.get("nonce").filter(|n| !n.is_null()))
+            .flatten()
+            .map(|n| n.as_str().map_or_else(|| n.to_string(), str::to_string));
+        if let Some(nonce) = &enforced_nonce
+            && let Some(existing) = st
+                .nonces
+                .get(&(bot.id, nonce.clone()))
+                .and_then(|id| st.messages.get(id))
+        {
+            return Reply::json(StatusCode::OK, existing.clone());
+        }
         let id = Self::next_snowflake(&mut st);
+        if let Some(nonce) = enforced_nonce {
+            st.nonces.insert((bot.id, nonce), id.to_string());
+        }
         let at_ms = (id >> 22) + DISCORD_EPOCH_MS;
         let mut message = json!({
             "id": id.to_string(),
@@ -1214,7 +1259,10 @@ async fn rest(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             None
         };
         drop(st);
-        let reply = if let Some((status, retry_after)) = fault {
+        let reply = if let Some((status, retry_after, created)) = fault {
+            if created {
+                let _ = inner.route(&method, &path, bot.as_ref(), &body);
+            }
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if status == StatusCode::TOO_MANY_REQUESTS {
                 Reply::rate_limited(retry_after)
