@@ -546,6 +546,18 @@ impl DiscordStandIn {
         self.inner.user_message(spec)
     }
 
+    /// Dispatches an earlier user message's MESSAGE_CREATE once more (to `to_bots`, or to
+    /// every bot), as a gateway replaying events after a RESUME may: the same message id.
+    pub fn replay_message(&self, message_id: &str, to_bots: Option<&[u64]>) {
+        let mut st = self.inner.lock();
+        let Some(message) = st.messages.get(message_id).cloned() else {
+            return;
+        };
+        self.inner.broadcast_message(&mut st, &message, to_bots);
+        drop(st);
+        self.inner.bump();
+    }
+
     /// Every payload sent over the gateway so far.
     pub fn gateway_frames(&self) -> Vec<GatewayFrame> {
         self.inner.lock().frames.clone()

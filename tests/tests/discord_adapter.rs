@@ -61,12 +61,22 @@ fn scripted_worker(broker: Arc<dyn Broker>) {
 
 struct Running {
     standin: DiscordStandIn,
+    broker: Arc<dyn Broker>,
     stop: CancellationToken,
     run: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// The stand-in knows Vellum's and Nora's tokens; `bots` is what the gateway is given.
 async fn start(test: &str, bots: &str, tune: impl FnOnce(&mut Config)) -> Running {
+    start_with(test, bots, tune, true).await
+}
+
+async fn start_with(
+    test: &str,
+    bots: &str,
+    tune: impl FnOnce(&mut Config),
+    with_worker: bool,
+) -> Running {
     whisperfleet_shared::telemetry::install_crypto_provider();
     let standin =
         DiscordStandIn::start(&[("tok-vellum", VELLUM, "Vellum"), ("tok-nora", NORA, "Nora")])
@@ -84,10 +94,18 @@ async fn start(test: &str, bots: &str, tune: impl FnOnce(&mut Config)) -> Runnin
     let app = Application::build_with(&config, broker.clone(), None)
         .await
         .unwrap();
-    scripted_worker(broker);
+    let broker_for_test = broker.clone();
+    if with_worker {
+        scripted_worker(broker.clone());
+    }
     let stop = CancellationToken::new();
     let run = tokio::spawn(app.run_until_stopped(stop.clone()));
-    Running { standin, stop, run }
+    Running {
+        standin,
+        broker: broker_for_test,
+        stop,
+        run,
+    }
 }
 
 impl Running {
@@ -245,5 +263,83 @@ async fn typing_is_renewed_while_a_slow_turn_runs() {
         typing.iter().all(|t| t.at <= sent[0].at),
         "typing stops when the reply goes"
     );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_text_is_refused_politely_and_replayed_events_answered_once() {
+    let r = start("adapter-oversize", "Vellum=tok-vellum", |c| {
+        c.max_text_chars = 50;
+    })
+    .await;
+    r.standin.wait_ready(1, WAIT).await.unwrap();
+    r.standin.user_message(UserMessage::dm(
+        4000,
+        7,
+        "ada",
+        "word ".repeat(20).trim(),
+        VELLUM,
+    ));
+    let sent = r.standin.wait_for_messages(4000, 1, WAIT).await.unwrap();
+    let notice = sent[0].content().unwrap();
+    assert!(
+        notice.contains("99 characters") && notice.contains("50"),
+        "{notice}"
+    );
+    assert!(!notice.contains("heard"), "nothing was published: {notice}");
+    assert!(
+        sent[0].body.get("message_reference").is_some(),
+        "a reply to the user"
+    );
+
+    // The same MESSAGE_CREATE twice (a gateway replaying after RESUME): one turn, one reply.
+    let id = r
+        .standin
+        .user_message(UserMessage::dm(4001, 7, "ada", "once only", VELLUM));
+    r.standin.replay_message(&id, Some(&[VELLUM]));
+    r.standin.wait_for_messages(4001, 1, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        r.standin.sent_messages(4001).len(),
+        1,
+        "the replay is dropped"
+    );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deep_turns_queue_answers_busy_with_the_position() {
+    // No worker: the queue only grows.
+    let r = start_with(
+        "adapter-admission",
+        "Vellum=tok-vellum",
+        |c| c.discord_admission_depth = 3,
+        false,
+    )
+    .await;
+    r.standin.wait_ready(1, WAIT).await.unwrap();
+    for i in 0..5 {
+        r.broker
+            .publish(Message::json(
+                topology::TURNS_EXCHANGE,
+                topology::TURNS_ROUTING_KEY,
+                format!("backlog {i}").into_bytes(),
+            ))
+            .await
+            .unwrap();
+    }
+    r.standin
+        .user_message(UserMessage::dm(5000, 7, "ada", "anyone there?", VELLUM));
+    let sent = r.standin.wait_for_messages(5000, 1, WAIT).await.unwrap();
+    let notice = sent[0].content().unwrap();
+    assert!(notice.contains("number 6 in line"), "{notice}");
+    let depth = r
+        .broker
+        .queue_stats(topology::TURNS_QUEUE)
+        .await
+        .unwrap()
+        .unwrap()
+        .ready;
+    assert_eq!(depth, 5, "the refused message was not queued");
     r.shutdown().await;
 }
