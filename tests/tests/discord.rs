@@ -817,12 +817,16 @@ async fn full_footer_matches_the_measured_stages() {
     );
 }
 
-/// 8. Measurement (not an assertion on time): 40 sequential DM turns with a zero-latency
-///    LLM; end-to-end and overhead percentiles as the stand-in saw them and as the `timing`
-///    footer reports them. Run alone for quiet figures.
+/// 8. Measurement (not an assertion on time): sequential DM turns (40, or
+///    `WHISPERFLEET_TEST_DISCORD_TURNS`) with a zero-latency LLM; end-to-end and overhead
+///    percentiles as the stand-in saw them and as the `timing` footer reports them. Run alone
+///    (and `--release`) for quiet figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discord_overhead_through_the_standin() {
-    const TURNS: usize = 40;
+    let turns_wanted = std::env::var("WHISPERFLEET_TEST_DISCORD_TURNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
     let r = rig(
         "discord_overhead",
         RigOptions {
@@ -841,7 +845,7 @@ async fn discord_overhead_through_the_standin() {
 
     let (mut seen, mut seen_minus_llm, mut shown, mut shown_overhead) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..TURNS {
+    for i in 0..turns_wanted {
         let asked = Instant::now();
         let id = r.discord.user_message(UserMessage::dm(
             DM,
@@ -863,8 +867,8 @@ async fn discord_overhead_through_the_standin() {
         shown.push(total);
         shown_overhead.push(overhead);
     }
-    assert_eq!(r.prompts().len(), TURNS + 1);
-    assert_eq!(r.discord.sent_messages(DM).len(), TURNS + 1);
+    assert_eq!(r.prompts().len(), turns_wanted + 1);
+    assert_eq!(r.discord.sent_messages(DM).len(), turns_wanted + 1);
     for v in [
         &mut seen,
         &mut seen_minus_llm,
@@ -880,7 +884,7 @@ async fn discord_overhead_through_the_standin() {
         "release"
     };
     eprintln!(
-        "discord overhead through the stand-in: {TURNS} sequential DM turns, mock LLM 0 ms, {build} build"
+        "discord overhead through the stand-in: {turns_wanted} sequential DM turns, mock LLM 0 ms, {build} build"
     );
     for (what, v) in [
         ("end-to-end (user message -> reply at the stand-in)", &seen),
