@@ -5,7 +5,6 @@
 //! the data directory, so characters, relationships and memories survive a restart.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::task::JoinSet;
@@ -100,15 +99,7 @@ impl Ports {
         {
             Some(url) => {
                 let sink = Arc::new(
-                    InfluxSink::new(
-                        url,
-                        &config.influx_org,
-                        &config.influx_bucket,
-                        config.influx_token.clone(),
-                        config.influx_gzip,
-                        Duration::from_secs(10),
-                    )
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                    InfluxSink::from_config(url, config).map_err(|e| anyhow::anyhow!("{e}"))?,
                 );
                 let s = sink.clone();
                 let requests: whisperfleet_metrics_writer::RequestCounter =

@@ -129,12 +129,7 @@ impl Chat {
                     rows.push(s);
                 }
             }
-            rows.sort_by_key(|s| {
-                whisperfleet_shared::metrics_file::STAGE_ORDER
-                    .iter()
-                    .position(|x| *x == s.stage)
-                    .unwrap_or(usize::MAX)
-            });
+            rows.sort_by_key(|s| whisperfleet_shared::metrics_file::stage_rank(&s.stage));
         }
         rows
     }

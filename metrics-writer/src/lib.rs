@@ -56,17 +56,8 @@ impl Application {
         .await
         .context("connecting to RabbitMQ")?;
         let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
-        let sink = Arc::new(
-            InfluxSink::new(
-                &influx,
-                &config.influx_org,
-                &config.influx_bucket,
-                config.influx_token.clone(),
-                config.influx_gzip,
-                Duration::from_secs(10),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
+        let sink =
+            Arc::new(InfluxSink::from_config(&influx, config).map_err(|e| anyhow::anyhow!("{e}"))?);
         let management = config
             .rabbitmq_management_url
             .as_ref()

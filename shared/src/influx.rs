@@ -32,6 +32,19 @@ impl std::fmt::Debug for InfluxSink {
 }
 
 impl InfluxSink {
+    /// The sink for `url` with the configured org, bucket, token and gzip, and a 10 s
+    /// request timeout (what every process that writes InfluxDB uses).
+    pub fn from_config(url: &str, config: &crate::config::Config) -> Result<Self, SinkError> {
+        Self::new(
+            url,
+            &config.influx_org,
+            &config.influx_bucket,
+            config.influx_token.clone(),
+            config.influx_gzip,
+            Duration::from_secs(10),
+        )
+    }
+
     pub fn new(
         base_url: &str,
         org: &str,

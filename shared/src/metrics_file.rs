@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use crate::ports::{MetricsSink, SinkError};
+use crate::wire::STAGES;
 
 /// Samples kept per stage: enough for stable percentiles, bounded for a long-running `up`.
 const KEEP_SAMPLES: usize = 10_000;
@@ -109,29 +110,12 @@ impl MetricsSummary {
     }
 }
 
-/// The order a turn goes through its stages (DESIGN.md), so tables read top to bottom.
-pub const STAGE_ORDER: [&str; 14] = [
-    "platform_lag",
-    "ingress",
-    "queue_wait",
-    "cdl_load",
-    "context",
-    "compose",
-    "llm",
-    "worker_total",
-    "reply_publish",
-    "memory_store",
-    "delivery",
-    "end_to_end",
-    "overhead",
-    "total",
-];
-
-fn stage_rank(stage: &str) -> usize {
-    STAGE_ORDER
+/// Pipeline order (`wire::STAGES`), unknown stages last, so tables read top to bottom.
+pub fn stage_rank(stage: &str) -> usize {
+    STAGES
         .iter()
         .position(|s| *s == stage)
-        .unwrap_or(STAGE_ORDER.len())
+        .unwrap_or(STAGES.len())
 }
 
 /// Nearest-rank percentile of sorted samples.

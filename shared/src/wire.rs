@@ -13,6 +13,24 @@ pub const WIRE_VERSION: u32 = 1;
 /// Oldest schema version this build still reads.
 pub const WIRE_MIN_VERSION: u32 = WIRE_VERSION.saturating_sub(1);
 
+/// Every stage a turn is measured in (DESIGN.md), in the order a turn goes through them,
+/// then `overhead` (end to end − LLM). Tables and footers list stages in this order.
+pub const STAGES: [&str; 13] = [
+    "platform_lag",
+    "ingress",
+    "queue_wait",
+    "cdl_load",
+    "context",
+    "compose",
+    "llm",
+    "worker_total",
+    "reply_publish",
+    "memory_store",
+    "delivery",
+    "end_to_end",
+    "overhead",
+];
+
 /// Where a turn came from: a conversation is (platform, channel_id, user_id, character).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use whisperfleet_shared::wire::STAGES;
 
 /// Discord refuses message content longer than this.
 pub const DISCORD_MESSAGE_LIMIT: usize = 2000;
@@ -166,20 +167,6 @@ impl FooterMode {
     }
 }
 
-/// Stage order in the `full` footer: the turn's path, then anything else by name.
-const FOOTER_ORDER: [&str; 10] = [
-    "platform_lag",
-    "ingress",
-    "queue_wait",
-    "cdl_load",
-    "context",
-    "compose",
-    "llm",
-    "worker_total",
-    "delivery",
-    "overhead",
-];
-
 /// The footer line (Discord's `-#` small text) for the timings known when the send starts.
 pub fn render_footer(mode: FooterMode, timings: &BTreeMap<String, f64>) -> Option<String> {
     let ms = |stage: &str| timings.get(stage).copied().unwrap_or(0.0).max(0.0);
@@ -193,11 +180,14 @@ pub fn render_footer(mode: FooterMode, timings: &BTreeMap<String, f64>) -> Optio
         )),
         FooterMode::Full => {
             let mut parts = vec![format!("-# ⏱ {total:.0} ms")];
-            let known = FOOTER_ORDER.iter().filter(|s| timings.contains_key(**s));
+            // The total leads the line; every other stage follows in pipeline order.
+            let known = STAGES
+                .iter()
+                .filter(|s| **s != "end_to_end" && timings.contains_key(**s));
             let others = timings
                 .keys()
                 .map(String::as_str)
-                .filter(|s| *s != "end_to_end" && !FOOTER_ORDER.contains(s));
+                .filter(|s| *s != "end_to_end" && !STAGES.contains(s));
             for stage in known.copied().chain(others) {
                 parts.push(format!("{stage} {:.0} ms", ms(stage)));
             }
