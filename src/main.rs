@@ -49,10 +49,12 @@ enum Command {
         /// Your user id (memories and relationships are kept per user).
         #[arg(long, env = "USER", default_value = "you")]
         user: String,
+        /// Worker instances to run in this process.
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
-    /// Manage characters (PostgreSQL, WHISPERFLEET_DATABASE_URL).
+    /// Manage characters (PostgreSQL with WHISPERFLEET_DATABASE_URL, else the embedded store
+    /// in the data directory).
     Characters {
         #[command(subcommand)]
         command: characters::CharactersCommand,
