@@ -382,7 +382,7 @@ async fn mention_and_dm_get_one_in_character_reply_each() {
     assert_eq!(reply.response["type"], 19, "a reply on Discord's side too");
     let content = reply.content().unwrap();
     assert!(
-        content.starts_with("[mock]") && content.contains("heard: what are you writing tonight?"),
+        content.starts_with("[mock] Vellum heard: what are you writing tonight?"),
         "{content:?}"
     );
     let typing = r.discord.typing(CHANNEL);
@@ -407,7 +407,7 @@ async fn mention_and_dm_get_one_in_character_reply_each() {
     assert_eq!(replied_to(reply), Some(dm.as_str()), "{}", reply.body);
     let content = reply.content().unwrap();
     assert!(
-        content.starts_with("[mock]") && content.contains("heard: are you still awake, Wick?"),
+        content.starts_with("[mock] Old Wick heard: are you still awake, Wick?"),
         "{content:?}"
     );
     let typing = r.discord.typing(DM);
