@@ -280,9 +280,11 @@ async fn chat(
         .await;
     connected.stop();
     let stopped = backend.stop().await;
-    result?;
-    stopped?;
     // Stdin is read on a blocking thread that cannot be cancelled (tokio's documented
-    // limitation): exit instead of waiting for one more line.
+    // limitation): exit instead of waiting for one more line, on success and on error.
+    if let Err(e) = result.and(stopped) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
     std::process::exit(0);
 }
