@@ -25,6 +25,9 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use whisperfleet_shared::character::{Character, CharacterStore};
 use whisperfleet_shared::config::Config;
+// Stages reported, in pipeline order; those a reply does not carry (`reply_publish`,
+// `memory_store`) are skipped.
+use whisperfleet_shared::wire::STAGES;
 use whisperfleet_worker::mock_llm::{self, MockLlmOptions};
 use whisperfleet_worker::store::PgCharacterStore;
 
@@ -63,21 +66,6 @@ pub struct BenchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
-
-/// Stages reported, in pipeline order (DESIGN.md's names).
-const STAGES: &[&str] = &[
-    "platform_lag",
-    "ingress",
-    "queue_wait",
-    "cdl_load",
-    "context",
-    "compose",
-    "llm",
-    "worker_total",
-    "delivery",
-    "end_to_end",
-    "overhead",
-];
 
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     config.require_amqp("whisperfleet bench")?;
@@ -403,7 +391,7 @@ async fn run_one(
     let n = replies.len() as f64;
     let ok = replies.iter().filter(|r| r["outcome"] == "ok").count();
     let mut stages = serde_json::Map::new();
-    for stage in STAGES {
+    for stage in &STAGES {
         let mut xs: Vec<f64> = replies
             .iter()
             .filter_map(|r| r["timings"][*stage].as_f64())
@@ -533,7 +521,7 @@ fn print_tables(out: &Value) {
             "  {:<14} {:>9} {:>9} {:>9}",
             "stage (ms)", "p50", "p95", "p99"
         );
-        for stage in STAGES {
+        for stage in &STAGES {
             let s = &p["stages"][*stage];
             if s.is_null() {
                 continue;

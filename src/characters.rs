@@ -134,7 +134,7 @@ async fn import(
         Some(url) => RabbitBroker::connect(
             url.clone(),
             "whisperfleet-characters",
-            whisperfleet_worker::startup::topology_settings(config),
+            whisperfleet_shared::topology::TopologySettings::from_config(config),
         )
         .await
         .map_err(|e| tracing::warn!(error = %e, "cannot announce changes on fleet.control"))

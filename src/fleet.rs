@@ -20,8 +20,8 @@ use whisperfleet_shared::influx::InfluxSink;
 use whisperfleet_shared::llm::Llm;
 use whisperfleet_shared::metrics_file::{FileSink, MetricsSummary};
 use whisperfleet_shared::ports::MetricsSink;
-use whisperfleet_worker::startup::{build_llm, build_memory, topology_settings};
-use whisperfleet_worker::store::PgCharacterStore;
+use whisperfleet_shared::topology::TopologySettings;
+use whisperfleet_worker::startup::{build_llm, build_memory};
 use whisperfleet_worker::turn::{MemoryPorts, PipelineOptions};
 
 /// The sample characters, compiled in so a fresh machine has someone to talk to wherever
@@ -54,12 +54,7 @@ pub struct Ports {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CharacterStore>> {
     Ok(match &config.database_url {
         Some(url) => {
-            let store = PgCharacterStore::connect(
-                url.clone(),
-                u32::from(config.worker_concurrency).clamp(2, 8),
-            )
-            .await
-            .context("opening PostgreSQL (WHISPERFLEET_DATABASE_URL)")?;
+            let store = whisperfleet_worker::startup::connect_store(config, url.clone()).await?;
             store.migrate().await.context("applying migrations")?;
             Arc::new(store)
         }
@@ -82,11 +77,11 @@ impl Ports {
             Some(url) => RabbitBroker::connect(
                 url.clone(),
                 &format!("{client_name}@{}", config.gateway_id),
-                topology_settings(config),
+                TopologySettings::from_config(config),
             )
             .await
             .context("connecting to RabbitMQ (WHISPERFLEET_AMQP_URL)")?,
-            None => EmbeddedBroker::new(topology_settings(config)),
+            None => EmbeddedBroker::new(TopologySettings::from_config(config)),
         };
         let cache: Arc<dyn Cache> = match &config.redis_url {
             Some(url) => Arc::new(RedisCache::new(url.clone(), &config.redis_prefix)?),

@@ -40,10 +40,7 @@ impl Application {
         let broker = RabbitBroker::connect(
             amqp,
             &format!("gateway@{}", config.gateway_id),
-            TopologySettings {
-                delivery_limit: config.delivery_limit,
-                ..Default::default()
-            },
+            TopologySettings::from_config(config),
         )
         .await
         .context("connecting to RabbitMQ")?;

@@ -48,10 +48,7 @@ impl Application {
         let broker = RabbitBroker::connect(
             amqp.clone(),
             &format!("metrics-writer@{}", config.gateway_id),
-            TopologySettings {
-                delivery_limit: config.delivery_limit,
-                ..Default::default()
-            },
+            TopologySettings::from_config(config),
         )
         .await
         .context("connecting to RabbitMQ")?;

@@ -61,23 +61,29 @@ impl MetricsSummary {
     }
 
     /// Records every `<stage>_ms` field of `turn` and `delivery` lines (the pipeline's and
-    /// the gateway's stages); other measurements and unparsable lines are ignored here.
+    /// the gateway's stages), parsed with the same line-protocol parser the metrics writer
+    /// validates with; other measurements and unparsable lines are ignored here.
     pub fn record_line(&self, line: &str) {
-        let Some((measurement, fields)) = split_line(line) else {
-            return;
-        };
-        if measurement != "turn" && measurement != "delivery" {
-            return;
-        }
-        for (k, v) in fields {
-            // `llm_ms` is on both points of a turn: count it once, from the worker's.
-            if measurement == "delivery" && k == "llm_ms" {
+        use influxdb_line_protocol::FieldValue;
+        for parsed in influxdb_line_protocol::parse_lines(line).flatten() {
+            let measurement = parsed.series.measurement.as_str();
+            if measurement != "turn" && measurement != "delivery" {
                 continue;
             }
-            if let Some(stage) = k.strip_suffix("_ms")
-                && let Ok(ms) = v.parse::<f64>()
-            {
-                self.record(stage, ms);
+            for (key, value) in &parsed.field_set {
+                // `llm_ms` is on both points of a turn: count it once, from the worker's.
+                if measurement == "delivery" && key.as_str() == "llm_ms" {
+                    continue;
+                }
+                let ms = match value {
+                    FieldValue::F64(v) => *v,
+                    FieldValue::I64(v) => *v as f64,
+                    FieldValue::U64(v) => *v as f64,
+                    FieldValue::String(_) | FieldValue::Boolean(_) => continue,
+                };
+                if let Some(stage) = key.as_str().strip_suffix("_ms") {
+                    self.record(stage, ms);
+                }
             }
         }
     }
@@ -125,73 +131,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
-}
-
-/// Measurement name and raw `key=value` field pairs of one line-protocol line (escapes
-/// and quoted strings honoured; values returned verbatim, so `12.5` or `3i`).
-fn split_line(line: &str) -> Option<(String, Vec<(String, String)>)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    // Series (measurement + tags) ends at the first unescaped space.
-    let mut series_end = None;
-    let mut escaped = false;
-    for (i, c) in line.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            ' ' => {
-                series_end = Some(i);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let series_end = series_end?;
-    let series = &line[..series_end];
-    let mut measurement = String::new();
-    let mut escaped = false;
-    for c in series.chars() {
-        match c {
-            _ if escaped => {
-                measurement.push(c);
-                escaped = false;
-            }
-            '\\' => escaped = true,
-            ',' => break,
-            _ => measurement.push(c),
-        }
-    }
-    let rest = &line[series_end + 1..];
-    let mut fields = Vec::new();
-    let (mut key, mut value) = (String::new(), String::new());
-    let (mut in_value, mut quoted, mut escaped) = (false, false, false);
-    for c in rest.chars() {
-        if escaped {
-            if in_value { &mut value } else { &mut key }.push(c);
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' if in_value => {
-                quoted = !quoted;
-                value.push(c);
-            }
-            '=' if !in_value => in_value = true,
-            ',' if !quoted => {
-                fields.push((std::mem::take(&mut key), std::mem::take(&mut value)));
-                in_value = false;
-            }
-            ' ' if !quoted => break,
-            _ => if in_value { &mut value } else { &mut key }.push(c),
-        }
-    }
-    if !key.is_empty() {
-        fields.push((key, value));
-    }
-    Some((measurement, fields))
 }
 
 /// Appends line protocol to a file and feeds a [`MetricsSummary`].
@@ -293,19 +232,16 @@ mod tests {
 
     #[test]
     fn parses_fields_with_escapes_and_strings() {
-        let (m, f) =
-            split_line(r#"turn,character=old\ wick,platform=http a_ms=1.5,s="x, y=z",n=3i 17"#)
-                .unwrap();
-        assert_eq!(m, "turn");
-        assert_eq!(
-            f,
-            vec![
-                ("a_ms".into(), "1.5".into()),
-                ("s".into(), "\"x, y=z\"".into()),
-                ("n".into(), "3i".into())
-            ]
+        let s = MetricsSummary::new();
+        s.record_line(
+            r#"turn,character=old\ wick,platform=http a_ms=1.5,s="x, y=z",n=3i,b_ms=2i 17"#,
         );
-        assert!(split_line("no_fields_at_all").is_none());
+        // Escaped tags and a quoted string holding `,` and `=` do not derail the fields.
+        let snap = s.snapshot();
+        let got: Vec<(&str, f64)> = snap.iter().map(|x| (x.stage.as_str(), x.p50)).collect();
+        assert_eq!(got, [("a", 1.5), ("b", 2.0)]);
+        s.record_line("no_fields_at_all");
+        assert_eq!(s.snapshot().len(), 2, "an unparsable line records nothing");
     }
 
     #[test]

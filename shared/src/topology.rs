@@ -54,3 +54,14 @@ impl Default for TopologySettings {
         }
     }
 }
+
+impl TopologySettings {
+    /// What the configuration says (`WHISPERFLEET_DELIVERY_LIMIT`); every process that
+    /// declares the topology builds it here, so they all agree.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            delivery_limit: config.delivery_limit,
+            ..Default::default()
+        }
+    }
+}

@@ -674,3 +674,80 @@ pub async fn broker_with(
         .await
         .expect("broker")
 }
+
+/// The core ordering/exactly-once scenario, on whatever fleet serves `base`: `conversations`
+/// users each send `turns` messages to `character` one after another (the conversations in
+/// parallel), then every reply must be ok, in order (`seq`), answer its own message, and have
+/// a turn id of its own; the LLM (recording to `record`) must have been called once per turn,
+/// each prompt holding its conversation's previous turn.
+pub async fn assert_ordered_exactly_once(
+    base: &str,
+    character: &str,
+    record: &std::path::Path,
+    conversations: usize,
+    turns: usize,
+) {
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for conv in 0..conversations {
+        let (client, base, character) = (client.clone(), base.to_string(), character.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut replies = Vec::new();
+            for i in 0..turns {
+                let body = serde_json::json!({
+                    "character": character,
+                    "user_id": format!("user{conv}"),
+                    "text": format!("conv{conv} msg{i} about kelp"),
+                });
+                let (status, reply) = post_turn(&client, &base, body).await.unwrap();
+                assert_eq!(status, 200, "{reply}");
+                replies.push(reply);
+            }
+            replies
+        }));
+    }
+    let mut turn_ids = std::collections::HashSet::new();
+    for (conv, t) in tasks.into_iter().enumerate() {
+        let replies = t.await.unwrap();
+        assert_eq!(replies.len(), turns);
+        for (i, r) in replies.iter().enumerate() {
+            assert_eq!(r["outcome"], "ok", "{r}");
+            assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
+            assert!(
+                r["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("conv{conv} msg{i} ")),
+                "reply {i} of conversation {conv} answers another message: {}",
+                r["text"]
+            );
+            assert!(turn_ids.insert(r["turn_id"].as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(turn_ids.len(), conversations * turns);
+    let prompts = recorded(record);
+    assert_eq!(
+        prompts.len(),
+        conversations * turns,
+        "one LLM call per turn"
+    );
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for p in &prompts {
+        let user = last_user(p);
+        *seen.entry(user.clone()).or_default() += 1;
+        let mut words = user.split_whitespace();
+        let conv = words.next().unwrap().to_string();
+        let i: usize = words.next().unwrap()[3..].parse().unwrap();
+        if i > 0 {
+            let previous = format!("{conv} msg{} about kelp", i - 1);
+            assert!(
+                prompt_text(p).contains(&previous),
+                "prompt of {user:?} lacks the previous turn {previous:?}"
+            );
+        }
+    }
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a turn reached the LLM twice"
+    );
+}

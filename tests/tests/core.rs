@@ -1,8 +1,6 @@
 //! The core issue's end-to-end scenarios: real gateway and worker binaries on the real
 //! RabbitMQ, Redis and PostgreSQL, against an in-process mock LLM that records every prompt.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -124,73 +122,8 @@ async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
     let mut s = setup("ordering", mock_latency(5)).await;
     s.fleet.spawn("worker", "worker-1", &[]).unwrap();
     s.fleet.spawn("worker", "worker-2", &[]).unwrap();
-    let base = Arc::new(s.fleet.spawn_gateway(&[]).await.unwrap());
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for conv in 0..20 {
-        let client = client.clone();
-        let base = base.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut replies = Vec::new();
-            for i in 0..10 {
-                let (status, body) = post_turn(
-                    &client,
-                    &base,
-                    turn(
-                        &format!("user{conv}"),
-                        &format!("conv{conv} msg{i} about kelp"),
-                    ),
-                )
-                .await
-                .unwrap();
-                assert_eq!(status, 200, "{body}");
-                replies.push(body);
-            }
-            replies
-        }));
-    }
-    let mut turn_ids = std::collections::HashSet::new();
-    for (conv, t) in tasks.into_iter().enumerate() {
-        let replies = t.await.unwrap();
-        assert_eq!(replies.len(), 10);
-        for (i, r) in replies.iter().enumerate() {
-            assert_eq!(r["outcome"], "ok", "{r}");
-            assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
-            assert!(
-                r["text"]
-                    .as_str()
-                    .unwrap()
-                    .contains(&format!("conv{conv} msg{i} ")),
-                "reply {i} of conversation {conv} answers another message: {}",
-                r["text"]
-            );
-            assert!(turn_ids.insert(r["turn_id"].as_str().unwrap().to_string()));
-        }
-    }
-    assert_eq!(turn_ids.len(), 200);
-    // Exactly once: one LLM call per turn, and each prompt holds its conversation's
-    // previous turn.
-    let prompts = recorded(&s.record);
-    assert_eq!(prompts.len(), 200);
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for p in &prompts {
-        let user = last_user(p);
-        *seen.entry(user.clone()).or_default() += 1;
-        let mut words = user.split_whitespace();
-        let conv = words.next().unwrap().to_string();
-        let i: usize = words.next().unwrap()[3..].parse().unwrap();
-        if i > 0 {
-            let previous = format!("{conv} msg{} about kelp", i - 1);
-            assert!(
-                prompt_text(p).contains(&previous),
-                "prompt of {user:?} lacks the previous turn {previous:?}"
-            );
-        }
-    }
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "a turn reached the LLM twice"
-    );
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+    assert_ordered_exactly_once(&base, "Nora Halvorsen", &s.record, 20, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

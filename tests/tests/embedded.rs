@@ -3,7 +3,6 @@
 //! memories, offline LLM, metrics file) from a fresh data directory — and keep what they
 //! should across a restart.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -286,65 +285,7 @@ async fn up_on_embedded_ports_keeps_order_and_answers_exactly_once() {
         "{banner}"
     );
 
-    let mut tasks = Vec::new();
-    for conv in 0..20 {
-        let client = client.clone();
-        let base = base.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut replies = Vec::new();
-            for i in 0..10 {
-                let (status, body) = post_turn(
-                    &client,
-                    &base,
-                    json!({"character": "Vellum", "user_id": format!("user{conv}"),
-                           "text": format!("conv{conv} msg{i} about kelp")}),
-                )
-                .await
-                .unwrap();
-                assert_eq!(status, 200, "{body}");
-                replies.push(body);
-            }
-            replies
-        }));
-    }
-    let mut turn_ids = HashSet::new();
-    for (conv, t) in tasks.into_iter().enumerate() {
-        for (i, r) in t.await.unwrap().iter().enumerate() {
-            assert_eq!(r["outcome"], "ok", "{r}");
-            assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
-            assert!(
-                r["text"]
-                    .as_str()
-                    .unwrap()
-                    .contains(&format!("conv{conv} msg{i} ")),
-                "reply {i} of conversation {conv} answers another message: {}",
-                r["text"]
-            );
-            assert!(turn_ids.insert(r["turn_id"].as_str().unwrap().to_string()));
-        }
-    }
-    assert_eq!(turn_ids.len(), 200);
-    let prompts = recorded(&record);
-    assert_eq!(prompts.len(), 200, "one LLM call per turn");
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for p in &prompts {
-        let user = last_user(p);
-        *seen.entry(user.clone()).or_default() += 1;
-        let mut words = user.split_whitespace();
-        let conv = words.next().unwrap().to_string();
-        let i: usize = words.next().unwrap()[3..].parse().unwrap();
-        if i > 0 {
-            let previous = format!("{conv} msg{} about kelp", i - 1);
-            assert!(
-                prompt_text(p).contains(&previous),
-                "prompt of {user:?} lacks the previous turn {previous:?}"
-            );
-        }
-    }
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "a turn reached the LLM twice"
-    );
+    assert_ordered_exactly_once(&base, "Vellum", &record, 20, 10).await;
 
     // SIGTERM drains and exits 0; the metric events of all 200 turns reached the file.
     let pid = child.id().to_string();

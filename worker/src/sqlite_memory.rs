@@ -214,24 +214,14 @@ impl SqliteMemory {
             // A fresh load (its fingerprint is its own: rows written meanwhile are seen by
             // the next search).
             None => added,
-            // Deleted or rewritten meanwhile: read the whole scope again.
-            _ => {
-                drop(rows);
-                return Box::pin(self.reload(character, user_id)).await;
+            // Deleted or rewritten meanwhile: drop the scope and read it whole (with nothing
+            // cached, that call takes the `None` arm: one level deep).
+            Some(_) => {
+                self.invalidate(|k| *k == key);
+                return Box::pin(self.scope_vectors(character, user_id)).await;
             }
         };
         Ok(self.remember(key, loaded))
-    }
-
-    /// Forgets the scope's cached rows and loads them afresh.
-    async fn reload(
-        &self,
-        character: &str,
-        user_id: &str,
-    ) -> Result<Arc<ScopeVectors>, MemoryError> {
-        let key = (character.to_string(), user_id.to_string());
-        self.invalidate(|k| *k == key);
-        self.scope_vectors(character, user_id).await
     }
 
     /// Caches a scope's rows within the float budget; returns them.

@@ -35,13 +35,6 @@ pub struct Application {
     grace: Duration,
 }
 
-pub fn topology_settings(config: &Config) -> TopologySettings {
-    TopologySettings {
-        delivery_limit: config.delivery_limit,
-        ..Default::default()
-    }
-}
-
 pub fn turn_settings(config: &Config) -> TurnSettings {
     TurnSettings {
         history_len: config.history_len,
@@ -55,6 +48,23 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
         memory_top_k: config.memory_top_k,
         recent_states: config.recent_emotional_states,
     }
+}
+
+/// The worker's PostgreSQL character store (not yet migrated: callers decide whether a
+/// failed migration is fatal).
+pub async fn connect_store(
+    config: &Config,
+    url: secrecy::SecretString,
+) -> anyhow::Result<PgCharacterStore> {
+    PgCharacterStore::connect(
+        url,
+        // Turns touch PostgreSQL briefly (relationship row, a rare character load): a few
+        // connections serve many turns, and a fleet of workers must stay well under the
+        // server's max_connections.
+        u32::from(config.worker_concurrency).clamp(2, 8),
+    )
+    .await
+    .context("opening PostgreSQL (WHISPERFLEET_DATABASE_URL)")
 }
 
 /// The configured LLM: an OpenAI-compatible endpoint, or the offline responder.
@@ -128,20 +138,12 @@ impl Application {
         let broker = RabbitBroker::connect(
             amqp,
             &format!("worker@{}", config.gateway_id),
-            topology_settings(config),
+            TopologySettings::from_config(config),
         )
         .await
         .context("connecting to RabbitMQ")?;
         let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
-        let store = PgCharacterStore::connect(
-            db,
-            // Turns touch PostgreSQL briefly (relationship row, a rare character load): a
-            // few connections serve many turns, and a fleet of workers must stay well under
-            // the server's max_connections.
-            u32::from(config.worker_concurrency).clamp(2, 8),
-        )
-        .await
-        .context("opening PostgreSQL")?;
+        let store = connect_store(config, db).await?;
         if let Err(e) = store.migrate().await {
             tracing::warn!(error = %e, "could not apply migrations now; turns will get fallbacks until the database is back");
         }
