@@ -23,13 +23,14 @@ use clap::Args;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::character::{Character, CharacterStore};
+use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
+use whisperfleet_shared::ports::characters::CharacterStore;
 // Stages reported, in pipeline order; those a reply does not carry (`reply_publish`,
 // `memory_store`) are skipped.
+use whisperfleet_adapters::characters::postgres::PgCharacterStore;
 use whisperfleet_shared::wire::STAGES;
-use whisperfleet_worker::mock_llm::{self, MockLlmOptions};
-use whisperfleet_worker::store::PgCharacterStore;
+use whisperfleet_testkit::mock_llm::{self, MockLlmOptions};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
 const BENCH_CHARACTER: &str = include_str!("../characters/nora-halvorsen.yaml");

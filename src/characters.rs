@@ -5,15 +5,14 @@
 //! on `fleet.control`, so the next turn uses it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::{Broker, Message};
-use whisperfleet_shared::cache::RedisCache;
-use whisperfleet_shared::character::{Character, CharacterStore, normalize_name};
+use whisperfleet_adapters::connect;
+use whisperfleet_shared::character::{Character, normalize_name};
 use whisperfleet_shared::config::Config;
+use whisperfleet_shared::ports::broker::Message;
+use whisperfleet_shared::ports::characters::CharacterStore;
 use whisperfleet_shared::topology;
 use whisperfleet_worker::consumer::ControlMessage;
 
@@ -126,27 +125,19 @@ async fn import(
         .iter()
         .map(|f| read_character(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let cache = match &config.redis_url {
-        Some(url) => Some(RedisCache::new(url.clone(), &config.redis_prefix)?),
-        None => None,
-    };
-    let broker: Option<Arc<RabbitBroker>> = match &config.amqp_url {
-        Some(url) => RabbitBroker::connect(
-            url.clone(),
-            "whisperfleet-characters",
-            whisperfleet_shared::topology::TopologySettings::from_config(config),
-        )
-        .await
-        .map_err(|e| tracing::warn!(error = %e, "cannot announce changes on fleet.control"))
-        .ok(),
-        None => None,
+    let cache = connect::configured_cache(config, "whisperfleet-characters")?;
+    let broker = match connect::configured_broker(config, "whisperfleet-characters").await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot announce changes on fleet.control");
+            None
+        }
     };
     if let Some(b) = &broker {
         b.ensure_topology()
             .await
             .context("declaring the fleet topology")?;
     }
-    let broker = broker;
     for c in characters {
         let version = store
             .upsert(&c)
@@ -154,7 +145,7 @@ async fn import(
             .with_context(|| format!("storing {}", c.name))?;
         let name = normalize_name(&c.name);
         if let Some(cache) = &cache {
-            whisperfleet_worker::cdl::publish_version(cache, &name, version)
+            whisperfleet_worker::cdl::publish_version(cache.as_ref(), &name, version)
                 .await
                 .with_context(|| {
                     format!("making version {version} of {} current in Redis", c.name)

@@ -9,20 +9,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::Broker;
-use whisperfleet_shared::cache::{Cache, RedisCache};
-use whisperfleet_shared::character::{Character, CharacterStore};
+use whisperfleet_adapters::connect::{self, Migrations, Missing};
+use whisperfleet_adapters::metrics::file::MetricsSummary;
+use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::embedded_broker::EmbeddedBroker;
-use whisperfleet_shared::embedded_cache::EmbeddedCache;
-use whisperfleet_shared::influx::InfluxSink;
-use whisperfleet_shared::llm::Llm;
-use whisperfleet_shared::metrics_file::{FileSink, MetricsSummary};
-use whisperfleet_shared::ports::MetricsSink;
-use whisperfleet_shared::topology::TopologySettings;
-use whisperfleet_worker::startup::{build_llm, build_memory};
-use whisperfleet_worker::turn::{MemoryPorts, PipelineOptions};
+use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MemoryPorts, MetricsSink};
+use whisperfleet_worker::startup::build_llm;
+use whisperfleet_worker::turn::PipelineOptions;
 
 /// The sample characters, compiled in so a fresh machine has someone to talk to wherever
 /// the binary runs from.
@@ -52,77 +45,32 @@ pub struct Ports {
 
 /// The character store: PostgreSQL when `DATABASE_URL` is set, else SQLite in the data dir.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CharacterStore>> {
-    Ok(match &config.database_url {
-        Some(url) => {
-            let store = whisperfleet_worker::startup::connect_store(config, url.clone()).await?;
-            store.migrate().await.context("applying migrations")?;
-            Arc::new(store)
-        }
-        None => {
-            let path = config.data_dir().join("characters.sqlite");
-            Arc::new(
-                whisperfleet_worker::sqlite_store::SqliteCharacterStore::open(&path)
-                    .await
-                    .with_context(|| {
-                        format!("opening the embedded character store {}", path.display())
-                    })?,
-            )
-        }
-    })
+    Ok(connect::characters(
+        config,
+        "whisperfleet",
+        Missing::Embedded,
+        Migrations::Required,
+    )
+    .await?)
 }
 
 impl Ports {
     pub async fn build(config: &Config, client_name: &str) -> anyhow::Result<Self> {
-        let broker: Arc<dyn Broker> = match &config.amqp_url {
-            Some(url) => RabbitBroker::connect(
-                url.clone(),
-                &format!("{client_name}@{}", config.gateway_id),
-                TopologySettings::from_config(config),
-            )
-            .await
-            .context("connecting to RabbitMQ (WHISPERFLEET_AMQP_URL)")?,
-            None => EmbeddedBroker::new(TopologySettings::from_config(config)),
-        };
-        let cache: Arc<dyn Cache> = match &config.redis_url {
-            Some(url) => Arc::new(RedisCache::new(url.clone(), &config.redis_prefix)?),
-            None => Arc::new(EmbeddedCache::new()),
-        };
+        let broker = connect::broker(config, client_name, Missing::Embedded).await?;
+        let cache = connect::cache(config, client_name, Missing::Embedded)?;
         let store = open_store(config).await?;
         let llm = build_llm(config)?;
-        let memory = build_memory(config).await?;
-        let (sink, sink_requests, summary): (Arc<dyn MetricsSink>, _, _) = match &config.influx_url
-        {
-            Some(url) => {
-                let sink = Arc::new(
-                    InfluxSink::from_config(url, config).map_err(|e| anyhow::anyhow!("{e}"))?,
-                );
-                let s = sink.clone();
-                let requests: whisperfleet_metrics_writer::RequestCounter =
-                    Arc::new(move || s.requests());
-                (sink, requests, None)
-            }
-            None => {
-                let summary = MetricsSummary::new();
-                let path = config.data_dir().join("metrics.lp");
-                let sink = Arc::new(
-                    FileSink::open(&path, summary.clone())
-                        .with_context(|| format!("opening the metrics file {}", path.display()))?,
-                );
-                let s = sink.clone();
-                let requests: whisperfleet_metrics_writer::RequestCounter =
-                    Arc::new(move || s.requests());
-                (sink, requests, Some(summary))
-            }
-        };
+        let memory = connect::memory(config).await?;
+        let metrics = connect::metrics(config, Missing::Embedded)?;
         Ok(Self {
             broker,
             cache,
             store,
             llm,
             memory,
-            sink,
-            sink_requests,
-            summary,
+            sink: metrics.sink,
+            sink_requests: metrics.requests,
+            summary: metrics.summary,
         })
     }
 

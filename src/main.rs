@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             fail_status,
             retry_after_s,
         } => {
-            use whisperfleet_worker::mock_llm::{self, MockLlmOptions, MockReply};
+            use whisperfleet_testkit::mock_llm::{self, MockLlmOptions, MockReply};
             let listener = tokio::net::TcpListener::bind((host.as_str(), port))
                 .await
                 .with_context(|| format!("binding {host}:{port}"))?;

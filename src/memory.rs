@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_adapters::connect;
 use whisperfleet_shared::character::normalize_name;
 use whisperfleet_shared::config::Config;
 
@@ -27,15 +27,14 @@ pub async fn run(config: &Config, cmd: MemoryCommand) -> anyhow::Result<()> {
     if user.contains(['*', '?', '[', ']', '\\']) {
         anyhow::bail!("user ids with glob characters (* ? [ ] \\) cannot be forgotten by pattern");
     }
-    let ports = whisperfleet_worker::startup::build_memory(config).await?;
+    let ports = connect::memory(config).await?;
     let memories = ports
         .memory
         .forget(&user, character.as_deref())
         .await
         .context("forgetting vector memories")?;
     let mut history = 0;
-    if let Some(url) = &config.redis_url {
-        let cache = RedisCache::new(url.clone(), &config.redis_prefix)?;
+    if let Some(cache) = connect::configured_cache(config, "whisperfleet-memory")? {
         // History keys are hist:<platform>:<channel>:<user>:<character>.
         let pattern = format!("hist:*:*:{user}:{}", character.as_deref().unwrap_or("*"));
         history = cache

@@ -5,25 +5,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use whisperfleet_adapters::connect::{self, Missing};
 use whisperfleet_metrics_writer::sampler::fleet_queues;
-use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::cache::{Cache, RedisCache};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::topology::TopologySettings;
 
 pub async fn run(config: &Config, json: bool, watch: Option<u64>) -> anyhow::Result<()> {
-    let amqp = config.require_amqp("whisperfleet queues")?.clone();
-    let broker = RabbitBroker::connect(amqp, "whisperfleet-queues", TopologySettings::default())
-        .await
-        .context("connecting to RabbitMQ")?;
-    let cache: Option<Box<dyn Cache>> = match &config.redis_url {
-        Some(url) => Some(Box::new(RedisCache::new(
-            url.clone(),
-            &config.redis_prefix,
-        )?)),
-        None => None,
-    };
+    config.require_amqp("whisperfleet queues")?;
+    let broker = connect::broker(config, "whisperfleet-queues", Missing::Refuse).await?;
+    let cache = connect::configured_cache(config, "whisperfleet-queues")?;
     let mut previous: Option<(Instant, HashMap<String, u64>)> = None;
     loop {
         let stats = fleet_queues(broker.as_ref(), cache.as_deref()).await?;

@@ -39,8 +39,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use whisperfleet_shared::backoff::Backoff;
-use whisperfleet_shared::broker::Broker;
 use whisperfleet_shared::config::Config;
+use whisperfleet_shared::ports::broker::Broker;
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::Conversation;
 

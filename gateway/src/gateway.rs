@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use whisperfleet_shared::backoff::Backoff;
-use whisperfleet_shared::broker::{Broker, BrokerError, Message};
 use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{Conversation, TurnReply, TurnRequest, WIRE_VERSION, ms_between};
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use whisperfleet_shared::broker::Subscription;
+use whisperfleet_shared::ports::broker::Subscription;
 use whisperfleet_shared::wire::TurnReply;
 
 /// How many delivered turn ids are remembered for de-duplication.

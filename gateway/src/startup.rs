@@ -9,11 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::Broker;
-use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_adapters::connect::{self, Missing};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::topology::TopologySettings;
+use whisperfleet_shared::ports::{Broker, Cache};
 
 use crate::discord::{self, DiscordBots, DiscordSettings};
 use crate::gateway::{Connected, GatewayCore};
@@ -35,16 +33,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let amqp = config.require_amqp("the gateway")?.clone();
-        let redis = config.require_redis("the gateway")?.clone();
-        let broker = RabbitBroker::connect(
-            amqp,
-            &format!("gateway@{}", config.gateway_id),
-            TopologySettings::from_config(config),
-        )
-        .await
-        .context("connecting to RabbitMQ")?;
-        let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
+        config.require_amqp("the gateway")?;
+        config.require_redis("the gateway")?;
+        let broker = connect::broker(config, "gateway", Missing::Refuse).await?;
+        let cache = connect::cache(config, "gateway", Missing::Refuse)?;
         Self::build_with(config, broker, Some(cache)).await
     }
 

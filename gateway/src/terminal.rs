@@ -13,8 +13,8 @@ use std::time::Instant;
 use chrono::Utc;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::character::CharacterStore;
-use whisperfleet_shared::metrics_file::{MetricsSummary, StageStats};
+use whisperfleet_adapters::metrics::file::{MetricsSummary, StageStats};
+use whisperfleet_shared::ports::characters::CharacterStore;
 use whisperfleet_shared::wire::{Conversation, Outcome};
 
 use crate::gateway::{GatewayCore, TurnInput};
@@ -129,7 +129,7 @@ impl Chat {
                     rows.push(s);
                 }
             }
-            rows.sort_by_key(|s| whisperfleet_shared::metrics_file::stage_rank(&s.stage));
+            rows.sort_by_key(|s| whisperfleet_adapters::metrics::file::stage_rank(&s.stage));
         }
         rows
     }

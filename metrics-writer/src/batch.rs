@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use whisperfleet_shared::backoff::Backoff;
-use whisperfleet_shared::broker::{self, Broker, Delivery};
+use whisperfleet_shared::ports::broker::{self, Broker, Delivery};
 use whisperfleet_shared::ports::{MetricsSink, SinkError};
 
 /// One validated metric event: its delivery and its lines.

@@ -1,7 +1,7 @@
 //! metrics-writer: the only process that talks to InfluxDB. It drains metric events (line
 //! protocol, one AMQP message per turn) from the `metrics` queue into batched writes, acks
 //! only after a write succeeded, and samples fleet queue depth. See `batch` for the retry
-//! policy, `whisperfleet_shared::influx` for the HTTP layer and `sampler` for queue depth.
+//! policy, `whisperfleet_adapters::metrics::influx` for the HTTP layer and `sampler` for queue depth.
 
 pub mod batch;
 pub mod sampler;
@@ -11,18 +11,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::{Broker, Subscription};
-use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_adapters::connect::{self, Missing};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::ports::MetricsSink;
-use whisperfleet_shared::topology::{self, TopologySettings};
+use whisperfleet_shared::ports::broker::Subscription;
+use whisperfleet_shared::ports::{Broker, Cache, MetricsSink};
+use whisperfleet_shared::topology;
 
 use crate::batch::{BatchSettings, Batcher, WriterStats};
-use whisperfleet_shared::influx::InfluxSink;
 
-/// Write requests a sink has made so far (reported on the writer's health point).
-pub type RequestCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub use whisperfleet_adapters::connect::RequestCounter;
 
 pub struct Application {
     broker: Arc<dyn Broker>,
@@ -39,31 +36,23 @@ pub struct Application {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let amqp = config.require_amqp("the metrics-writer")?.clone();
-        let redis = config.require_redis("the metrics-writer")?.clone();
-        let influx = config.influx_url.clone().ok_or_else(|| {
-            anyhow::anyhow!(
-                "the metrics-writer needs WHISPERFLEET_INFLUX_URL to be set (e.g. http://influxdb:8086)"
-            )
-        })?;
-        let broker = RabbitBroker::connect(
-            amqp.clone(),
-            &format!("metrics-writer@{}", config.gateway_id),
-            TopologySettings::from_config(config),
-        )
-        .await
-        .context("connecting to RabbitMQ")?;
-        let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
-        let sink =
-            Arc::new(InfluxSink::from_config(&influx, config).map_err(|e| anyhow::anyhow!("{e}"))?);
+        config.require_redis("the metrics-writer")?;
+        let metrics = connect::metrics(config, Missing::Refuse)?;
+        let broker = connect::broker(config, "metrics-writer", Missing::Refuse).await?;
+        let cache = connect::cache(config, "metrics-writer", Missing::Refuse)?;
         let management = config
             .rabbitmq_management_url
             .as_ref()
             .and_then(|m| sampler::Management::new(m, &amqp));
-        let requests: RequestCounter = {
-            let sink = sink.clone();
-            Arc::new(move || sink.requests())
-        };
-        Self::build_with(config, broker, Some(cache), sink, requests, management).await
+        Self::build_with(
+            config,
+            broker,
+            Some(cache),
+            metrics.sink,
+            metrics.requests,
+            management,
+        )
+        .await
     }
 
     /// Any broker, cache and sink: the standalone writer uses RabbitMQ, Redis and InfluxDB;

@@ -12,9 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::broker::{Broker, Message, QueueStats};
-use whisperfleet_shared::cache::Cache;
 use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::ports::broker::{Broker, Message, QueueStats};
+use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::topology;
 
 use crate::batch::WriterStats;
@@ -23,7 +23,7 @@ use crate::batch::WriterStats;
 pub async fn fleet_queues(
     broker: &dyn Broker,
     cache: Option<&dyn Cache>,
-) -> Result<Vec<QueueStats>, whisperfleet_shared::broker::BrokerError> {
+) -> Result<Vec<QueueStats>, whisperfleet_shared::ports::broker::BrokerError> {
     let mut names: Vec<String> = [
         topology::TURNS_QUEUE,
         topology::TURNS_DEAD_QUEUE,

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
-use crate::cache::Cache;
+use crate::ports::cache::Cache;
 
 type Cell = Arc<OnceCell<Arc<dyn Any + Send + Sync>>>;
 

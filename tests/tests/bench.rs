@@ -4,7 +4,7 @@
 //! absence for `optimized`. Numbers of milliseconds are never asserted.
 
 use serde_json::Value;
-use whisperfleet_tests::*;
+use whisperfleet_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_both_pipelines_reports_honest_counts() {

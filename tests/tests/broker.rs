@@ -8,9 +8,10 @@ use futures::StreamExt;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
-use whisperfleet_shared::cache::{Cache, RedisCache};
+use whisperfleet_adapters::cache::redis::RedisCache;
+use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::request_cache::RequestCache;
-use whisperfleet_tests::*;
+use whisperfleet_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving() {

@@ -1,14 +1,13 @@
-//! The broker contract (`whisperfleet_shared::broker_contract`) against both implementations:
-//! the embedded in-process broker and RabbitMQ on a fresh vhost, with the same small
-//! delivery limit.
+//! The broker contract (`whisperfleet_testkit::contracts::broker`) against RabbitMQ on a fresh
+//! vhost. The embedded broker keeps it, with the same small delivery limit, in
+//! `whisperfleet-adapters`' own tests.
 
 use std::time::Duration;
 
-use whisperfleet_shared::broker::Broker;
-use whisperfleet_shared::broker_contract::{self, Expect};
-use whisperfleet_shared::embedded_broker::EmbeddedBroker;
+use whisperfleet_shared::ports::broker::Broker;
 use whisperfleet_shared::topology::TopologySettings;
-use whisperfleet_tests::*;
+use whisperfleet_testkit::contracts::broker::{self as contract, Expect};
+use whisperfleet_testkit::*;
 
 const DELIVERY_LIMIT: u32 = 2;
 
@@ -20,24 +19,10 @@ fn topology() -> TopologySettings {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn embedded_broker_keeps_the_contract() {
-    let broker = EmbeddedBroker::new(topology());
-    broker_contract::run(
-        broker.as_ref(),
-        &Expect {
-            delivery_limit: DELIVERY_LIMIT,
-            dropped_delivery_returns: true,
-        },
-    )
-    .await;
-    assert_eq!(broker.describe(), "embedded");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_broker_keeps_the_contract() {
     let fleet = Fleet::new("contract-broker").expect("fleet");
     let broker = broker_with(&fleet, topology()).await;
-    broker_contract::run(
+    contract::run(
         broker.as_ref(),
         &Expect {
             delivery_limit: DELIVERY_LIMIT,

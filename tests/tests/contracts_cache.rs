@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use whisperfleet_shared::cache::{Cache, RedisCache};
-use whisperfleet_shared::cache_contract::{contract, isolated};
-use whisperfleet_shared::embedded_cache::{EmbeddedCache, glob_match};
-use whisperfleet_tests::REDIS_URL;
+use whisperfleet_adapters::cache::embedded::glob_match;
+use whisperfleet_adapters::cache::redis::RedisCache;
+use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_testkit::REDIS_URL;
+use whisperfleet_testkit::contracts::cache::{contract, isolated};
 
 /// A RedisCache under a prefix of its own, so runs never see each other's keys.
 fn redis(tag: &str) -> RedisCache {
@@ -22,18 +23,8 @@ async fn redis_cache_meets_the_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn embedded_cache_meets_the_contract() {
-    contract(&EmbeddedCache::new()).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn redis_caches_with_different_prefixes_are_isolated() {
     isolated(&redis("a"), &redis("b")).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn embedded_caches_are_isolated() {
-    isolated(&EmbeddedCache::new(), &EmbeddedCache::new()).await;
 }
 
 /// xorshift64*: deterministic cases without a dependency.

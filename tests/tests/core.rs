@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use whisperfleet_tests::*;
-use whisperfleet_worker::mock_llm::MockLlmOptions;
+use whisperfleet_testkit::mock_llm::MockLlmOptions;
+use whisperfleet_testkit::*;
 
 fn turn(user: &str, text: &str) -> serde_json::Value {
     json!({"character": "Nora Halvorsen", "user_id": user, "text": text})

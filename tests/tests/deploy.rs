@@ -725,8 +725,8 @@ fn worker_stages() -> anyhow::Result<BTreeSet<String>> {
 
 fn written() -> anyhow::Result<Written> {
     use chrono::Utc;
-    use whisperfleet_shared::broker::QueueStats;
     use whisperfleet_shared::lineproto;
+    use whisperfleet_shared::ports::broker::QueueStats;
     use whisperfleet_shared::wire::{TurnReply, TurnRequest};
 
     let now = Utc::now();

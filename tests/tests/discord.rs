@@ -1,5 +1,5 @@
 //! The Discord adapter end to end: the real `gateway` binary (serenity inside) talks to the
-//! Discord stand-in ([`whisperfleet_tests::discord`]) over REST and the gateway WebSocket,
+//! Discord stand-in ([`whisperfleet_testkit::discord`]) over REST and the gateway WebSocket,
 //! publishes turns to the real RabbitMQ (a private vhost per test), and real `worker`
 //! binaries answer them through an in-process mock LLM that records every prompt.
 //!
@@ -24,11 +24,11 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use whisperfleet_gateway::discord::text::{BROKER_DOWN_NOTICE, DISCORD_MESSAGE_LIMIT};
-use whisperfleet_shared::broker::Broker;
+use whisperfleet_shared::ports::broker::Broker;
 use whisperfleet_shared::topology;
-use whisperfleet_tests::discord::{DiscordStandIn, Recorded, UserMessage};
-use whisperfleet_tests::*;
-use whisperfleet_worker::mock_llm::{MockLlmOptions, MockReply};
+use whisperfleet_testkit::discord::{DiscordStandIn, Recorded, UserMessage};
+use whisperfleet_testkit::mock_llm::{MockLlmOptions, MockReply};
+use whisperfleet_testkit::*;
 
 const VELLUM_TOKEN: &str = "vellum-bot-token";
 const VELLUM: u64 = 9_001;

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
+use whisperfleet_adapters::broker::embedded::EmbeddedBroker;
 use whisperfleet_gateway::startup::Application;
-use whisperfleet_shared::broker::{Broker, Message};
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::embedded_broker::EmbeddedBroker;
+use whisperfleet_shared::ports::broker::{Broker, Message};
 use whisperfleet_shared::topology::{self, TopologySettings};
 use whisperfleet_shared::wire::{Outcome, TurnReply, TurnRequest, WIRE_VERSION};
-use whisperfleet_tests::discord::{DiscordStandIn, UserMessage};
+use whisperfleet_testkit::discord::{DiscordStandIn, UserMessage};
 
 const VELLUM: u64 = 42;
 const NORA: u64 = 43;

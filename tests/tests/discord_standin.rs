@@ -1,4 +1,4 @@
-//! The Discord stand-in (`whisperfleet_tests::discord`) against the real serenity 0.12.5
+//! The Discord stand-in (`whisperfleet_testkit::discord`) against the real serenity 0.12.5
 //! client, built exactly as the gateway's Discord adapter builds it: proxy to the stand-in,
 //! rate limiter disabled. Needs no external service.
 
@@ -12,7 +12,7 @@ use serenity::all::{
 use serenity::gateway::GatewayError;
 use serenity::http::{Http, HttpBuilder, HttpError};
 use tokio::sync::mpsc;
-use whisperfleet_tests::discord::{DiscordStandIn, StandInOptions, UserMessage, snowflake_time};
+use whisperfleet_testkit::discord::{DiscordStandIn, StandInOptions, UserMessage, snowflake_time};
 
 const TOKEN: &str = "nora-token";
 const BOT: u64 = 1001;

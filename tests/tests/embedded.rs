@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use whisperfleet_tests::*;
+use whisperfleet_testkit::*;
 
 /// A fresh data dir and HOME, and an environment with no service configured at all.
 fn fresh_dir(test: &str) -> PathBuf {
@@ -246,7 +246,7 @@ async fn up_on_embedded_ports_keeps_order_and_answers_exactly_once() {
     let dir = fresh_dir("up-embedded");
     let record = dir.join("llm.jsonl");
     let mock =
-        whisperfleet_worker::mock_llm::spawn(whisperfleet_worker::mock_llm::MockLlmOptions {
+        whisperfleet_testkit::mock_llm::spawn(whisperfleet_testkit::mock_llm::MockLlmOptions {
             latency: Duration::from_millis(5),
             record: Some(record.clone()),
             ..Default::default()

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use whisperfleet_adapters::emotion::lexicon::LexiconAnalyzer;
 use whisperfleet_shared::character::Relationship;
 use whisperfleet_shared::ports::EmotionAnalyzer;
-use whisperfleet_tests::*;
-use whisperfleet_worker::emotion::LexiconAnalyzer;
+use whisperfleet_testkit::*;
 use whisperfleet_worker::memory::relationship_delta;
 
 fn system_prompt(req: &serde_json::Value) -> String {
@@ -197,7 +197,7 @@ async fn turns_redelivered_after_sigkill_store_no_duplicate_points() {
     s.fleet.spawn("worker", "worker-b", &[]).unwrap();
     // B finishes each turn (stores again, records it, acks): wait for the queue to empty.
     let broker = broker_for(&s.fleet).await;
-    use whisperfleet_shared::broker::Broker;
+    use whisperfleet_shared::ports::broker::Broker;
     eventually(Duration::from_secs(60), "turns drained", || async {
         let st = broker.queue_stats("turns").await.unwrap().unwrap();
         let done = std::process::Command::new("redis-cli")

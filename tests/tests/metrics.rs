@@ -4,9 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use whisperfleet_shared::broker::{Broker, Message};
+use whisperfleet_shared::ports::broker::{Broker, Message};
 use whisperfleet_shared::topology;
-use whisperfleet_tests::*;
+use whisperfleet_testkit::*;
 
 /// `events` metric events of `per_event` points each in measurement `m`; point j of event i
 /// is series `m_v{s=j}` at millisecond `base + i` with value `i`, so every point is unique

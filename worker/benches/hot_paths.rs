@@ -6,14 +6,14 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use whisperfleet_adapters::embeddings::hashing::HashEmbedder;
+use whisperfleet_adapters::emotion::lexicon::LexiconAnalyzer;
 use whisperfleet_shared::character::Character;
-use whisperfleet_shared::llm::Role;
 use whisperfleet_shared::ports::EmotionAnalyzer;
+use whisperfleet_shared::ports::llm::Role;
 use whisperfleet_worker::components::{
     self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
-use whisperfleet_worker::embed::HashEmbedder;
-use whisperfleet_worker::emotion::LexiconAnalyzer;
 
 const CHARACTER_YAML: &str = include_str!("../../characters/nora-halvorsen.yaml");
 const USER_NAME: &str = "Sam";

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use whisperfleet_shared::cache::Cache;
-use whisperfleet_shared::character::{Character, CharacterStore, StoreError};
+use whisperfleet_shared::character::Character;
+use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 
 const LOCAL_TTL: Duration = Duration::from_secs(5);
 const REDIS_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -183,7 +184,7 @@ pub async fn publish_version(
     redis: &dyn Cache,
     name: &str,
     version: i64,
-) -> Result<(), whisperfleet_shared::cache::CacheError> {
+) -> Result<(), whisperfleet_shared::ports::cache::CacheError> {
     redis
         .set(
             &version_key(name),

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 
 use serde::{Deserialize, Serialize};
 use whisperfleet_shared::character::{Archetype, Character};
-use whisperfleet_shared::llm::{ChatMessage, Role};
+use whisperfleet_shared::ports::llm::{ChatMessage, Role};
 
 /// Which part of the prompt a [`Component`] is. The declaration order here is *not* the
 /// prompt order; see [`ComponentKind::CANONICAL_ORDER`].

@@ -12,8 +12,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use whisperfleet_shared::character::{Character, StoreError};
-use whisperfleet_shared::llm::ChatMessage;
+use whisperfleet_shared::character::Character;
+use whisperfleet_shared::ports::characters::StoreError;
+use whisperfleet_shared::ports::llm::ChatMessage;
 
 use crate::components::{
     self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,

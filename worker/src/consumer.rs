@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::broker::Subscription;
 use whisperfleet_shared::character::normalize_name;
+use whisperfleet_shared::ports::broker::Subscription;
 
 use crate::turn::{self, Deps};
 

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use whisperfleet_shared::cache::Cache;
-use whisperfleet_shared::character::{CharacterStore, Relationship};
+use whisperfleet_shared::character::Relationship;
+use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_shared::ports::characters::CharacterStore;
 use whisperfleet_shared::ports::{
     Embedder, EmotionAnalyzer, EmotionResult, MemoryError, MemoryPoint, MemoryScope, VectorMemory,
 };

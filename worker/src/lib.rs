@@ -1,22 +1,14 @@
 //! The stateless turn worker: consumes `turns`, runs each turn through the pipeline stages
-//! (one module per stage: `cdl`, `context`, `compose`, `llm`, …) and publishes the reply
-//! and one metric event. Any number of workers can consume the same queue.
+//! (one module per stage: `cdl`, `context`, `compose`, `memory`, …) and publishes the reply
+//! and one metric event. Any number of workers can consume the same queue. See
+//! ARCHITECTURE.md for the invariants the turn keeps.
 
 pub mod cdl;
 pub mod components;
 pub mod compose;
 pub mod consumer;
 pub mod context;
-pub mod embed;
-pub mod emotion;
-pub mod llm;
 pub mod memory;
-pub mod mock_llm;
 pub mod offline;
-pub mod qdrant;
-pub mod sqlite_memory;
-pub mod sqlite_store;
 pub mod startup;
-pub mod store;
-pub mod store_contract;
 pub mod turn;

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 
 use async_trait::async_trait;
 use whisperfleet_shared::character::{Archetype, Character};
-use whisperfleet_shared::llm::{ChatRequest, ChatResponse, Llm, LlmError, Role};
+use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, LlmError, Role};
 
 use crate::components::{
     ComponentKind, SensitiveTopic, TALKING_WITH, detect_sensitive_topics, estimate_tokens,
@@ -571,7 +571,7 @@ mod tests {
 
     use super::*;
     use whisperfleet_shared::character::{Interest, SpeechPattern};
-    use whisperfleet_shared::llm::ChatMessage;
+    use whisperfleet_shared::ports::llm::ChatMessage;
 
     fn character(emoji_frequency: &str) -> Arc<Character> {
         Arc::new(Character {

@@ -8,25 +8,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::amqp::RabbitBroker;
-use whisperfleet_shared::broker::{Broker, Subscription};
-use whisperfleet_shared::cache::{Cache, RedisCache};
-use whisperfleet_shared::character::CharacterStore;
+use whisperfleet_adapters::connect::{self, Migrations, Missing};
+use whisperfleet_adapters::metrics::influx::InfluxSink;
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::llm::Llm;
-use whisperfleet_shared::topology::{self, TopologySettings};
+use whisperfleet_shared::ports::broker::Subscription;
+use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MetricsSink};
+use whisperfleet_shared::topology;
 
 use crate::cdl::CharacterCache;
-use crate::embed::{EmbedderConfig, HashEmbedder, OpenAiEmbedder};
-use crate::emotion::LexiconAnalyzer;
-use crate::llm::{LlmClientConfig, OpenAiClient};
 use crate::offline::OfflineResponder;
-use crate::qdrant::QdrantMemory;
-use crate::sqlite_memory::SqliteMemory;
-use crate::store::PgCharacterStore;
 use crate::turn::{Deps, MemoryPorts, PipelineOptions, TurnSettings};
-use whisperfleet_shared::influx::InfluxSink;
-use whisperfleet_shared::ports::{Embedder, MetricsSink, VectorMemory};
 
 pub struct Application {
     deps: Arc<Deps>,
@@ -50,110 +41,29 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
     }
 }
 
-/// The worker's PostgreSQL character store (not yet migrated: callers decide whether a
-/// failed migration is fatal).
-pub async fn connect_store(
-    config: &Config,
-    url: secrecy::SecretString,
-) -> anyhow::Result<PgCharacterStore> {
-    PgCharacterStore::connect(
-        url,
-        // Turns touch PostgreSQL briefly (relationship row, a rare character load): a few
-        // connections serve many turns, and a fleet of workers must stay well under the
-        // server's max_connections.
-        u32::from(config.worker_concurrency).clamp(2, 8),
-    )
-    .await
-    .context("opening PostgreSQL (WHISPERFLEET_DATABASE_URL)")
-}
-
 /// The configured LLM: an OpenAI-compatible endpoint, or the offline responder.
 pub fn build_llm(config: &Config) -> anyhow::Result<Arc<dyn Llm>> {
-    Ok(match &config.llm_base_url {
-        Some(url) => {
-            let mut cfg = LlmClientConfig::new(url.clone(), config.llm_model.clone());
-            cfg.api_key = config.llm_api_key.clone();
-            cfg.timeout = Duration::from_millis(config.llm_timeout_ms);
-            cfg.max_retries = config.llm_max_retries;
-            Arc::new(OpenAiClient::new(cfg).context("building the LLM client")?)
-        }
-        None => Arc::new(OfflineResponder),
-    })
-}
-
-/// Vector memory (Qdrant when `QDRANT_URL` is set, else the embedded SQLite store under
-/// the data directory), embeddings (the configured endpoint, else the built-in hashing
-/// embedder) and the lexicon emotion analyzer.
-pub async fn build_memory(config: &Config) -> anyhow::Result<MemoryPorts> {
-    let embedder: Arc<dyn Embedder> = match &config.embeddings_url {
-        Some(url) => {
-            let mut cfg = EmbedderConfig::new(
-                url.clone(),
-                config
-                    .embeddings_model
-                    .clone()
-                    .unwrap_or_else(|| "text-embedding-3-small".into()),
-                config.embeddings_dims,
-            );
-            cfg.api_key = config.embeddings_api_key.clone();
-            Arc::new(OpenAiEmbedder::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?)
-        }
-        None => Arc::new(HashEmbedder::new(config.embeddings_dims)),
-    };
-    let memory: Arc<dyn VectorMemory> = match &config.qdrant_url {
-        Some(url) => {
-            let q = QdrantMemory::connect(
-                url,
-                config.qdrant_api_key.clone(),
-                &config.qdrant_collection,
-                config.embeddings_dims,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            // A server that is merely down is retried on use; turns go without memories.
-            if let Err(e) = q.ensure_collection().await {
-                tracing::warn!(error = %e, "qdrant not ready; turns go without memories until it is");
-            }
-            Arc::new(q)
-        }
-        None => {
-            let path = config.data_dir().join("memories.sqlite");
-            Arc::new(SqliteMemory::open(&path).await.with_context(|| {
-                format!("opening the embedded vector memory at {}", path.display())
-            })?)
-        }
-    };
-    Ok(MemoryPorts {
-        memory,
-        embedder,
-        emotions: Arc::new(LexiconAnalyzer::new()),
-    })
+    Ok(connect::llm(config)?.unwrap_or_else(|| Arc::new(OfflineResponder)))
 }
 
 impl Application {
     /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let amqp = config.require_amqp("the worker")?.clone();
-        let redis = config.require_redis("the worker")?.clone();
-        let db = config.require_database("the worker")?.clone();
-        let broker = RabbitBroker::connect(
-            amqp,
-            &format!("worker@{}", config.gateway_id),
-            TopologySettings::from_config(config),
-        )
-        .await
-        .context("connecting to RabbitMQ")?;
-        let cache: Arc<dyn Cache> = Arc::new(RedisCache::new(redis, &config.redis_prefix)?);
-        let store = connect_store(config, db).await?;
-        if let Err(e) = store.migrate().await {
-            tracing::warn!(error = %e, "could not apply migrations now; turns will get fallbacks until the database is back");
-        }
+        // Checked before connecting anything, so a missing variable is the error shown.
+        config.require_amqp("the worker")?;
+        config.require_redis("the worker")?;
+        config.require_database("the worker")?;
+        let broker = connect::broker(config, "worker", Missing::Refuse).await?;
+        let cache = connect::cache(config, "worker", Missing::Refuse)?;
+        let store =
+            connect::characters(config, "worker", Missing::Refuse, Migrations::BestEffort).await?;
         let llm = build_llm(config)?;
-        let memory = build_memory(config).await?;
+        let memory = connect::memory(config).await?;
         Self::build_with(
             config,
             broker,
             Some(cache),
-            Arc::new(store),
+            store,
             llm,
             memory,
             PipelineOptions::parse(&config.pipeline)

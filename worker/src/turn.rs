@@ -24,14 +24,13 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tracing::Instrument;
-use whisperfleet_shared::broker::{self, Broker, Delivery, Message};
-use whisperfleet_shared::cache::Cache;
-use whisperfleet_shared::character::{Character, StoreError, normalize_name};
+use whisperfleet_shared::character::{Character, normalize_name};
 use whisperfleet_shared::lineproto::{self, Point};
-use whisperfleet_shared::llm::{ChatRequest, ChatResponse, Llm, Role};
-use whisperfleet_shared::ports::{
-    Embedder, EmotionAnalyzer, EmotionResult, MemoryScope, MetricsSink, VectorMemory,
-};
+use whisperfleet_shared::ports::broker::{self, Broker, Delivery, Message};
+use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_shared::ports::characters::StoreError;
+use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, Role};
+use whisperfleet_shared::ports::{EmotionResult, MemoryScope, MetricsSink};
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{
@@ -155,13 +154,7 @@ pub struct TurnSettings {
     pub recent_states: usize,
 }
 
-/// The memory stage's ports: vector memory, embeddings, emotion analysis.
-#[derive(Clone)]
-pub struct MemoryPorts {
-    pub memory: Arc<dyn VectorMemory>,
-    pub embedder: Arc<dyn Embedder>,
-    pub emotions: Arc<dyn EmotionAnalyzer>,
-}
+pub use whisperfleet_shared::ports::MemoryPorts;
 
 /// Everything a turn needs; shared by all turns of a worker process.
 pub struct Deps {

@@ -1,0 +1,493 @@
+//! SQLite implementation of the character store: what `whisperfleet up` / `chat` use when no
+//! database URL is set. Same tables and semantics as [`crate::characters::postgres::PgCharacterStore`] (its
+//! migrations in `migrations/sqlite` mirror the PostgreSQL ones in SQLite types), checked by
+//! the same contract.
+//!
+//! As in PostgreSQL, a character is read in ONE query that assembles the row and every child
+//! table into one JSON document shaped exactly like [`Character`]. Writes run in
+//! `BEGIN IMMEDIATE` transactions: they take SQLite's single write lock up front, so
+//! concurrent writers (several pooled connections, or processes sharing the file through
+//! WAL) queue on the busy timeout instead of failing when a read lock cannot be upgraded.
+//!
+//! Queries are runtime-checked (`sqlx::query`), so a fresh clone builds without a database.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use whisperfleet_shared::character::{
+    Archetype, Character, CharacterSummary, Relationship, RelationshipDelta, normalize_name,
+};
+use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a statement waits for another connection's (or process's) write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteCharacterStore {
+    pool: SqlitePool,
+    location: String,
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        // SQLITE_BUSY / SQLITE_LOCKED (any extended code): the lock was held past the busy
+        // timeout, which is worth a retry like an unreachable server.
+        sqlx::Error::Database(ref d)
+            if d.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        other => StoreError::Data(other.to_string()),
+    }
+}
+
+/// `json()` around every nested document: SQLite passes a value's JSON subtype through a
+/// function call but not reliably through a subquery, and without it the nested document
+/// would be embedded as a string. Booleans are 0/1 columns, turned into JSON booleans.
+const LOAD_SQL: &str = r#"
+SELECT json_object(
+  'name', c.name,
+  'normalized_name', c.normalized_name,
+  'occupation', c.occupation,
+  'description', c.description,
+  'archetype', c.archetype,
+  'allow_full_roleplay', json(CASE WHEN c.allow_full_roleplay THEN 'true' ELSE 'false' END),
+  'emoji_frequency', c.emoji_frequency,
+  'emoji_style', c.emoji_style,
+  'version', c.version,
+  'personality', json((SELECT json_group_object(t.trait_name, t.trait_value)
+                       FROM personality_traits t WHERE t.character_id = c.id)),
+  'communication', json(COALESCE((SELECT json_object(
+                      'engagement_level', s.engagement_level,
+                      'formality', s.formality,
+                      'emotional_expression', s.emotional_expression,
+                      'response_length', s.response_length,
+                      'conversation_flow_guidance', s.conversation_flow_guidance,
+                      'ai_identity_handling', s.ai_identity_handling)
+                    FROM communication_styles s WHERE s.character_id = c.id), '{}')),
+  'values', json((SELECT json_group_array(json_object(
+                    'key', x.value_key, 'description', x.value_description,
+                    'importance', x.importance_level) ORDER BY x.id)
+                  FROM character_values x WHERE x.character_id = c.id)),
+  'voice_traits', json((SELECT json_group_array(json_object(
+                    'trait_type', x.trait_type, 'trait_value', x.trait_value,
+                    'situational_context', x.situational_context) ORDER BY x.id)
+                  FROM character_voice_traits x WHERE x.character_id = c.id)),
+  'speech_patterns', json((SELECT json_group_array(json_object(
+                    'pattern_type', x.pattern_type, 'pattern_value', x.pattern_value,
+                    'usage_frequency', x.usage_frequency, 'context', x.context,
+                    'priority', x.priority) ORDER BY x.id)
+                  FROM character_speech_patterns x WHERE x.character_id = c.id)),
+  'interests', json((SELECT json_group_array(json_object(
+                    'category', x.category, 'interest_text', x.interest_text,
+                    'proficiency_level', x.proficiency_level, 'importance', x.importance) ORDER BY x.id)
+                  FROM character_interests x WHERE x.character_id = c.id)),
+  'background', json((SELECT json_group_array(json_object(
+                    'category', x.category, 'period', x.period, 'title', x.title,
+                    'description', x.description, 'importance_level', x.importance_level) ORDER BY x.id)
+                  FROM character_background x WHERE x.character_id = c.id)),
+  'response_guidelines', json((SELECT json_group_array(json_object(
+                    'guideline_type', x.guideline_type, 'guideline_name', x.guideline_name,
+                    'guideline_content', x.guideline_content, 'priority', x.priority,
+                    'is_critical', json(CASE WHEN x.is_critical THEN 'true' ELSE 'false' END)) ORDER BY x.id)
+                  FROM character_response_guidelines x WHERE x.character_id = c.id)),
+  'ai_scenarios', json((SELECT json_group_array(json_object(
+                    'scenario_type', x.scenario_type, 'trigger_phrases', json(x.trigger_phrases),
+                    'response_guidance', x.response_guidance) ORDER BY x.id)
+                  FROM character_ai_scenarios x WHERE x.character_id = c.id)),
+  'llm', json(COALESCE((SELECT json_object(
+                    'model', l.model, 'temperature', l.temperature, 'max_tokens', l.max_tokens)
+                  FROM character_llm_config l WHERE l.character_id = c.id), '{}'))
+) AS doc
+FROM characters c
+WHERE c.normalized_name = ?1
+"#;
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl SqliteCharacterStore {
+    /// Opens the store at `path` (creating its directory and file) and applies pending
+    /// migrations. Tables outside the migrations (the embedded vector memory's) may share the
+    /// file; another sqlx migrator may not, as both would keep their history in
+    /// `_sqlx_migrations`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if path.as_os_str() == ":memory:" {
+            return Self::open_in_memory().await;
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses at most the last commits on power loss, never
+            // consistency; FULL would fsync every relationship update.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        Self::migrated(pool, path.display().to_string()).await
+    }
+
+    /// A private store that lives as long as this value (tests, throwaway runs).
+    pub async fn open_in_memory() -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(db_err)?
+            .busy_timeout(BUSY_TIMEOUT);
+        // One connection that is never recycled: each connection to `:memory:` is a
+        // database of its own, and closing it would lose everything.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        Self::migrated(pool, ":memory:".into()).await
+    }
+
+    async fn migrated(pool: SqlitePool, location: String) -> Result<Self, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Data(format!("migrating {location}: {e}")))?;
+        Ok(Self { pool, location })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
+    }
+
+    async fn replace_children(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: i64,
+        c: &Character,
+    ) -> Result<(), sqlx::Error> {
+        for table in [
+            "personality_traits",
+            "communication_styles",
+            "character_values",
+            "character_voice_traits",
+            "character_speech_patterns",
+            "character_interests",
+            "character_background",
+            "character_response_guidelines",
+            "character_ai_scenarios",
+            "character_llm_config",
+        ] {
+            // Table names come from the fixed list above, never from input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE character_id = ?1"
+            )))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (name, v) in c.personality.traits() {
+            sqlx::query("INSERT INTO personality_traits (character_id, trait_name, trait_value) VALUES (?1, ?2, ?3)")
+                .bind(id).bind(name).bind(v)
+                .execute(&mut **tx).await?;
+        }
+        let s = &c.communication;
+        sqlx::query(
+            "INSERT INTO communication_styles (character_id, engagement_level, formality, emotional_expression, \
+             response_length, conversation_flow_guidance, ai_identity_handling) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(id)
+        .bind(&s.engagement_level)
+        .bind(&s.formality)
+        .bind(&s.emotional_expression)
+        .bind(&s.response_length)
+        .bind(&s.conversation_flow_guidance)
+        .bind(&s.ai_identity_handling)
+        .execute(&mut **tx)
+        .await?;
+        for v in &c.values {
+            sqlx::query("INSERT INTO character_values (character_id, value_key, value_description, importance_level) VALUES (?1, ?2, ?3, ?4)")
+                .bind(id).bind(&v.key).bind(&v.description).bind(&v.importance)
+                .execute(&mut **tx).await?;
+        }
+        for v in &c.voice_traits {
+            sqlx::query("INSERT INTO character_voice_traits (character_id, trait_type, trait_value, situational_context) VALUES (?1, ?2, ?3, ?4)")
+                .bind(id).bind(&v.trait_type).bind(&v.trait_value).bind(&v.situational_context)
+                .execute(&mut **tx).await?;
+        }
+        for v in &c.speech_patterns {
+            sqlx::query("INSERT INTO character_speech_patterns (character_id, pattern_type, pattern_value, usage_frequency, context, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .bind(id).bind(&v.pattern_type).bind(&v.pattern_value).bind(&v.usage_frequency).bind(&v.context).bind(v.priority)
+                .execute(&mut **tx).await?;
+        }
+        for v in &c.interests {
+            sqlx::query("INSERT INTO character_interests (character_id, category, interest_text, proficiency_level, importance) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .bind(id).bind(&v.category).bind(&v.interest_text).bind(v.proficiency_level).bind(&v.importance)
+                .execute(&mut **tx).await?;
+        }
+        for v in &c.background {
+            sqlx::query("INSERT INTO character_background (character_id, category, period, title, description, importance_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .bind(id).bind(&v.category).bind(&v.period).bind(&v.title).bind(&v.description).bind(v.importance_level)
+                .execute(&mut **tx).await?;
+        }
+        for v in &c.response_guidelines {
+            sqlx::query("INSERT INTO character_response_guidelines (character_id, guideline_type, guideline_name, guideline_content, priority, is_critical) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .bind(id).bind(&v.guideline_type).bind(&v.guideline_name).bind(&v.guideline_content).bind(v.priority).bind(v.is_critical)
+                .execute(&mut **tx).await?;
+        }
+        for v in &c.ai_scenarios {
+            sqlx::query("INSERT INTO character_ai_scenarios (character_id, scenario_type, trigger_phrases, response_guidance) VALUES (?1, ?2, ?3, ?4)")
+                .bind(id).bind(&v.scenario_type).bind(sqlx::types::Json(&v.trigger_phrases)).bind(&v.response_guidance)
+                .execute(&mut **tx).await?;
+        }
+        sqlx::query("INSERT INTO character_llm_config (character_id, model, temperature, max_tokens) VALUES (?1, ?2, ?3, ?4)")
+            .bind(id)
+            .bind(&c.llm.model)
+            .bind(c.llm.temperature)
+            .bind(c.llm.max_tokens.map(i64::from))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// REAL columns hold the f32 written by this store exactly, so the round trip is lossless.
+fn relationship_of(r: &SqliteRow) -> Result<Relationship, sqlx::Error> {
+    Ok(Relationship {
+        trust: r.try_get::<f64, _>("trust")? as f32,
+        affection: r.try_get::<f64, _>("affection")? as f32,
+        attunement: r.try_get::<f64, _>("attunement")? as f32,
+        interactions: r.try_get("interactions")?,
+    })
+}
+
+#[async_trait]
+impl CharacterStore for SqliteCharacterStore {
+    async fn load(&self, normalized_name: &str) -> Result<Option<Character>, StoreError> {
+        let row = sqlx::query(LOAD_SQL)
+            .bind(normalized_name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let doc: String = row.try_get("doc").map_err(db_err)?;
+        serde_json::from_str(&doc).map(Some).map_err(|e| {
+            StoreError::Data(format!(
+                "stored character {normalized_name} is malformed: {e}"
+            ))
+        })
+    }
+
+    async fn upsert(&self, character: &Character) -> Result<i64, StoreError> {
+        let mut c = character.clone();
+        c.validate().map_err(StoreError::Data)?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO characters (name, normalized_name, occupation, description, archetype, \
+             allow_full_roleplay, emoji_frequency, emoji_style) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (normalized_name) DO UPDATE SET name = excluded.name, occupation = excluded.occupation, \
+             description = excluded.description, archetype = excluded.archetype, \
+             allow_full_roleplay = excluded.allow_full_roleplay, emoji_frequency = excluded.emoji_frequency, \
+             emoji_style = excluded.emoji_style, version = characters.version + 1, updated_at = {NOW} \
+             RETURNING id, version"
+        )))
+        .bind(&c.name)
+        .bind(normalize_name(&c.name))
+        .bind(&c.occupation)
+        .bind(&c.description)
+        .bind(c.archetype.as_str())
+        .bind(c.allow_full_roleplay)
+        .bind(&c.emoji_frequency)
+        .bind(&c.emoji_style)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let id: i64 = row.try_get("id").map_err(db_err)?;
+        let version: i64 = row.try_get("version").map_err(db_err)?;
+        Self::replace_children(&mut tx, id, &c)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(version)
+    }
+
+    async fn list(&self) -> Result<Vec<CharacterSummary>, StoreError> {
+        // SQLite's BINARY collation: the same order as the fleet's C-collated PostgreSQL.
+        let rows = sqlx::query(
+            "SELECT name, normalized_name, occupation, archetype, version FROM characters ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|r| {
+                let archetype: String = r.try_get("archetype").map_err(db_err)?;
+                Ok(CharacterSummary {
+                    name: r.try_get("name").map_err(db_err)?,
+                    normalized_name: r.try_get("normalized_name").map_err(db_err)?,
+                    occupation: r.try_get("occupation").map_err(db_err)?,
+                    archetype: Archetype::parse(&archetype).ok_or_else(|| {
+                        StoreError::Data(format!("unknown archetype {archetype}"))
+                    })?,
+                    version: r.try_get("version").map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn relationship(
+        &self,
+        user_id: &str,
+        character: &str,
+    ) -> Result<Option<Relationship>, StoreError> {
+        let row = sqlx::query(
+            "SELECT r.trust, r.affection, r.attunement, r.interactions FROM relationships r \
+             JOIN characters c ON c.id = r.character_id WHERE r.user_id = ?1 AND c.normalized_name = ?2",
+        )
+        .bind(user_id)
+        .bind(character)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.map(|r| relationship_of(&r)).transpose().map_err(db_err)
+    }
+
+    async fn apply_relationship(
+        &self,
+        turn_id: uuid::Uuid,
+        user_id: &str,
+        character: &str,
+        d: RelationshipDelta,
+    ) -> Result<Option<Relationship>, StoreError> {
+        // One write transaction: the turn is recorded and the row moved together, or neither.
+        // It holds the write lock from BEGIN, so the read-modify-write below cannot lose a
+        // concurrent update. The arithmetic is `Relationship::apply` (f32, clamped), as
+        // PostgreSQL computes it on REAL columns.
+        let mut tx = self.begin_write().await?;
+        let first = sqlx::query(
+            "INSERT INTO relationship_turns (turn_id) VALUES (?1) ON CONFLICT DO NOTHING",
+        )
+        .bind(turn_id.hyphenated().to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if first.rows_affected() == 0 {
+            // Already applied: a redelivered turn changes nothing.
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT c.id, r.trust, r.affection, r.attunement, r.interactions FROM characters c \
+             LEFT JOIN relationships r ON r.character_id = c.id AND r.user_id = ?1 \
+             WHERE c.normalized_name = ?2",
+        )
+        .bind(user_id)
+        .bind(character)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            // Unknown character: the turn stays recorded, as in PostgreSQL.
+            tx.commit().await.map_err(db_err)?;
+            return Ok(None);
+        };
+        let character_id: i64 = row.try_get("id").map_err(db_err)?;
+        let current = match row
+            .try_get::<Option<i64>, _>("interactions")
+            .map_err(db_err)?
+        {
+            Some(_) => relationship_of(&row).map_err(db_err)?,
+            None => Relationship::default(),
+        };
+        let next = current.apply(d);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO relationships (user_id, character_id, trust, affection, attunement, interactions) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (user_id, character_id) DO UPDATE SET trust = excluded.trust, \
+             affection = excluded.affection, attunement = excluded.attunement, \
+             interactions = excluded.interactions, updated_at = {NOW}"
+        )))
+        .bind(user_id)
+        .bind(character_id)
+        .bind(next.trust)
+        .bind(next.affection)
+        .bind(next.attunement)
+        .bind(next.interactions)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(next))
+    }
+
+    async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError> {
+        let r = match character {
+            Some(c) => {
+                sqlx::query(
+                    "DELETE FROM relationships WHERE user_id = ?1 AND character_id IN \
+                     (SELECT id FROM characters WHERE normalized_name = ?2)",
+                )
+                .bind(user_id)
+                .bind(c)
+                .execute(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query("DELETE FROM relationships WHERE user_id = ?1")
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db_err)?;
+        Ok(r.rows_affected())
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite at {}", self.location)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn in_memory_store_keeps_its_data_across_calls() {
+        let store = SqliteCharacterStore::open_in_memory().await.unwrap();
+        let c = Character {
+            name: "Memo Ry".into(),
+            ..Default::default()
+        };
+        assert_eq!(store.upsert(&c).await.unwrap(), 1);
+        assert_eq!(store.upsert(&c).await.unwrap(), 2);
+        let loaded = store.load("memo_ry").await.unwrap().unwrap();
+        assert_eq!(loaded.version, 2);
+        assert_eq!(store.describe(), "sqlite at :memory:");
+    }
+}

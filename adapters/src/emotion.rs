@@ -1,0 +1,4 @@
+//! Emotion analysis backends: the built-in lexicon analyzer.
+
+#[cfg(feature = "builtin")]
+pub mod lexicon;

@@ -1,0 +1,4 @@
+//! LLM backends: any OpenAI-compatible chat completions endpoint.
+
+#[cfg(feature = "openai")]
+pub mod openai;

@@ -1,0 +1,51 @@
+//! The cache port: Redis in the fleet, in-process when embedded. Keys are given without the
+//! fleet prefix; the implementation adds `WHISPERFLEET_REDIS_PREFIX`, so fleets (and tests)
+//! can share one Redis. Implementations keep every call short: a slow or dead cache degrades
+//! a turn (no request cache, no history), it never stalls one.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Redis unreachable or too slow: retryable, and callers degrade instead.
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+    #[error("cache refused the command: {0}")]
+    Command(String),
+}
+
+#[async_trait]
+pub trait Cache: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError>;
+    /// Sets only if absent; true when this call set it.
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError>;
+    async fn del(&self, keys: &[&str]) -> Result<(), CacheError>;
+    /// Atomically: unless `marker` exists, append `entries` to the list, keep its last `keep`
+    /// items, refresh its TTL and set `marker`. Returns whether it appended. This is what
+    /// makes a redelivered turn never write its history twice.
+    async fn append_once(
+        &self,
+        list: &str,
+        entries: &[Vec<u8>],
+        keep: usize,
+        list_ttl: Duration,
+        marker: &str,
+        marker_ttl: Duration,
+    ) -> Result<bool, CacheError>;
+    /// The last `n` items of a list, oldest first.
+    async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError>;
+    /// Removes every key matching `pattern` (glob, unprefixed); returns how many.
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError>;
+    /// Keys matching `pattern` (glob, unprefixed), returned unprefixed.
+    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError>;
+    fn describe(&self) -> String;
+    /// Whether other processes see what this cache holds (Redis: yes; the embedded cache:
+    /// no). A per-process cache cannot carry news from other processes, such as a character
+    /// import, so callers that rely on that must not trust it for it.
+    fn is_shared(&self) -> bool {
+        true
+    }
+}

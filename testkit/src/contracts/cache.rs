@@ -1,0 +1,341 @@
+//! The behaviour every [`Cache`] implementation must share, as one async check that panics
+//! on the first difference. The tests run it against [`whisperfleet_shared::ports::cache::RedisCache`] and
+//! `EmbeddedCache`, so the embedded port cannot drift from Redis.
+//!
+//! Keys carry a fresh UUID per run and are removed at the end, so the suite can run
+//! concurrently against one shared Redis.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use whisperfleet_shared::ports::cache::Cache;
+
+/// Short TTLs still well above Redis's millisecond (PX) resolution.
+const SHORT: Duration = Duration::from_millis(300);
+/// Long enough that nothing expires during a run.
+const LONG: Duration = Duration::from_secs(120);
+
+/// Asserts the whole contract against `cache`. Panics (with what differed) on failure.
+pub async fn contract(cache: &dyn Cache) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let k = |s: &str| format!("contract:{run}:{s}");
+    missing_keys(cache, &k).await;
+    round_trip(cache, &k).await;
+    ttl_expiry(cache, &k).await;
+    set_nx(cache, &k).await;
+    del_several(cache, &k).await;
+    append_once(cache, &k).await;
+    append_once_ttls(cache, &k).await;
+    patterns(cache, &k).await;
+    cache.delete_matching(&k("*")).await.unwrap();
+    assert!(cache.keys_matching(&k("*")).await.unwrap().is_empty());
+}
+
+/// Asserts that `a` and `b` are isolated from each other (two Redis prefixes, two embedded
+/// instances): the same unprefixed key is two keys, and listing or deleting by pattern in
+/// one never sees the other's.
+pub async fn isolated(a: &dyn Cache, b: &dyn Cache) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let key = format!("contract:{run}:shared");
+    a.set(&key, b"a", LONG).await.unwrap();
+    b.set(&key, b"b", LONG).await.unwrap();
+    assert_eq!(a.get(&key).await.unwrap().as_deref(), Some(&b"a"[..]));
+    assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&b"b"[..]));
+    let pattern = format!("contract:{run}:*");
+    assert_eq!(a.keys_matching(&pattern).await.unwrap(), vec![key.clone()]);
+    assert_eq!(a.delete_matching(&pattern).await.unwrap(), 1);
+    assert_eq!(a.get(&key).await.unwrap(), None);
+    assert_eq!(
+        b.get(&key).await.unwrap().as_deref(),
+        Some(&b"b"[..]),
+        "deleting by pattern in one cache removed the other's key"
+    );
+    assert!(
+        a.set_nx(&key, b"a2", LONG).await.unwrap(),
+        "set_nx saw the other cache's key"
+    );
+    assert_eq!(b.delete_matching(&pattern).await.unwrap(), 1);
+    a.delete_matching(&pattern).await.unwrap();
+}
+
+async fn missing_keys(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    assert_eq!(cache.get(&k("missing")).await.unwrap(), None);
+    assert!(cache.list_tail(&k("missing"), 5).await.unwrap().is_empty());
+    assert!(
+        cache
+            .keys_matching(&k("missing*"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(cache.delete_matching(&k("missing*")).await.unwrap(), 0);
+    cache.del(&[&k("missing"), &k("missing2")]).await.unwrap();
+    cache.del(&[]).await.unwrap();
+}
+
+async fn round_trip(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let text = k("text");
+    cache.set(&text, b"hello", LONG).await.unwrap();
+    assert_eq!(
+        cache.get(&text).await.unwrap().as_deref(),
+        Some(&b"hello"[..])
+    );
+    // Every byte value, NUL and invalid UTF-8 included.
+    let binary: Vec<u8> = (0..=255u8).rev().chain(0..=255u8).collect();
+    let bin = k("binary");
+    cache.set(&bin, &binary, LONG).await.unwrap();
+    assert_eq!(cache.get(&bin).await.unwrap(), Some(binary));
+    let empty = k("empty");
+    cache.set(&empty, b"", LONG).await.unwrap();
+    assert_eq!(
+        cache.get(&empty).await.unwrap(),
+        Some(Vec::new()),
+        "an empty value is a value"
+    );
+    cache.set(&text, b"replaced", LONG).await.unwrap();
+    assert_eq!(
+        cache.get(&text).await.unwrap().as_deref(),
+        Some(&b"replaced"[..])
+    );
+}
+
+async fn ttl_expiry(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let key = k("ttl");
+    let started = Instant::now();
+    cache.set(&key, b"v", SHORT).await.unwrap();
+    let seen = cache.get(&key).await.unwrap();
+    // Only a claim while the TTL has surely not run out (a loaded machine may stall us).
+    if started.elapsed() < SHORT {
+        assert_eq!(seen.as_deref(), Some(&b"v"[..]), "gone before its TTL");
+    }
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    assert_eq!(
+        cache.get(&key).await.unwrap(),
+        None,
+        "visible after its TTL"
+    );
+    assert!(
+        !cache
+            .keys_matching(&k("ttl*"))
+            .await
+            .unwrap()
+            .contains(&key),
+        "an expired key is listed"
+    );
+    assert!(
+        cache.set_nx(&key, b"again", LONG).await.unwrap(),
+        "set_nx refused on an expired key"
+    );
+    // A later set replaces the TTL: a long one keeps the key past the short one.
+    let replaced = k("ttl-replaced");
+    cache.set(&replaced, b"v", SHORT).await.unwrap();
+    cache.set(&replaced, b"v", LONG).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    assert!(cache.get(&replaced).await.unwrap().is_some());
+}
+
+async fn set_nx(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let key = k("nx");
+    assert!(cache.set_nx(&key, b"first", LONG).await.unwrap());
+    assert!(!cache.set_nx(&key, b"second", LONG).await.unwrap());
+    assert_eq!(
+        cache.get(&key).await.unwrap().as_deref(),
+        Some(&b"first"[..]),
+        "a refused set_nx changed the value"
+    );
+    cache.del(&[&key]).await.unwrap();
+    assert!(cache.set_nx(&key, b"third", LONG).await.unwrap());
+    // Present means present, whatever wrote it.
+    let plain = k("nx-after-set");
+    cache.set(&plain, b"v", LONG).await.unwrap();
+    assert!(!cache.set_nx(&plain, b"w", LONG).await.unwrap());
+}
+
+async fn del_several(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let (a, b, c) = (k("del-a"), k("del-b"), k("del-c"));
+    for key in [&a, &b, &c] {
+        cache.set(key, b"v", LONG).await.unwrap();
+    }
+    cache.del(&[&a, &b, &k("del-missing")]).await.unwrap();
+    assert_eq!(cache.get(&a).await.unwrap(), None);
+    assert_eq!(cache.get(&b).await.unwrap(), None);
+    assert!(
+        cache.get(&c).await.unwrap().is_some(),
+        "del removed too much"
+    );
+}
+
+fn items(xs: &[&str]) -> Vec<Vec<u8>> {
+    xs.iter().map(|x| x.as_bytes().to_vec()).collect()
+}
+
+async fn append_once(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let list = k("hist");
+    let append = |entries: Vec<Vec<u8>>, keep: usize, marker: String| {
+        let list = list.clone();
+        async move {
+            cache
+                .append_once(&list, &entries, keep, LONG, &marker, LONG)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(append(items(&["e1", "e2"]), 4, k("m1")).await);
+    assert!(
+        cache.get(&k("m1")).await.unwrap().is_some(),
+        "the marker is set"
+    );
+    assert!(
+        !append(items(&["e1", "e2"]), 4, k("m1")).await,
+        "a second append with one marker"
+    );
+    assert_eq!(
+        cache.list_tail(&list, 10).await.unwrap(),
+        items(&["e1", "e2"]),
+        "appended twice under one marker"
+    );
+    assert!(append(items(&["e3", "e4", "e5"]), 4, k("m2")).await);
+    assert_eq!(
+        cache.list_tail(&list, 100).await.unwrap(),
+        items(&["e2", "e3", "e4", "e5"]),
+        "keeps the last `keep`, oldest first"
+    );
+    assert_eq!(
+        cache.list_tail(&list, 2).await.unwrap(),
+        items(&["e4", "e5"]),
+        "the tail is the newest, oldest first"
+    );
+    assert!(cache.list_tail(&list, 0).await.unwrap().is_empty());
+    // More entries than `keep` in one call.
+    assert!(append(items(&["f1", "f2", "f3"]), 2, k("m3")).await);
+    assert_eq!(
+        cache.list_tail(&list, 10).await.unwrap(),
+        items(&["f2", "f3"])
+    );
+    // Binary entries survive as they are.
+    let blob = vec![0u8, 0xff, 0xfe, b'\n', 0];
+    assert!(append(vec![blob.clone()], 3, k("m4")).await);
+    assert_eq!(cache.list_tail(&list, 1).await.unwrap(), vec![blob]);
+    // Concurrent appends under one marker: exactly one wins.
+    let list2 = k("hist-race");
+    let racers = (0..8).map(|i| {
+        let list2 = list2.clone();
+        let marker = k("m-race");
+        async move {
+            cache
+                .append_once(&list2, &items(&[&format!("r{i}")]), 10, LONG, &marker, LONG)
+                .await
+                .unwrap()
+        }
+    });
+    let won = futures::future::join_all(racers).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1);
+    assert_eq!(cache.list_tail(&list2, 10).await.unwrap().len(), 1);
+}
+
+async fn append_once_ttls(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    // The list's TTL is refreshed by every append.
+    let list = k("hist-ttl");
+    let list_ttl = Duration::from_millis(600);
+    cache
+        .append_once(&list, &items(&["a"]), 5, list_ttl, &k("mt1"), LONG)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let refreshed = Instant::now();
+    cache
+        .append_once(&list, &items(&["b"]), 5, list_ttl, &k("mt2"), LONG)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let tail = cache.list_tail(&list, 5).await.unwrap();
+    if refreshed.elapsed() < list_ttl {
+        assert_eq!(tail, items(&["a", "b"]), "the second append kept no TTL");
+    }
+    tokio::time::sleep(list_ttl.saturating_sub(refreshed.elapsed()) + Duration::from_millis(150))
+        .await;
+    assert!(
+        cache.list_tail(&list, 5).await.unwrap().is_empty(),
+        "the list outlived its TTL"
+    );
+    // Once the marker expires, the same marker appends again.
+    let list = k("hist-marker-ttl");
+    let marker = k("mt3");
+    assert!(
+        cache
+            .append_once(&list, &items(&["x"]), 5, LONG, &marker, SHORT)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    assert_eq!(cache.get(&marker).await.unwrap(), None);
+    assert!(
+        cache
+            .append_once(&list, &items(&["y"]), 5, LONG, &marker, SHORT)
+            .await
+            .unwrap()
+    );
+    assert_eq!(cache.list_tail(&list, 5).await.unwrap(), items(&["x", "y"]));
+}
+
+async fn listed(cache: &dyn Cache, pattern: &str) -> BTreeSet<String> {
+    // A set: SCAN may return a key twice.
+    cache
+        .keys_matching(pattern)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn patterns(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let names = ["a:1", "a:2", "a:10", "b:1", "lit*star", "litXstar", "br]x"];
+    for n in names {
+        cache.set(&k(&format!("p:{n}")), b"v", LONG).await.unwrap();
+    }
+    // Lists are keys too.
+    cache
+        .append_once(&k("p:l:1"), &items(&["x"]), 5, LONG, &k("p-marker"), LONG)
+        .await
+        .unwrap();
+    let expect =
+        |ns: &[&str]| -> BTreeSet<String> { ns.iter().map(|n| k(&format!("p:{n}"))).collect() };
+    let all = [
+        "a:1", "a:2", "a:10", "b:1", "lit*star", "litXstar", "br]x", "l:1",
+    ];
+    assert_eq!(
+        listed(cache, &k("p:*")).await,
+        expect(&all),
+        "keys come back unprefixed and complete"
+    );
+    let cases: [(&str, &[&str]); 9] = [
+        ("p:a:*", &["a:1", "a:2", "a:10"]),
+        ("p:a:?", &["a:1", "a:2"]),
+        ("p:[ab]:1", &["a:1", "b:1"]),
+        ("p:[^a]:*", &["b:1", "l:1"]),
+        ("p:[a-b]:1?", &["a:10"]),
+        ("p:lit*star", &["lit*star", "litXstar"]),
+        (r"p:lit\*star", &["lit*star"]),
+        (r"p:br[\]]x", &["br]x"]),
+        ("p:*1", &["a:1", "b:1", "l:1"]),
+    ];
+    for (pattern, want) in cases {
+        assert_eq!(
+            listed(cache, &k(pattern)).await,
+            expect(want),
+            "keys_matching({pattern:?})"
+        );
+    }
+    assert_eq!(cache.delete_matching(&k("p:a:?")).await.unwrap(), 2);
+    assert_eq!(cache.get(&k("p:a:1")).await.unwrap(), None);
+    assert_eq!(listed(cache, &k("p:a:*")).await, expect(&["a:10"]));
+    assert_eq!(cache.delete_matching(&k(r"p:lit\*star")).await.unwrap(), 1);
+    assert!(cache.get(&k("p:litXstar")).await.unwrap().is_some());
+    assert_eq!(cache.delete_matching(&k("p:*")).await.unwrap(), 5);
+    assert!(listed(cache, &k("p:*")).await.is_empty());
+    assert!(cache.list_tail(&k("p:l:1"), 5).await.unwrap().is_empty());
+    assert!(
+        cache.get(&k("p-marker")).await.unwrap().is_some(),
+        "a pattern deleted a key it does not match"
+    );
+}
