@@ -32,7 +32,7 @@ use whisperfleet_worker::mock_llm::{self, MockLlmOptions};
 use whisperfleet_worker::store::PgCharacterStore;
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
-const BENCH_CHARACTER: &str = include_str!("../characters/nora-halvorsen.yaml");
+const BENCH_CHARACTER: &str = include_str!("../../characters/nora-halvorsen.yaml");
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
