@@ -33,7 +33,7 @@ use whisperfleet_shared::wire::STAGES;
 use whisperfleet_testkit::mock_llm::{self, MockLlmOptions};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
-const BENCH_CHARACTER: &str = include_str!("../characters/nora-halvorsen.yaml");
+const BENCH_CHARACTER: &str = include_str!("../../characters/nora-halvorsen.yaml");
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
