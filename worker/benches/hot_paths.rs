@@ -9,11 +9,11 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::llm::Role;
 use whisperfleet_shared::ports::EmotionAnalyzer;
-use whisperfleet_worker::components::{
-    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
-};
 use whisperfleet_worker::embed::HashEmbedder;
 use whisperfleet_worker::emotion::LexiconAnalyzer;
+use whisperfleet_worker::prompt::{
+    self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+};
 
 const CHARACTER_YAML: &str = include_str!("../../characters/nora-halvorsen.yaml");
 const USER_NAME: &str = "Sam";

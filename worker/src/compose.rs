@@ -15,8 +15,8 @@ use std::sync::Arc;
 use whisperfleet_shared::character::{Character, StoreError};
 use whisperfleet_shared::llm::ChatMessage;
 
-use crate::components::{
-    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+use crate::prompt::{
+    self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
 
 /// Everything but the character that goes into a prompt.

@@ -3,7 +3,6 @@
 //! and one metric event. Any number of workers can consume the same queue.
 
 pub mod cdl;
-pub mod components;
 pub mod compose;
 pub mod consumer;
 pub mod context;
@@ -13,6 +12,7 @@ pub mod llm;
 pub mod memory;
 pub mod mock_llm;
 pub mod offline;
+pub mod prompt;
 pub mod qdrant;
 pub mod sqlite_memory;
 pub mod sqlite_store;
