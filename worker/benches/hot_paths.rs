@@ -11,8 +11,8 @@ use whisperfleet_adapters::emotion::lexicon::LexiconAnalyzer;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::ports::EmotionAnalyzer;
 use whisperfleet_shared::ports::llm::Role;
-use whisperfleet_worker::components::{
-    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+use whisperfleet_worker::prompt::{
+    self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
 
 const CHARACTER_YAML: &str = include_str!("../../characters/nora-halvorsen.yaml");

@@ -16,8 +16,8 @@ use whisperfleet_shared::character::Character;
 use whisperfleet_shared::ports::characters::StoreError;
 use whisperfleet_shared::ports::llm::ChatMessage;
 
-use crate::components::{
-    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+use crate::prompt::{
+    self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
 
 /// Everything but the character that goes into a prompt.

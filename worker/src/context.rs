@@ -19,7 +19,7 @@ use whisperfleet_shared::ports::{
     Embedder, EmotionAnalyzer, EmotionResult, MemoryError, MemoryPoint, MemoryScope, VectorMemory,
 };
 
-use crate::components::HistoryEntry;
+use crate::prompt::HistoryEntry;
 
 pub fn history_key(conversation_key: &str) -> String {
     format!("hist:{conversation_key}")

@@ -4,11 +4,11 @@
 //! ARCHITECTURE.md for the invariants the turn keeps.
 
 pub mod cdl;
-pub mod components;
 pub mod compose;
 pub mod consumer;
 pub mod context;
 pub mod memory;
 pub mod offline;
+pub mod prompt;
 pub mod startup;
 pub mod turn;

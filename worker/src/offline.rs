@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use whisperfleet_shared::character::{Archetype, Character};
 use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, LlmError, Role};
 
-use crate::components::{
+use crate::prompt::{
     ComponentKind, SensitiveTopic, TALKING_WITH, detect_sensitive_topics, estimate_tokens,
 };
 
@@ -400,7 +400,7 @@ fn mid_sentence(text: &str) -> String {
     }
 }
 
-/// The user's name from the "You are talking with …" line [`crate::components::assemble`]
+/// The user's name from the "You are talking with …" line [`crate::prompt::assemble`]
 /// writes into the system message.
 fn user_name(system: &str) -> Option<&str> {
     system.lines().find_map(|l| {
@@ -441,7 +441,7 @@ fn opening(
 }
 
 /// A short, honest first sentence when the message asks about the character's nature, romance
-/// or a real-world meeting, following the archetype's mode (see `components::character_mode`).
+/// or a real-world meeting, following the archetype's mode (see `prompt::character_mode`).
 fn boundary_answer(c: &Character, user_text: &str) -> Option<&'static str> {
     let topics = detect_sensitive_topics(user_text);
     let full_roleplay = c.archetype == Archetype::Fantasy && c.allow_full_roleplay;

@@ -38,11 +38,11 @@ use whisperfleet_shared::wire::{
 };
 
 use crate::cdl::{CdlCounts, CharacterCache};
-use crate::components::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
 use crate::compose::{self, ComposeContext};
 use crate::context;
 use crate::context::CountingMemory;
 use crate::memory;
+use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
 
 /// Recent-emotional-state queries the seed made while storing one message (its field
 /// report: "5+ redundant queries during message storage"), reproduced by `naive`.
