@@ -13,7 +13,7 @@ pub const WIRE_VERSION: u32 = 1;
 /// Oldest schema version this build still reads.
 pub const WIRE_MIN_VERSION: u32 = WIRE_VERSION.saturating_sub(1);
 
-/// Every stage a turn is measured in (DESIGN.md), in the order a turn goes through them,
+/// Every stage a turn is measured in (ARCHITECTURE.md), in the order a turn goes through them,
 /// then `overhead` (end to end − LLM). Tables and footers list stages in this order.
 pub const STAGES: [&str; 13] = [
     "platform_lag",
@@ -131,7 +131,7 @@ pub struct TurnReply {
     pub character: String,
     pub text: String,
     pub outcome: Outcome,
-    /// Stage name → milliseconds (DESIGN.md's canonical names).
+    /// Stage name → milliseconds (the canonical names in ARCHITECTURE.md).
     #[serde(default)]
     pub timings: BTreeMap<String, f64>,
     #[serde(default)]

@@ -16,6 +16,14 @@ pub enum CacheError {
     Command(String),
 }
 
+impl CacheError {
+    /// Unavailability is worth another try (callers degrade meanwhile); a refused command is
+    /// not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;

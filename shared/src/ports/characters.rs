@@ -14,6 +14,13 @@ pub enum StoreError {
     Data(String),
 }
 
+impl StoreError {
+    /// Only an unreachable or timed-out database is worth another try.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 /// The character store port: PostgreSQL in the fleet, SQLite when embedded.
 #[async_trait::async_trait]
 pub trait CharacterStore: Send + Sync + 'static {

@@ -12,6 +12,13 @@ pub enum EmbedError {
     Invalid(String),
 }
 
+impl EmbedError {
+    /// Network trouble is worth another try; an unusable answer is not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 #[async_trait]
 pub trait Embedder: Send + Sync + 'static {
     /// One L2-normalised vector per text, in order, all of `dimensions()` length.

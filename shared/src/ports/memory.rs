@@ -41,6 +41,13 @@ pub enum MemoryError {
     Other(String),
 }
 
+impl MemoryError {
+    /// Only an unreachable vector store is worth another try.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
 #[async_trait]
 pub trait VectorMemory: Send + Sync + 'static {
     /// Upserts one turn's points in one call (idempotent by id).

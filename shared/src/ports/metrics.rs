@@ -24,6 +24,15 @@ pub enum SinkError {
     Unauthorized(String),
 }
 
+impl SinkError {
+    /// Whether the same write may succeed later unchanged: 429/5xx/timeouts, and refused
+    /// credentials (kept and retried with backoff until an operator fixes them). A batch that
+    /// is too large or has bad points must change first (split, bisect), so it is not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. } | Self::Unauthorized(_))
+    }
+}
+
 #[async_trait]
 pub trait MetricsSink: Send + Sync + 'static {
     /// Writes line-protocol lines (already validated) in one request.
