@@ -54,16 +54,36 @@ impl Conversations {
             slot.waiting += 1;
             slot.gate.clone()
         };
+        // A caller that stops waiting (a cancelled HTTP request drops this future) gives its
+        // place back: the guard counts it out however the wait ends.
+        let waiting = Waiting { c: self, key };
         let permit = gate.acquire_owned().await.expect("gate never closed");
+        drop(waiting);
         let mut map = self.inner.lock().expect("conversations lock");
-        let slot = map.get_mut(key).expect("slot exists while waited on");
-        slot.waiting -= 1;
+        let slot = map
+            .get_mut(key)
+            .expect("slot exists while its gate is held");
         let seq = slot.next_seq;
         slot.next_seq += 1;
         Ok(Turn {
             _permit: permit,
             seq,
         })
+    }
+}
+
+/// One caller counted in a conversation's `waiting` until it is dropped.
+struct Waiting<'a> {
+    c: &'a Conversations,
+    key: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut map = self.c.inner.lock().expect("conversations lock");
+        if let Some(slot) = map.get_mut(self.key) {
+            slot.waiting -= 1;
+        }
     }
 }
 
@@ -89,5 +109,30 @@ mod tests {
         assert_eq!(second.await.unwrap().unwrap(), 2);
         // Other conversations are independent.
         assert_eq!(c.enter("other", 2).await.unwrap().seq, 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_gives_back_its_place() {
+        let c = Conversations::new();
+        let first = c.enter("k", 2).await.unwrap();
+        // Clients that stop waiting (an HTTP request cancelled): each wait is dropped.
+        for _ in 0..16 {
+            let gave_up = tokio::time::timeout(Duration::from_millis(5), c.enter("k", 2)).await;
+            assert!(
+                gave_up.is_err(),
+                "the wait is still blocked by the first turn"
+            );
+        }
+        let c2 = c.clone();
+        let next = tokio::spawn(async move { c2.enter("k", 2).await.map(|t| t.seq) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(first);
+        assert_eq!(
+            next.await
+                .unwrap()
+                .expect("not refused: the cancelled waits left"),
+            2,
+            "cancelled waits took no seq either"
+        );
     }
 }

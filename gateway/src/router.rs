@@ -4,7 +4,10 @@
 //! are idempotent by `turn_id`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -19,6 +22,28 @@ const REMEMBERED: usize = 100_000;
 pub struct Arrived {
     pub reply: TurnReply,
     pub consumed_at: Instant,
+}
+
+/// A turn's reply, when it arrives; forgets the turn when dropped before that.
+pub struct Expected {
+    rx: oneshot::Receiver<Arrived>,
+    router: Arc<ReplyRouter>,
+    turn_id: Uuid,
+}
+
+impl Future for Expected {
+    type Output = Result<Arrived, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx)
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        // A no-op when the reply was routed (its entry is gone already).
+        self.router.abandon(self.turn_id);
+    }
 }
 
 #[derive(Default)]
@@ -39,15 +64,20 @@ impl ReplyRouter {
         Arc::new(Self::default())
     }
 
-    /// Registers interest in a turn's reply before the turn is published.
-    pub fn expect(&self, turn_id: Uuid) -> oneshot::Receiver<Arrived> {
+    /// Registers interest in a turn's reply before the turn is published. Dropping the
+    /// returned waiter (timeout, publish failure, or a client that went away) forgets it.
+    pub fn expect(self: &Arc<Self>, turn_id: Uuid) -> Expected {
         let (tx, rx) = oneshot::channel();
         self.inner
             .lock()
             .expect("router lock")
             .waiting
             .insert(turn_id, tx);
-        rx
+        Expected {
+            rx,
+            router: self.clone(),
+            turn_id,
+        }
     }
 
     /// Forgets a turn whose waiter gave up (timeout, publish failure).
@@ -83,6 +113,11 @@ impl ReplyRouter {
         tx.send(Arrived { reply, consumed_at }).is_ok()
     }
 
+    /// Turns whose reply someone is waiting for right now.
+    pub fn waiting(&self) -> usize {
+        self.inner.lock().expect("router lock").waiting.len()
+    }
+
     pub fn duplicates(&self) -> u64 {
         self.inner.lock().expect("router lock").duplicates
     }
@@ -99,5 +134,21 @@ impl ReplyRouter {
             // Replies are only useful to a live waiter; nothing to retry.
             let _ = d.acker.ack().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_waiter_is_forgotten() {
+        let router = ReplyRouter::new();
+        let turn_id = Uuid::now_v7();
+        let waiter = router.expect(turn_id);
+        assert_eq!(router.waiting(), 1);
+        // The request that waited was cancelled (client gone) before any timeout fired.
+        drop(waiter);
+        assert_eq!(router.waiting(), 0, "no per-turn state left behind");
     }
 }
