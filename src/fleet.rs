@@ -14,7 +14,6 @@ use whisperfleet_adapters::metrics::file::MetricsSummary;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MemoryPorts, MetricsSink};
-use whisperfleet_worker::startup::build_llm;
 use whisperfleet_worker::turn::PipelineOptions;
 
 /// The sample characters, compiled in so a fresh machine has someone to talk to wherever
@@ -59,7 +58,7 @@ impl Ports {
         let broker = connect::broker(config, client_name, Missing::Embedded).await?;
         let cache = connect::cache(config, client_name, Missing::Embedded)?;
         let store = open_store(config).await?;
-        let llm = build_llm(config)?;
+        let llm = connect::llm(config)?;
         let memory = connect::memory(config).await?;
         let metrics = connect::metrics(config, Missing::Embedded)?;
         Ok(Self {

@@ -247,27 +247,38 @@ pub async fn characters(
     }
 }
 
-/// The configured OpenAI-compatible LLM endpoint; `None` without `LLM_BASE_URL` (the
-/// caller then answers with the offline responder).
-pub fn llm(config: &Config) -> Result<Option<Arc<dyn Llm>>, ConnectError> {
-    let Some(url) = &config.llm_base_url else {
-        return Ok(None);
-    };
-    #[cfg(feature = "openai")]
-    {
-        use crate::llm::openai::{LlmClientConfig, OpenAiClient};
-        let mut cfg = LlmClientConfig::new(url.clone(), config.llm_model.clone());
-        cfg.api_key = config.llm_api_key.clone();
-        cfg.timeout = std::time::Duration::from_millis(config.llm_timeout_ms);
-        cfg.max_retries = config.llm_max_retries;
-        let client = OpenAiClient::new(cfg)
-            .map_err(|e| ConnectError::backend("building the LLM client", e))?;
-        Ok(Some(Arc::new(client)))
-    }
-    #[cfg(not(feature = "openai"))]
-    {
-        let _ = url;
-        Err(not_built("llm", "OpenAI-compatible", "openai"))
+/// The LLM: the OpenAI-compatible endpoint when `LLM_BASE_URL` is set, else the built-in
+/// offline responder (so `up`/`chat` and a worker without an endpoint still answer).
+pub fn llm(config: &Config) -> Result<Arc<dyn Llm>, ConnectError> {
+    match &config.llm_base_url {
+        Some(url) => {
+            #[cfg(feature = "openai")]
+            {
+                use crate::llm::openai::{LlmClientConfig, OpenAiClient};
+                let mut cfg = LlmClientConfig::new(url.clone(), config.llm_model.clone());
+                cfg.api_key = config.llm_api_key.clone();
+                cfg.timeout = std::time::Duration::from_millis(config.llm_timeout_ms);
+                cfg.max_retries = config.llm_max_retries;
+                let client = OpenAiClient::new(cfg)
+                    .map_err(|e| ConnectError::backend("building the LLM client", e))?;
+                Ok(Arc::new(client))
+            }
+            #[cfg(not(feature = "openai"))]
+            {
+                let _ = url;
+                Err(not_built("llm", "OpenAI-compatible", "openai"))
+            }
+        }
+        None => {
+            #[cfg(feature = "builtin")]
+            {
+                Ok(Arc::new(crate::llm::offline::OfflineResponder))
+            }
+            #[cfg(not(feature = "builtin"))]
+            {
+                Err(not_built("llm", "offline responder", "builtin"))
+            }
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! Everything the whisperfleet services share: the wire contract, topology, configuration,
-//! telemetry, shutdown, retry, and the ports (traits) the pipeline is written against. No
-//! backend lives here: implementations are in `whisperfleet-adapters`. See ARCHITECTURE.md.
+//! telemetry, shutdown, retry, the prompt's layout contract, and the ports (traits) the pipeline
+//! is written against. No backend lives here: implementations are in `whisperfleet-adapters`.
+//! See ARCHITECTURE.md.
 
 pub mod backoff;
 pub mod character;
 pub mod config;
 pub mod lineproto;
 pub mod ports;
+pub mod prompt;
 pub mod request_cache;
 pub mod shutdown;
 pub mod telemetry;

@@ -8,7 +8,6 @@ pub mod compose;
 pub mod consumer;
 pub mod context;
 pub mod memory;
-pub mod offline;
 pub mod prompt;
 pub mod startup;
 pub mod turn;

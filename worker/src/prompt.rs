@@ -30,8 +30,10 @@
 //! A builder that has nothing to say returns `None` (or an empty section is skipped) rather
 //! than emitting a hollow heading: every token in the prompt costs latency.
 //!
-//! One file per component; `model` holds the shared types, `text` the helpers several
-//! builders share, and `sensitive` the sensitive-topic classifier.
+//! One file per component; `model` holds the shared types and budget rules, `text` the helpers
+//! several builders share. The layout readers of prompts rely on — section kinds and headings,
+//! the "You are talking with …" line, the token estimate and the sensitive-topic classifier —
+//! is [`whisperfleet_shared::prompt`], re-exported here.
 
 mod ai_identity;
 mod assemble;
@@ -43,27 +45,27 @@ mod mode;
 mod model;
 mod personality;
 mod relationship;
-mod sensitive;
 #[cfg(test)]
 mod test_support;
 mod text;
 mod voice;
 
 pub use ai_identity::ai_identity_guidance;
-pub use assemble::{TALKING_WITH, assemble};
+pub use assemble::assemble;
 pub use emotion::emotion_context;
 pub use final_guidance::final_response_guidance;
 pub use identity::character_identity;
 pub use memories::memories;
 pub use mode::character_mode;
 pub use model::{
-    Component, ComponentKind, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
-    estimate_tokens,
+    BudgetRules, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
 pub use personality::{character_personality, trait_level};
 pub use relationship::relationship;
-pub use sensitive::{SensitiveTopic, detect_sensitive_topics};
 pub use voice::character_voice;
+pub use whisperfleet_shared::prompt::{
+    ComponentKind, SensitiveTopic, TALKING_WITH, detect_sensitive_topics, estimate_tokens,
+};
 
 #[cfg(test)]
 mod tests {

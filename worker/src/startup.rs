@@ -16,7 +16,6 @@ use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MetricsSink
 use whisperfleet_shared::topology;
 
 use crate::cdl::CharacterCache;
-use crate::offline::OfflineResponder;
 use crate::turn::{Deps, MemoryPorts, PipelineOptions, TurnSettings};
 
 pub struct Application {
@@ -41,11 +40,6 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
     }
 }
 
-/// The configured LLM: an OpenAI-compatible endpoint, or the offline responder.
-pub fn build_llm(config: &Config) -> anyhow::Result<Arc<dyn Llm>> {
-    Ok(connect::llm(config)?.unwrap_or_else(|| Arc::new(OfflineResponder)))
-}
-
 impl Application {
     /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
@@ -57,7 +51,7 @@ impl Application {
         let cache = connect::cache(config, "worker", Missing::Refuse)?;
         let store =
             connect::characters(config, "worker", Missing::Refuse, Migrations::BestEffort).await?;
-        let llm = build_llm(config)?;
+        let llm = connect::llm(config)?;
         let memory = connect::memory(config).await?;
         Self::build_with(
             config,

@@ -1,13 +1,23 @@
 //! Component 3, AI Identity Guidance: situational guidance when a message touches the
-//! character's AI nature or its boundaries (detected by [`super::sensitive`]) or hits one of the
-//! character's own `ai_scenarios` trigger phrases.
+//! character's AI nature or its boundaries (detected by [`detect_sensitive_topics`]) or hits
+//! one of the character's own `ai_scenarios` trigger phrases.
 
 use whisperfleet_shared::character::Character;
+use whisperfleet_shared::prompt::{SensitiveTopic, detect_sensitive_topics, has_phrase, words_of};
 
 use super::mode::{AiMode, ai_mode};
 use super::model::{Component, ComponentKind};
-use super::sensitive::{SensitiveTopic, detect_sensitive_topics, has_phrase, words_of};
 use super::text::{display_name, lower_words, section};
+
+/// How the guidance names what the message contains.
+fn describe(topic: SensitiveTopic) -> &'static str {
+    match topic {
+        SensitiveTopic::AiNature => "a question about your AI nature",
+        SensitiveTopic::InPersonMeeting => "a wish to meet in person",
+        SensitiveTopic::Romance => "romantic feelings",
+        SensitiveTopic::ProfessionalAdvice => "a request for medical, legal or financial advice",
+    }
+}
 
 fn topic_guidance(topic: SensitiveTopic, mode: AiMode, name: &str) -> String {
     use AiMode::*;
@@ -90,7 +100,7 @@ pub fn ai_identity_guidance(c: &Character, user_text: &str) -> Option<Component>
     let mode = ai_mode(c);
     let mut parts = Vec::new();
     if !topics.is_empty() {
-        let what: Vec<&str> = topics.iter().map(|t| t.describe()).collect();
+        let what: Vec<&str> = topics.iter().map(|t| describe(*t)).collect();
         parts.push(format!("This message contains {}.", what.join(" and ")));
         for t in &topics {
             parts.push(format!("- {}", topic_guidance(*t, mode, name)));

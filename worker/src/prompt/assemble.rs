@@ -4,12 +4,10 @@
 use std::cmp::Reverse;
 
 use whisperfleet_shared::ports::llm::{ChatMessage, Role};
+use whisperfleet_shared::prompt::{TALKING_WITH, estimate_tokens};
 
-use super::model::{Component, ComponentKind, HistoryEntry, estimate_tokens};
+use super::model::{BudgetRules, Component, ComponentKind, HistoryEntry, drop_tier, rank};
 use super::text::clip;
-
-/// The line [`assemble`] adds so the model (and the offline responder) knows who it talks to.
-pub const TALKING_WITH: &str = "You are talking with ";
 
 /// Display names come from the platform: fold whitespace (no line breaks in the prompt) and cap
 /// the length.
@@ -84,7 +82,7 @@ pub fn assemble(
         .filter(|c| !c.text.trim().is_empty())
         .collect();
     // Stable sort: two components of one kind keep the order they were passed in.
-    components.sort_by_key(|c| c.kind.rank());
+    components.sort_by_key(|c| rank(c.kind));
     let user = sanitize_user_name(user_name);
     let conversation = (!user.is_empty()).then(|| format!("{TALKING_WITH}{user}."));
 
@@ -109,9 +107,9 @@ pub fn assemble(
         let c = &components[i];
         // Later in the prompt goes first among equals: the earlier sections frame the later.
         (
-            c.kind.drop_tier(),
+            drop_tier(c.kind),
             c.priority,
-            Reverse(c.kind.rank()),
+            Reverse(rank(c.kind)),
             Reverse(i),
         )
     });
@@ -264,7 +262,7 @@ mod tests {
         };
 
         // Enough for the CDL and all history, not for the context components: those go first.
-        let cdl = only(&|c| c.kind.drop_tier() == 1);
+        let cdl = only(&|c| drop_tier(c.kind) == 1);
         let budget = tokens(&assemble(cdl, &h, "Sam", "latest?", usize::MAX));
         let trimmed = assemble(comps.clone(), &h, "Sam", "latest?", budget);
         let sys = &trimmed[0].content;

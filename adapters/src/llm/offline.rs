@@ -9,14 +9,16 @@
 //! says it remembers earlier messages only when the request really carries history or a
 //! memories section. Every reply ends with [`OFFLINE_MARKER`] so nobody mistakes it for a
 //! real model's answer.
+//!
+//! It reads the prompt only through the layout contract in [`whisperfleet_shared::prompt`]
+//! (section headings, the "You are talking with …" line, the sensitive-topic classifier).
 
 use std::cmp::Reverse;
 
 use async_trait::async_trait;
 use whisperfleet_shared::character::{Archetype, Character};
 use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, LlmError, Role};
-
-use crate::prompt::{
+use whisperfleet_shared::prompt::{
     ComponentKind, SensitiveTopic, TALKING_WITH, detect_sensitive_topics, estimate_tokens,
 };
 
@@ -400,8 +402,8 @@ fn mid_sentence(text: &str) -> String {
     }
 }
 
-/// The user's name from the "You are talking with …" line [`crate::prompt::assemble`]
-/// writes into the system message.
+/// The user's name from the "You are talking with …" line ([`TALKING_WITH`]) the worker's
+/// composer writes into the system message.
 fn user_name(system: &str) -> Option<&str> {
     system.lines().find_map(|l| {
         l.trim()
@@ -441,7 +443,8 @@ fn opening(
 }
 
 /// A short, honest first sentence when the message asks about the character's nature, romance
-/// or a real-world meeting, following the archetype's mode (see `prompt::character_mode`).
+/// or a real-world meeting, following the archetype's mode (see the worker's
+/// `prompt::character_mode`).
 fn boundary_answer(c: &Character, user_text: &str) -> Option<&'static str> {
     let topics = detect_sensitive_topics(user_text);
     let full_roleplay = c.archetype == Archetype::Fantasy && c.allow_full_roleplay;

@@ -1,6 +1,8 @@
 //! The sensitive-topic classifier: which messages ask about the character's AI nature, an
 //! in-person meeting, romance or professional advice (see [`detect_sensitive_topics`] for the
-//! rule). Phrase tables and word matching live here; the guidance text lives in `ai_identity`.
+//! rule). Phrase tables and word matching live here; the composer's guidance text for each
+//! topic lives in the worker's `prompt::ai_identity`, the offline responder's short answers in
+//! `whisperfleet-adapters`' `llm::offline`.
 
 /// Kinds of message that call for explicit AI-identity / boundary guidance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,18 +18,9 @@ pub enum SensitiveTopic {
 }
 
 impl SensitiveTopic {
-    pub(super) fn describe(self) -> &'static str {
-        match self {
-            Self::AiNature => "a question about your AI nature",
-            Self::InPersonMeeting => "a wish to meet in person",
-            Self::Romance => "romantic feelings",
-            Self::ProfessionalAdvice => "a request for medical, legal or financial advice",
-        }
-    }
-
     /// Whether a character's `ai_scenarios[].scenario_type` covers this topic, so the author's
     /// guidance applies even when none of its trigger phrases was used.
-    pub(super) fn matches_scenario_type(self, scenario_type: &str) -> bool {
+    pub fn matches_scenario_type(self, scenario_type: &str) -> bool {
         let t = scenario_type.to_ascii_lowercase();
         match self {
             Self::AiNature => t.contains("identity") || t.contains("ai_nature"),
@@ -44,8 +37,9 @@ impl SensitiveTopic {
 }
 
 /// Lower-cases, folds "a.i." to "ai", drops apostrophes ("you're" → "youre") and turns all
-/// other punctuation into word breaks.
-pub(super) fn words_of(text: &str) -> Vec<String> {
+/// other punctuation into word breaks. Public so a character's own trigger phrases are
+/// matched the same way as the built-in tables.
+pub fn words_of(text: &str) -> Vec<String> {
     let lowered = text.to_lowercase().replace(['’', '‘', '`'], "'");
     let folded = fold_ai_abbreviation(&lowered);
     let cleaned: String = folded
@@ -124,7 +118,8 @@ fn find_phrase(words: &[String], phrase: &str) -> Vec<usize> {
         .collect()
 }
 
-pub(super) fn has_phrase(words: &[String], phrase: &str) -> bool {
+/// Whether `phrase` (space-separated words, as [`words_of`] gives them) occurs in `words`.
+pub fn has_phrase(words: &[String], phrase: &str) -> bool {
     !find_phrase(words, phrase).is_empty()
 }
 
