@@ -2,12 +2,12 @@
 //! telemetry, shutdown, retry, and the ports (traits) the pipeline is written against. No
 //! backend lives here: implementations are in `whisperfleet-adapters`. See ARCHITECTURE.md.
 
-pub mod backoff;
 pub mod character;
 pub mod config;
 pub mod lineproto;
 pub mod ports;
 pub mod request_cache;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -4,6 +4,8 @@
 
 use async_trait::async_trait;
 
+use crate::retry::{RetryAction, Retryable};
+
 /// Why a metrics write failed, classified the way the writer's retry policy needs.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -22,6 +24,19 @@ pub enum SinkError {
     /// 401/403: keep everything, log loudly, back off.
     #[error("metrics sink refused our credentials: {0}")]
     Unauthorized(String),
+}
+
+impl Retryable for SinkError {
+    /// Outages are retried (at least `Retry-After`), and so are refused credentials, which an
+    /// operator can fix without losing events; a batch too large or with bad points needs
+    /// splitting, not another try.
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Retryable { retry_after_s, .. } => RetryAction::after_secs(*retry_after_s),
+            Self::Unauthorized(_) => RetryAction::Retry,
+            Self::TooLarge | Self::Rejected(_) => RetryAction::DontRetry,
+        }
+    }
 }
 
 #[async_trait]
