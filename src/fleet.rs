@@ -220,12 +220,12 @@ impl Backend {
             Some(r) = workers.join_next() => (match r {
                 Ok(Err(e)) => e.context("a worker failed"),
                 Ok(Ok(())) => anyhow::anyhow!("a worker stopped unexpectedly"),
-                Err(e) => anyhow::anyhow!("a worker panicked: {e}"),
+                Err(e) => anyhow::Error::new(e).context("a worker panicked"),
             }, false),
             r = writer_ended => (match r {
                 Ok(Err(e)) => e.context("the metrics writer failed"),
                 Ok(Ok(())) => anyhow::anyhow!("the metrics writer stopped unexpectedly"),
-                Err(e) => anyhow::anyhow!("the metrics writer panicked: {e}"),
+                Err(e) => anyhow::Error::new(e).context("the metrics writer panicked"),
             }, true),
         };
         if writer_done {

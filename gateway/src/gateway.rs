@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use whisperfleet_shared::backoff::Backoff;
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
+use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{Conversation, TurnReply, TurnRequest, WIRE_VERSION, ms_between};
 
@@ -70,7 +70,7 @@ pub struct GatewayCore {
     pub max_text_chars: usize,
     reply_timeout: Duration,
     max_waiting: usize,
-    publish_attempts: u32,
+    publish_retry: RetryPolicy,
 }
 
 impl GatewayCore {
@@ -90,7 +90,9 @@ impl GatewayCore {
             max_text_chars,
             reply_timeout,
             max_waiting,
-            publish_attempts: 3,
+            // Three attempts, 100 ms–1 s apart: a blip is ridden out, the user is not kept
+            // waiting through an outage.
+            publish_retry: RetryPolicy::new(2, Duration::from_millis(100), Duration::from_secs(1)),
         }
     }
 
@@ -162,26 +164,16 @@ impl GatewayCore {
 
     /// Bounded retry: a broker blip is ridden out, an outage is reported to the user.
     async fn publish_turn(&self, req: &TurnRequest) -> Result<(), BrokerError> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let msg = Message::json(
-                topology::TURNS_EXCHANGE,
-                topology::TURNS_ROUTING_KEY,
-                req.encode(),
-            )
-            .with_id(req.turn_id.to_string());
-            match self.broker.publish(msg).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && attempt < self.publish_attempts => {
-                    let wait = backoff.next_delay();
-                    tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis() as u64, "turn not confirmed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let msg = Message::json(
+            topology::TURNS_EXCHANGE,
+            topology::TURNS_ROUTING_KEY,
+            req.encode(),
+        )
+        .with_id(req.turn_id.to_string());
+        retry(&self.publish_retry, "turn publish", |_| {
+            self.broker.publish(msg.clone())
+        })
+        .await
     }
 
     /// The gateway's stages for a delivered reply, merged with the worker's; call when the

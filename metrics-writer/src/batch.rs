@@ -8,18 +8,25 @@
 //!   queue is the buffer) and the prefetch (`metrics_max_pending`) bounds this process's
 //!   memory.
 //! - Policy per failure (`SinkError`): retryable → jittered exponential backoff honouring
-//!   `Retry-After`, forever; unauthorized → the same, logged at error level; too large →
-//!   split in halves; rejected → bisect down to the offending event, write the rest,
-//!   dead-letter that one with the server's reason. Nothing is dropped silently.
+//!   `Retry-After` (up to [`MAX_RETRY_AFTER`]), forever, through
+//!   [`whisperfleet_shared::retry`]; unauthorized → the same, never faster than every
+//!   `backoff_max / 2`, logged at error level; too large → split in halves; rejected → bisect
+//!   down to the offending event, write the rest, dead-letter that one with the server's
+//!   reason. Splitting is the batcher's own; nothing is dropped silently.
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use whisperfleet_shared::backoff::Backoff;
 use whisperfleet_shared::ports::broker::{self, Broker, Delivery};
 use whisperfleet_shared::ports::{MetricsSink, SinkError};
+use whisperfleet_shared::retry::{RetryAction, RetryPolicy, Retryable, retry_until};
+
+/// The longest `Retry-After` honoured: the writer holds its events meanwhile, but a server
+/// asking for hours is more likely confused than overloaded.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// One validated metric event: its delivery and its lines.
 pub struct Event {
@@ -199,10 +206,16 @@ impl Batcher {
             .iter()
             .flat_map(|e| e.lines.iter().map(String::as_str))
             .collect();
-        let mut backoff = Backoff::new(self.settings.backoff_base, self.settings.backoff_max);
-        loop {
+        let policy = RetryPolicy::forever(self.settings.backoff_base, self.settings.backoff_max)
+            .with_retry_after_cap(MAX_RETRY_AFTER);
+        let credentials_floor = self.settings.backoff_max / 2;
+        let lines = &lines;
+        let write = |attempt: u32| async move {
+            if attempt > 0 {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let started = Instant::now();
-            let wait = match self.sink.write(&lines).await {
+            match self.sink.write(lines).await {
                 Ok(()) => {
                     self.stats
                         .last_write_us
@@ -210,50 +223,65 @@ impl Batcher {
                     self.stats
                         .points_written
                         .fetch_add(lines.len() as u64, Ordering::Relaxed);
-                    return Outcome::Written;
+                    Ok(())
                 }
-                Err(SinkError::TooLarge) => {
-                    return Outcome::Split(
-                        "a single metric event is larger than the server accepts".into(),
-                    );
+                Err(error) => {
+                    if let SinkError::Unauthorized(reason) = &error {
+                        tracing::error!(
+                            reason,
+                            "the metrics server refuses our credentials (WHISPERFLEET_INFLUX_TOKEN?); holding every event until it accepts them"
+                        );
+                    }
+                    Err(WriteFailure {
+                        error,
+                        credentials_floor,
+                        points: lines.len(),
+                    })
                 }
-                Err(SinkError::Rejected(reason)) => {
+            }
+        };
+        match retry_until(&policy, "metrics write", hard_stop, write).await {
+            Some(Ok(())) => Outcome::Written,
+            None => Outcome::Stopped,
+            Some(Err(failure)) => match failure.error {
+                SinkError::TooLarge => {
+                    Outcome::Split("a single metric event is larger than the server accepts".into())
+                }
+                SinkError::Rejected(reason) => {
                     if batch.len() > 1 {
                         tracing::info!(events = batch.len(), "server rejected points; bisecting");
                     }
-                    return Outcome::Split(reason);
+                    Outcome::Split(reason)
                 }
-                Err(SinkError::Unauthorized(reason)) => {
-                    tracing::error!(
-                        reason,
-                        "the metrics server refuses our credentials (WHISPERFLEET_INFLUX_TOKEN?); holding every event until it accepts them"
-                    );
-                    backoff.next_delay().max(self.settings.backoff_max / 2)
-                }
-                Err(SinkError::Retryable {
-                    reason,
-                    retry_after_s,
-                }) => {
-                    let mut wait = backoff.next_delay();
-                    if let Some(s) = retry_after_s {
-                        // Honour the server, within reason.
-                        wait = wait.max(Duration::from_secs_f64(s.min(300.0)));
-                    }
-                    tracing::warn!(
-                        reason,
-                        wait_ms = wait.as_millis() as u64,
-                        points = lines.len(),
-                        "write failed; retrying"
-                    );
-                    wait
-                }
-            };
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = hard_stop.cancelled() => return Outcome::Stopped,
-            }
+                // Retried forever, so not returned; were they, the batch stays unacked and
+                // RabbitMQ redelivers it.
+                SinkError::Retryable { .. } | SinkError::Unauthorized(_) => Outcome::Stopped,
+            },
         }
+    }
+}
+
+/// A failed write as the batcher's policy sees it: the sink's classification, except that
+/// refused credentials are retried no faster than every `backoff_max / 2` (each attempt is
+/// logged at error level, and an operator needs time to fix the token).
+struct WriteFailure {
+    error: SinkError,
+    credentials_floor: Duration,
+    points: usize,
+}
+
+impl Retryable for WriteFailure {
+    fn retry_action(&self) -> RetryAction {
+        match self.error {
+            SinkError::Unauthorized(_) => RetryAction::RetryAfter(self.credentials_floor),
+            ref other => other.retry_action(),
+        }
+    }
+}
+
+impl fmt::Display for WriteFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} points)", self.error, self.points)
     }
 }
 
@@ -266,7 +294,32 @@ enum Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::validate;
+    use super::*;
+
+    #[test]
+    fn refused_credentials_wait_at_least_the_floor() {
+        let failure = |error| WriteFailure {
+            error,
+            credentials_floor: Duration::from_secs(5),
+            points: 1,
+        };
+        assert_eq!(
+            failure(SinkError::Unauthorized("no".into())).retry_action(),
+            RetryAction::RetryAfter(Duration::from_secs(5))
+        );
+        assert_eq!(
+            failure(SinkError::Retryable {
+                reason: "503".into(),
+                retry_after_s: None
+            })
+            .retry_action(),
+            RetryAction::Retry
+        );
+        assert_eq!(
+            failure(SinkError::TooLarge).retry_action(),
+            RetryAction::DontRetry
+        );
+    }
 
     #[test]
     fn validates_line_protocol() {

@@ -3,13 +3,13 @@
 //! is written against. No backend lives here: implementations are in `whisperfleet-adapters`.
 //! See ARCHITECTURE.md.
 
-pub mod backoff;
 pub mod character;
 pub mod config;
 pub mod lineproto;
 pub mod ports;
 pub mod prompt;
 pub mod request_cache;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;

@@ -126,7 +126,7 @@ impl Application {
                     false,
                     Duration::from_secs(10),
                 )
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                .context("setting up the direct InfluxDB sink (batched_metrics=off)")?,
             ))
         };
         let mut deps = Deps::new(

@@ -28,11 +28,11 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use whisperfleet_shared::backoff::Backoff;
 use whisperfleet_shared::config::redact_secret_url;
 use whisperfleet_shared::ports::broker::{
     Acker, Broker, BrokerError, Delivery, Message, QueueStats, Subscription,
 };
+use whisperfleet_shared::retry::Backoff;
 use whisperfleet_shared::topology::{self, TopologySettings};
 
 const PUBLISH_CHANNELS: usize = 4;

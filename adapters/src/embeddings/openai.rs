@@ -1,10 +1,10 @@
 //! [`OpenAiEmbedder`]: a client for any OpenAI-compatible `POST /v1/embeddings` (OpenAI,
 //! Ollama, vLLM, TEI, `whisperfleet mock-llm`).
 //!
-//! Same conventions as the chat client in [`crate::llm::openai::openai`]: one pooled
-//! `reqwest::Client`, a per-attempt timeout, retries on timeouts, connection errors, 429 and
-//! 5xx with full-jitter backoff that waits at least what `Retry-After` asks (capped at
-//! `4 × backoff_max`), and the API key only ever exposed to build the `Authorization` header —
+//! Same conventions as the chat client in [`crate::llm::openai`]: one pooled
+//! `reqwest::Client`, a per-attempt timeout, retries (through [`whisperfleet_shared::retry`])
+//! on timeouts, connection errors, 429 and 5xx with full-jitter backoff that waits at least
+//! what `Retry-After` asks (capped at `4 × backoff_max`), and the API key only ever exposed to build the `Authorization` header —
 //! `Debug`, `describe`, logs and errors never contain it. Answers are checked (one vector per
 //! input, ordered by `index`, each of the configured dimensions, all finite) and
 //! L2-normalised, so either embedder can feed the same vector store.
@@ -16,8 +16,8 @@ use crate::http::{error_chain, openai_endpoint, redact_userinfo, retry_after_sec
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use whisperfleet_shared::backoff::Backoff;
 use whisperfleet_shared::ports::{EmbedError, Embedder};
+use whisperfleet_shared::retry::{RetryAction, RetryPolicy, Retryable, retry};
 
 use super::l2_normalise;
 
@@ -82,9 +82,7 @@ pub struct OpenAiEmbedder {
     model: String,
     dims: usize,
     timeout: Duration,
-    max_retries: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for OpenAiEmbedder {
@@ -96,7 +94,7 @@ impl fmt::Debug for OpenAiEmbedder {
             .field("model", &self.model)
             .field("dims", &self.dims)
             .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
+            .field("max_retries", &self.retry.max_retries)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +116,24 @@ impl Failure {
         match self {
             Failure::Retryable { message, .. } => EmbedError::Unavailable(message),
             Failure::Fatal(err) => err,
+        }
+    }
+}
+
+impl Retryable for Failure {
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Failure::Retryable { retry_after_s, .. } => RetryAction::after_secs(*retry_after_s),
+            Failure::Fatal(_) => RetryAction::DontRetry,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Retryable { message, .. } => f.write_str(message),
+            Failure::Fatal(err) => err.fmt(f),
         }
     }
 }
@@ -166,9 +182,8 @@ impl OpenAiEmbedder {
             model: cfg.model,
             dims: cfg.dims,
             timeout: cfg.timeout,
-            max_retries: cfg.max_retries,
-            backoff_base: cfg.backoff_base,
-            backoff_max: cfg.backoff_max,
+            retry: RetryPolicy::new(cfg.max_retries, cfg.backoff_base, cfg.backoff_max)
+                .with_retry_after_cap(cfg.backoff_max.saturating_mul(RETRY_AFTER_CAP_FACTOR)),
         })
     }
 
@@ -179,32 +194,9 @@ impl OpenAiEmbedder {
 
     /// One batch with retries.
     async fn embed_batch(&self, inputs: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut backoff = Backoff::new(self.backoff_base, self.backoff_max);
-        loop {
-            match self.attempt(inputs).await {
-                Ok(vectors) => return Ok(vectors),
-                Err(Failure::Retryable {
-                    message,
-                    retry_after_s,
-                }) if backoff.attempts() < self.max_retries => {
-                    let mut wait = backoff.next_delay();
-                    if let Some(secs) = retry_after_s {
-                        let cap = self.backoff_max.saturating_mul(RETRY_AFTER_CAP_FACTOR);
-                        let asked = Duration::try_from_secs_f64(secs).unwrap_or(cap).min(cap);
-                        wait = wait.max(asked);
-                    }
-                    tracing::warn!(
-                        endpoint = %self.endpoint_display,
-                        attempt = backoff.attempts(),
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        error = %message,
-                        "embedding request failed, retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                Err(failure) => return Err(failure.into_error()),
-            }
-        }
+        retry(&self.retry, "embedding request", |_| self.attempt(inputs))
+            .await
+            .map_err(Failure::into_error)
     }
 
     /// One HTTP exchange, bounded by `self.timeout`.

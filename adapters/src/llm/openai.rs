@@ -4,14 +4,15 @@
 //! One [`reqwest::Client`] is built per [`OpenAiClient`] and reused, so connections are pooled
 //! across turns. Every attempt runs under the configured timeout.
 //!
-//! **Retries.** An attempt is retried when [`LlmError::is_retryable`] says so — timeouts,
-//! connection failures, HTTP 429 and 5xx — up to `max_retries` extra attempts. The wait before
-//! retry `n` (0-based) is "full jitter": uniform in `[0, min(backoff_max, backoff_base·2ⁿ)]`.
-//! When the server sends `Retry-After` (delta-seconds or an HTTP-date; `retry-after-ms` is also
-//! read) we wait at least that long, but never more than `4 × backoff_max`
-//! ([`RETRY_AFTER_CAP_FACTOR`]): a server asking for minutes must not hold a user's turn
-//! hostage — the turn would be stale by then, so failing and letting the caller fall back is
-//! better. Other 4xx and unreadable answers are returned at once.
+//! **Retries** go through [`whisperfleet_shared::retry`]. An attempt is retried when
+//! [`LlmError::is_retryable`] says so — timeouts, connection failures, HTTP 429 and 5xx — up
+//! to `max_retries` extra attempts. The wait before retry `n` (0-based) is "full jitter":
+//! uniform in `[1 ms, min(backoff_max, backoff_base·2ⁿ)]`. When the server sends
+//! `Retry-After` (delta-seconds or an HTTP-date; `retry-after-ms` is also read) we wait at
+//! least that long, but never more than `4 × backoff_max` ([`RETRY_AFTER_CAP_FACTOR`]): a
+//! server asking for minutes must not hold a user's turn hostage — the turn would be stale by
+//! then, so failing and letting the caller fall back is better. Other 4xx and unreadable
+//! answers are returned at once.
 //!
 //! **Secrets.** The API key is a [`SecretString`]: it is only exposed to build the
 //! `Authorization` header (which reqwest marks sensitive), `Debug` output redacts it, and any
@@ -24,10 +25,10 @@ use crate::http::{
     error_chain, openai_endpoint, redact_userinfo, retry_after_seconds, truncate_chars,
 };
 use async_trait::async_trait;
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use whisperfleet_shared::ports::llm::{ChatMessage, ChatRequest, ChatResponse, Llm, LlmError};
+use whisperfleet_shared::retry::{RetryPolicy, retry};
 
 /// A `Retry-After` longer than `backoff_max × RETRY_AFTER_CAP_FACTOR` is cut down to that.
 pub const RETRY_AFTER_CAP_FACTOR: u32 = 4;
@@ -83,9 +84,7 @@ pub struct OpenAiClient {
     api_key: Option<SecretString>,
     default_model: String,
     timeout: Duration,
-    max_retries: u32,
-    backoff_base: Duration,
-    backoff_max: Duration,
+    retry: RetryPolicy,
 }
 
 impl fmt::Debug for OpenAiClient {
@@ -96,9 +95,7 @@ impl fmt::Debug for OpenAiClient {
             .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
             .field("default_model", &self.default_model)
             .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
-            .field("backoff_base", &self.backoff_base)
-            .field("backoff_max", &self.backoff_max)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -129,9 +126,8 @@ impl OpenAiClient {
             api_key: cfg.api_key.filter(|k| !k.expose_secret().is_empty()),
             default_model: cfg.default_model,
             timeout: cfg.timeout,
-            max_retries: cfg.max_retries,
-            backoff_base: cfg.backoff_base,
-            backoff_max: cfg.backoff_max,
+            retry: RetryPolicy::new(cfg.max_retries, cfg.backoff_base, cfg.backoff_max)
+                .with_retry_after_cap(cfg.backoff_max.saturating_mul(RETRY_AFTER_CAP_FACTOR)),
         })
     }
 
@@ -221,27 +217,6 @@ impl OpenAiClient {
         }
         truncate_chars(text.trim(), MAX_ERROR_BODY_CHARS)
     }
-
-    /// How long to wait before retry number `retry` (0-based) after `err`.
-    fn retry_delay(&self, retry: u32, err: &LlmError) -> Duration {
-        let ceiling = self
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(retry))
-            .min(self.backoff_max);
-        let jittered = Duration::from_millis(rand::rng().random_range(0..=duration_ms(ceiling)));
-        match err {
-            LlmError::Http {
-                retry_after_s: Some(secs),
-                ..
-            } => {
-                let cap = self.backoff_max.saturating_mul(RETRY_AFTER_CAP_FACTOR);
-                let asked = Duration::try_from_secs_f64(*secs).unwrap_or(cap).min(cap);
-                // At least what the server asked; the jitter still spreads a herd of workers.
-                asked.max(jittered)
-            }
-            _ => jittered,
-        }
-    }
 }
 
 #[async_trait]
@@ -253,30 +228,10 @@ impl Llm for OpenAiClient {
             temperature: request.temperature,
             max_tokens: request.max_tokens,
         };
-        let mut retry = 0;
-        loop {
-            match self.attempt(&body, &request.turn_id).await {
-                Ok(resp) => return Ok(resp),
-                Err(err) if err.is_retryable() && retry < self.max_retries => {
-                    let wait = self.retry_delay(retry, &err);
-                    let status = match &err {
-                        LlmError::Http { status, .. } => Some(*status),
-                        _ => None,
-                    };
-                    tracing::warn!(
-                        turn_id = %request.turn_id,
-                        attempt = retry + 1,
-                        status,
-                        wait_ms = duration_ms(wait),
-                        error = %err,
-                        "LLM request failed, retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                    retry += 1;
-                }
-                Err(err) => return Err(err),
-            }
-        }
+        retry(&self.retry, "LLM request", |_| {
+            self.attempt(&body, &request.turn_id)
+        })
+        .await
     }
 
     fn describe(&self) -> String {
@@ -351,6 +306,9 @@ mod tests {
     use std::time::Instant;
 
     use whisperfleet_shared::ports::llm::Role;
+
+    use rand::Rng;
+    use whisperfleet_shared::retry::Retryable;
 
     use super::*;
     use crate::http::parse_retry_after;
@@ -649,23 +607,26 @@ mod tests {
             ..config("http://127.0.0.1:1".into())
         })
         .unwrap();
+        // The wait the retry driver computes after `err`, under this client's policy.
+        let retry_delay = |retry: u32, err: &LlmError| {
+            client
+                .retry
+                .delay_for(retry, err.retry_action().retry_after())
+        };
         let transport = LlmError::Transport("x".into());
         for retry in 0..40 {
             let ceiling =
                 Duration::from_millis(100 * 2u64.saturating_pow(retry)).min(Duration::from_secs(1));
-            assert!(client.retry_delay(retry, &transport) <= ceiling);
+            assert!(retry_delay(retry, &transport) <= ceiling);
         }
         let asked = |secs| LlmError::Http {
             status: 429,
             body: String::new(),
             retry_after_s: Some(secs),
         };
-        assert!(client.retry_delay(0, &asked(2.0)) >= Duration::from_secs(2));
+        assert!(retry_delay(0, &asked(2.0)) >= Duration::from_secs(2));
         // Capped at 4 × backoff_max.
-        assert_eq!(
-            client.retry_delay(0, &asked(3600.0)),
-            Duration::from_secs(4)
-        );
+        assert_eq!(retry_delay(0, &asked(3600.0)), Duration::from_secs(4));
     }
 
     #[test]

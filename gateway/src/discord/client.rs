@@ -15,7 +15,7 @@ use serenity::all::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use whisperfleet_shared::backoff::Backoff;
+use whisperfleet_shared::retry::Backoff;
 
 use super::bots::BotConfig;
 use super::delivery::{Failure, classify};

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::retry::{RetryAction, Retryable};
 use crate::topology;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,16 @@ pub enum BrokerError {
 impl BrokerError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Rejected(_))
+    }
+}
+
+impl Retryable for BrokerError {
+    fn retry_action(&self) -> RetryAction {
+        if self.is_retryable() {
+            RetryAction::Retry
+        } else {
+            RetryAction::DontRetry
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::character::Character;
+use crate::retry::{RetryAction, Retryable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +80,19 @@ impl LlmError {
             Self::Timeout(_) | Self::Transport(_) => true,
             Self::Http { status, .. } => *status == 429 || *status >= 500,
             Self::InvalidResponse(_) => false,
+        }
+    }
+}
+
+impl Retryable for LlmError {
+    /// What [`LlmError::is_retryable`] says, waiting at least what a `Retry-After` asked.
+    fn retry_action(&self) -> RetryAction {
+        if !self.is_retryable() {
+            return RetryAction::DontRetry;
+        }
+        match self {
+            Self::Http { retry_after_s, .. } => RetryAction::after_secs(*retry_after_s),
+            _ => RetryAction::Retry,
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use async_trait::async_trait;
 
+use crate::retry::{RetryAction, Retryable};
+
 /// Why a metrics write failed, classified the way the writer's retry policy needs.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -24,12 +26,23 @@ pub enum SinkError {
     Unauthorized(String),
 }
 
+impl Retryable for SinkError {
+    /// Outages are retried (at least `Retry-After`), and so are refused credentials, which an
+    /// operator can fix without losing events; a batch too large or with bad points needs
+    /// splitting, not another try.
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Retryable { retry_after_s, .. } => RetryAction::after_secs(*retry_after_s),
+            Self::Unauthorized(_) => RetryAction::Retry,
+            Self::TooLarge | Self::Rejected(_) => RetryAction::DontRetry,
+        }
+    }
+}
+
 impl SinkError {
-    /// Whether the same write may succeed later unchanged: 429/5xx/timeouts, and refused
-    /// credentials (kept and retried with backoff until an operator fixes them). A batch that
-    /// is too large or has bad points must change first (split, bisect), so it is not.
+    /// Whether the same write may succeed later unchanged (see [`Retryable`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Retryable { .. } | Self::Unauthorized(_))
+        !matches!(self.retry_action(), RetryAction::DontRetry)
     }
 }
 
