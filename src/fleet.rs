@@ -91,17 +91,17 @@ impl Ports {
     /// with every process on its vhost, and this process's workers and metrics writer take
     /// their share of its queues with whatever else is local here.
     pub fn warnings(&self, config: &Config) -> Vec<String> {
-        if config.amqp_url.is_none() {
+        if config.backends.amqp_url.is_none() {
             return Vec::new();
         }
         let mut local = Vec::new();
-        if config.database_url.is_none() {
+        if config.backends.database_url.is_none() {
             local.push("characters from the local SQLite store");
         }
-        if config.llm_base_url.is_none() {
+        if config.backends.llm_base_url.is_none() {
             local.push("the offline responder");
         }
-        if config.qdrant_url.is_none() {
+        if config.backends.qdrant_url.is_none() {
             local.push("local memories");
         }
         let mut out = Vec::new();
@@ -113,7 +113,7 @@ impl Ports {
                 local.join(", ")
             ));
         }
-        if config.influx_url.is_none() {
+        if config.backends.influx_url.is_none() {
             out.push(
                 "metric events of every process on the broker's vhost may land in this \
                  process's metrics file"
@@ -181,8 +181,7 @@ impl Backend {
         .await
         .context("starting the metrics writer")?;
         let writer = tokio::spawn(writer.run_until_stopped(stop_writer.clone()));
-        let options = PipelineOptions::parse(&config.pipeline)
-            .map_err(|e| anyhow::anyhow!("WHISPERFLEET_PIPELINE: {e}"))?;
+        let options = PipelineOptions::default();
         let mut set = JoinSet::new();
         for _ in 0..workers.max(1) {
             let w = whisperfleet_worker::startup::Application::build_with(

@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     }
     .context("loading configuration")?;
     if let Some(dir) = cli.data_dir {
-        config.data_dir = Some(dir);
+        config.backends.data_dir = Some(dir);
     }
     match cli.command {
         Command::Up { workers } => commands::up::run(&config, workers).await,

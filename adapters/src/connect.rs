@@ -74,13 +74,13 @@ pub async fn broker(
     missing: Missing,
 ) -> Result<Arc<dyn Broker>, ConnectError> {
     let topology = TopologySettings::from_config(config);
-    match (&config.amqp_url, missing) {
+    match (&config.backends.amqp_url, missing) {
         (Some(url), _) => {
             #[cfg(feature = "rabbitmq")]
             {
                 let b = crate::broker::rabbitmq::RabbitBroker::connect(
                     url.clone(),
-                    &format!("{client}@{}", config.gateway_id),
+                    &format!("{client}@{}", config.gateway.id),
                     topology,
                 )
                 .await
@@ -116,14 +116,15 @@ pub fn cache(
     client: &str,
     missing: Missing,
 ) -> Result<Arc<dyn Cache>, ConnectError> {
-    match (&config.redis_url, missing) {
+    match (&config.backends.redis_url, missing) {
         (Some(url), _) => {
             #[cfg(feature = "redis")]
             {
-                let c = crate::cache::redis::RedisCache::new(url.clone(), &config.redis_prefix)
-                    .map_err(|e| {
-                        ConnectError::backend("opening Redis (WHISPERFLEET_REDIS_URL)", e)
-                    })?;
+                let c = crate::cache::redis::RedisCache::new(
+                    url.clone(),
+                    &config.backends.redis_prefix,
+                )
+                .map_err(|e| ConnectError::backend("opening Redis (WHISPERFLEET_REDIS_URL)", e))?;
                 Ok(Arc::new(c))
             }
             #[cfg(not(feature = "redis"))]
@@ -152,7 +153,7 @@ pub async fn configured_broker(
     config: &Config,
     client: &str,
 ) -> Result<Option<Arc<dyn Broker>>, ConnectError> {
-    match config.amqp_url {
+    match config.backends.amqp_url {
         Some(_) => Ok(Some(broker(config, client, Missing::Refuse).await?)),
         None => Ok(None),
     }
@@ -164,7 +165,7 @@ pub fn configured_cache(
     config: &Config,
     client: &str,
 ) -> Result<Option<Arc<dyn Cache>>, ConnectError> {
-    match config.redis_url {
+    match config.backends.redis_url {
         Some(_) => Ok(Some(cache(config, client, Missing::Refuse)?)),
         None => Ok(None),
     }
@@ -187,7 +188,7 @@ pub async fn characters(
     missing: Missing,
     migrations: Migrations,
 ) -> Result<Arc<dyn CharacterStore>, ConnectError> {
-    match (&config.database_url, missing) {
+    match (&config.backends.database_url, missing) {
         (Some(url), _) => {
             #[cfg(feature = "postgres")]
             {
@@ -196,7 +197,7 @@ pub async fn characters(
                     // Turns touch PostgreSQL briefly (relationship row, a rare character
                     // load): a few connections serve many turns, and a fleet of workers must
                     // stay well under the server's max_connections.
-                    u32::from(config.worker_concurrency).clamp(2, 8),
+                    u32::from(config.worker.concurrency).clamp(2, 8),
                 )
                 .await
                 .map_err(|e| {
@@ -250,15 +251,15 @@ pub async fn characters(
 /// The LLM: the OpenAI-compatible endpoint when `LLM_BASE_URL` is set, else the built-in
 /// offline responder (so `up`/`chat` and a worker without an endpoint still answer).
 pub fn llm(config: &Config) -> Result<Arc<dyn Llm>, ConnectError> {
-    match &config.llm_base_url {
+    match &config.backends.llm_base_url {
         Some(url) => {
             #[cfg(feature = "openai")]
             {
                 use crate::llm::openai::{LlmClientConfig, OpenAiClient};
-                let mut cfg = LlmClientConfig::new(url.clone(), config.llm_model.clone());
-                cfg.api_key = config.llm_api_key.clone();
-                cfg.timeout = std::time::Duration::from_millis(config.llm_timeout_ms);
-                cfg.max_retries = config.llm_max_retries;
+                let mut cfg = LlmClientConfig::new(url.clone(), config.backends.llm_model.clone());
+                cfg.api_key = config.backends.llm_api_key.clone();
+                cfg.timeout = config.backends.llm_timeout;
+                cfg.max_retries = config.backends.llm_max_retries;
                 let client = OpenAiClient::new(cfg)
                     .map_err(|e| ConnectError::backend("building the LLM client", e))?;
                 Ok(Arc::new(client))
@@ -294,7 +295,7 @@ pub async fn memory(config: &Config) -> Result<MemoryPorts, ConnectError> {
 }
 
 fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, ConnectError> {
-    match &config.embeddings_url {
+    match &config.backends.embeddings_url {
         Some(url) => {
             #[cfg(feature = "openai")]
             {
@@ -302,12 +303,13 @@ fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, ConnectError> {
                 let mut cfg = EmbedderConfig::new(
                     url.clone(),
                     config
+                        .backends
                         .embeddings_model
                         .clone()
                         .unwrap_or_else(|| "text-embedding-3-small".into()),
-                    config.embeddings_dims,
+                    config.backends.embeddings_dims,
                 );
-                cfg.api_key = config.embeddings_api_key.clone();
+                cfg.api_key = config.backends.embeddings_api_key.clone();
                 let e = OpenAiEmbedder::new(cfg)
                     .map_err(|e| ConnectError::backend("building the embeddings client", e))?;
                 Ok(Arc::new(e))
@@ -322,7 +324,7 @@ fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, ConnectError> {
             #[cfg(feature = "builtin")]
             {
                 Ok(Arc::new(crate::embeddings::hashing::HashEmbedder::new(
-                    config.embeddings_dims,
+                    config.backends.embeddings_dims,
                 )))
             }
             #[cfg(not(feature = "builtin"))]
@@ -334,15 +336,15 @@ fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, ConnectError> {
 }
 
 async fn vector_memory(config: &Config) -> Result<Arc<dyn VectorMemory>, ConnectError> {
-    match &config.qdrant_url {
+    match &config.backends.qdrant_url {
         Some(url) => {
             #[cfg(feature = "qdrant")]
             {
                 let q = crate::memory::qdrant::QdrantMemory::connect(
                     url,
-                    config.qdrant_api_key.clone(),
-                    &config.qdrant_collection,
-                    config.embeddings_dims,
+                    config.backends.qdrant_api_key.clone(),
+                    &config.backends.qdrant_collection,
+                    config.backends.embeddings_dims,
                 )
                 .map_err(|e| {
                     ConnectError::backend("connecting to Qdrant (WHISPERFLEET_QDRANT_URL)", e)
@@ -407,7 +409,7 @@ pub struct Metrics {
 /// The metrics sink: InfluxDB when `INFLUX_URL` is set, else (embedded) a line-protocol file
 /// `metrics.lp` in the data directory.
 pub fn metrics(config: &Config, missing: Missing) -> Result<Metrics, ConnectError> {
-    match (&config.influx_url, missing) {
+    match (&config.backends.influx_url, missing) {
         (Some(url), _) => {
             #[cfg(feature = "influx")]
             {

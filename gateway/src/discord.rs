@@ -74,13 +74,12 @@ pub struct DiscordSettings {
 impl DiscordSettings {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            api_base: config.discord_api_base.trim().to_string(),
-            footer: FooterMode::parse(&config.discord_footer),
-            typing_every: Duration::from_millis(config.discord_typing_interval_ms)
-                .clamp(TYPING_MIN, TYPING_MAX),
-            rate_turns: config.discord_rate_turns,
-            rate_window: Duration::from_secs(config.discord_rate_window_s),
-            admission_depth: config.discord_admission_depth,
+            api_base: config.discord.api_base.trim().to_string(),
+            footer: config.discord.footer,
+            typing_every: config.discord.typing_interval.clamp(TYPING_MIN, TYPING_MAX),
+            rate_turns: config.discord.rate_turns,
+            rate_window: config.discord.rate_window,
+            admission_depth: config.discord.admission_depth,
         }
     }
 
@@ -104,10 +103,10 @@ mod tests {
         let settings = DiscordSettings::from_config(&config);
         assert!(!settings.is_stand_in());
         assert_eq!(settings.typing_every, Duration::from_secs(8));
-        config.discord_api_base = "https://discord.com/".into();
+        config.discord.api_base = "https://discord.com/".into();
         assert!(!DiscordSettings::from_config(&config).is_stand_in());
-        config.discord_api_base = "http://127.0.0.1:4567".into();
-        config.discord_typing_interval_ms = 30_000;
+        config.discord.api_base = "http://127.0.0.1:4567".into();
+        config.discord.typing_interval = Duration::from_millis(30_000);
         let settings = DiscordSettings::from_config(&config);
         assert!(settings.is_stand_in());
         assert_eq!(settings.typing_every, TYPING_MAX);

@@ -260,18 +260,18 @@ impl Connected {
         broker: Arc<dyn Broker>,
     ) -> Result<Self, BrokerError> {
         broker.ensure_topology().await?;
-        let reply_queue = broker.ensure_reply_queue(&config.gateway_id).await?;
+        let reply_queue = broker.ensure_reply_queue(&config.gateway.id).await?;
         let replies = broker.consume(&reply_queue, REPLY_PREFETCH).await?;
         let stop_replies = replies.stop.clone();
         let router = ReplyRouter::new();
         let router_task = tokio::spawn(router.clone().run(replies));
         let core = Arc::new(GatewayCore::new(
-            config.gateway_id.clone(),
+            config.gateway.id.clone(),
             broker,
             router,
-            config.max_text_chars,
-            config.reply_timeout(),
-            config.max_queued_per_conversation,
+            config.gateway.max_text_chars,
+            config.gateway.reply_timeout,
+            config.gateway.max_queued_per_conversation,
         ));
         Ok(Self {
             core,

@@ -51,13 +51,18 @@ impl Application {
             .await
             .context("declaring the topology and consuming this gateway's replies")?;
         let core = connected.core.clone();
-        let reply_queue = whisperfleet_shared::topology::reply_queue(&config.gateway_id);
-        let listener = TcpListener::bind(&config.http_addr)
+        let reply_queue = whisperfleet_shared::topology::reply_queue(&config.gateway.id);
+        let listener = TcpListener::bind(&config.gateway.http_addr)
             .await
-            .with_context(|| format!("binding WHISPERFLEET_HTTP_ADDR {}", config.http_addr))?;
+            .with_context(|| {
+                format!(
+                    "binding WHISPERFLEET_HTTP_ADDR {}",
+                    config.gateway.http_addr
+                )
+            })?;
         tracing::info!(
             addr = %listener.local_addr()?,
-            gateway_id = config.gateway_id,
+            gateway_id = config.gateway.id,
             broker = broker.describe(),
             reply_queue,
             "gateway listening"
@@ -69,7 +74,7 @@ impl Application {
             listener,
             connected,
             cache,
-            grace: config.shutdown_grace(),
+            grace: config.process.shutdown_grace,
             discord,
         })
     }

@@ -41,6 +41,7 @@ impl Application {
         let broker = connect::broker(config, "metrics-writer", Missing::Refuse).await?;
         let cache = connect::cache(config, "metrics-writer", Missing::Refuse)?;
         let management = config
+            .metrics
             .rabbitmq_management_url
             .as_ref()
             .and_then(|m| sampler::Management::new(m, &amqp));
@@ -70,14 +71,14 @@ impl Application {
             .await
             .context("declaring the fleet topology")?;
         let metrics = broker
-            .consume(topology::METRICS_QUEUE, config.metrics_max_pending)
+            .consume(topology::METRICS_QUEUE, config.metrics.max_pending)
             .await
             .context("consuming metrics")?;
         tracing::info!(
             sink = sink.describe(),
-            batch_size = config.metrics_batch_size,
-            flush_interval_ms = config.metrics_flush_interval_ms,
-            max_pending = config.metrics_max_pending,
+            batch_size = config.metrics.batch_size,
+            flush_interval_ms = config.metrics.flush_interval.as_millis(),
+            max_pending = config.metrics.max_pending,
             "metrics-writer starting"
         );
         Ok(Self {
@@ -88,13 +89,13 @@ impl Application {
             management,
             metrics,
             settings: BatchSettings {
-                batch_size: config.metrics_batch_size,
-                flush_interval: Duration::from_millis(config.metrics_flush_interval_ms),
+                batch_size: config.metrics.batch_size,
+                flush_interval: config.metrics.flush_interval,
                 backoff_base: Duration::from_millis(200),
                 backoff_max: Duration::from_secs(10),
             },
-            sample_interval: Duration::from_millis(config.metrics_sample_interval_ms),
-            grace: config.shutdown_grace(),
+            sample_interval: config.metrics.sample_interval,
+            grace: config.process.shutdown_grace,
         })
     }
 

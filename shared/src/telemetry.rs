@@ -3,11 +3,13 @@
 //! stays free for program output (`chat`, `queues --json`).
 
 use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// Installs the global subscriber once; later calls (tests, `up` starting several services)
 /// are no-ops.
-pub fn init(format: &str) {
+pub fn init(format: LogFormat) {
     init_with(format, DEFAULT_FILTER);
 }
 
@@ -16,14 +18,14 @@ pub const DEFAULT_FILTER: &str = "info,lapin=error,sqlx=warn,h2=warn,hyper=warn,
 
 /// Like [`init`] with another default filter (`chat` logs only warnings, so the
 /// conversation stays readable).
-pub fn init_with(format: &str, default_filter: &str) {
+pub fn init_with(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
-    let _ = if format == "json" {
+    let _ = if format == LogFormat::Json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
@@ -46,6 +48,6 @@ pub fn bootstrap_with(
 ) -> Result<crate::config::Config, crate::config::ConfigError> {
     install_crypto_provider();
     let config = crate::config::Config::load()?;
-    init_with(&config.log_format, default_filter);
+    init_with(config.process.log_format, default_filter);
     Ok(config)
 }

@@ -60,7 +60,7 @@ impl TopologySettings {
     /// declares the topology builds it here, so they all agree.
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
-            delivery_limit: config.delivery_limit,
+            delivery_limit: config.worker.delivery_limit,
             ..Default::default()
         }
     }

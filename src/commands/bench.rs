@@ -283,7 +283,7 @@ async fn run_one(
     character: &Character,
 ) -> anyhow::Result<Value> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let prefix = format!("{}bench-{run_id}:", config.redis_prefix);
+    let prefix = format!("{}bench-{run_id}:", config.backends.redis_prefix);
     let data_dir = std::env::temp_dir().join(format!("whisperfleet-bench-{run_id}"));
     let influx = influx_stand_in().await?;
     let mock = mock_llm::spawn(MockLlmOptions {
@@ -292,12 +292,12 @@ async fn run_one(
     })
     .await?;
     let mut cfg = config.clone();
-    cfg.redis_prefix = prefix.clone();
-    cfg.gateway_id = format!("bench-{run_id}");
-    cfg.http_addr = "127.0.0.1:0".into();
-    cfg.influx_url = Some(influx.url.clone());
-    cfg.metrics_sample_interval_ms = 3_600_000;
-    cfg.max_queued_per_conversation = args.turns.max(16);
+    cfg.backends.redis_prefix = prefix.clone();
+    cfg.gateway.id = format!("bench-{run_id}");
+    cfg.gateway.http_addr = "127.0.0.1:0".into();
+    cfg.backends.influx_url = Some(influx.url.clone());
+    cfg.metrics.sample_interval = Duration::from_secs(3600);
+    cfg.gateway.max_queued_per_conversation = args.turns.max(16);
 
     // PostgreSQL publishes a backend's statistics when it exits: count from before the
     // workers start to after they stopped, over every turn they ran (warm-up included).

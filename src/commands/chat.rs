@@ -19,9 +19,9 @@ pub async fn run(
     // A reply queue of its own: sharing the configured gateway's (same host, same id) would
     // split that gateway's replies between the two processes.
     let mut config = config.clone();
-    config.gateway_id = format!(
+    config.gateway.id = format!(
         "{}-chat-{}",
-        config.gateway_id,
+        config.gateway.id,
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let config = &config;

@@ -25,7 +25,7 @@ pub async fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
         let _ = writeln!(
             out,
             "whisperfleet up: gateway {:?}, {} worker(s), metrics writer",
-            config.gateway_id,
+            config.gateway.id,
             workers.max(1)
         );
         fleet::print_report(&mut out, &ports.report(config));

@@ -331,7 +331,10 @@ fn fleet_processes_drain_before_compose_kills_them() -> anyhow::Result<()> {
         let env = environment(svc);
         let grace_ms: u64 = match env.get("WHISPERFLEET_SHUTDOWN_GRACE_MS") {
             Some(Some(v)) => interpolate(v, &example.set, &mut Vec::new()).parse()?,
-            _ => whisperfleet_shared::config::Config::default().shutdown_grace_ms,
+            _ => whisperfleet_shared::config::Config::default()
+                .process
+                .shutdown_grace
+                .as_millis() as u64,
         };
         let stop = svc["stop_grace_period"].as_str().unwrap_or("10s");
         let stop_s: u64 = stop

@@ -83,13 +83,11 @@ async fn start_with(
             .await
             .unwrap();
     let broker: Arc<dyn Broker> = EmbeddedBroker::new(TopologySettings::default());
-    let mut config = Config {
-        gateway_id: test.into(),
-        http_addr: "127.0.0.1:0".into(),
-        discord_bots: Some(SecretString::from(bots.to_string())),
-        discord_api_base: standin.base_url(),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.gateway.id = test.into();
+    config.gateway.http_addr = "127.0.0.1:0".into();
+    config.discord.bots = Some(SecretString::from(bots.to_string()));
+    config.discord.api_base = standin.base_url();
     tune(&mut config);
     let app = Application::build_with(&config, broker.clone(), None)
         .await
@@ -246,7 +244,7 @@ async fn a_rejected_token_stops_only_its_bot_and_is_tried_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn typing_is_renewed_while_a_slow_turn_runs() {
     let r = start("adapter-typing", "Vellum=tok-vellum", |c| {
-        c.discord_typing_interval_ms = 1000;
+        c.discord.typing_interval = Duration::from_millis(1000);
     })
     .await;
     r.standin.wait_ready(1, WAIT).await.unwrap();
@@ -269,7 +267,7 @@ async fn typing_is_renewed_while_a_slow_turn_runs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversize_text_is_refused_politely_and_replayed_events_answered_once() {
     let r = start("adapter-oversize", "Vellum=tok-vellum", |c| {
-        c.max_text_chars = 50;
+        c.gateway.max_text_chars = 50;
     })
     .await;
     r.standin.wait_ready(1, WAIT).await.unwrap();
@@ -313,7 +311,7 @@ async fn a_deep_turns_queue_answers_busy_with_the_position() {
     let r = start_with(
         "adapter-admission",
         "Vellum=tok-vellum",
-        |c| c.discord_admission_depth = 3,
+        |c| c.discord.admission_depth = 3,
         false,
     )
     .await;

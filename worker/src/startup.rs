@@ -27,16 +27,18 @@ pub struct Application {
 
 pub fn turn_settings(config: &Config) -> TurnSettings {
     TurnSettings {
-        history_len: config.history_len,
-        prompt_budget_tokens: config.prompt_budget_tokens,
-        turn_deadline: config.turn_deadline(),
-        delivery_limit: config.delivery_limit,
-        record_ttl: Duration::from_secs(config.turn_record_ttl_s),
-        llm_model: Some(config.llm_model.clone()),
-        pause_after_llm: Duration::from_millis(config.test_pause_after_llm_ms),
-        pause_after_memory: Duration::from_millis(config.test_pause_after_memory_ms),
-        memory_top_k: config.memory_top_k,
-        recent_states: config.recent_emotional_states,
+        history_len: config.worker.history_len,
+        prompt_budget_tokens: config.worker.prompt_budget_tokens,
+        turn_deadline: config.worker.turn_deadline,
+        delivery_limit: config.worker.delivery_limit,
+        record_ttl: config.worker.turn_record_ttl,
+        llm_model: Some(config.backends.llm_model.clone()),
+        // The test pauses left the configuration (production `Config` carries no test
+        // settings); tests get them from a test-only worker instead.
+        pause_after_llm: Duration::ZERO,
+        pause_after_memory: Duration::ZERO,
+        memory_top_k: config.worker.memory_top_k,
+        recent_states: config.worker.recent_emotional_states,
     }
 }
 
@@ -60,8 +62,7 @@ impl Application {
             store,
             llm,
             memory,
-            PipelineOptions::parse(&config.pipeline)
-                .map_err(|e| anyhow::anyhow!("WHISPERFLEET_PIPELINE: {e}"))?,
+            PipelineOptions::default(),
         )
         .await
     }
@@ -90,7 +91,7 @@ impl Application {
             llm = llm.describe(),
             memory = memory.memory.describe(),
             embedder = memory.embedder.describe(),
-            concurrency = config.worker_concurrency,
+            concurrency = config.worker.concurrency,
             "worker starting"
         );
         // A per-process cache would keep serving a character imported by another process
@@ -99,7 +100,7 @@ impl Application {
         let cdl_cache = cache.clone().filter(|c| c.is_shared());
         let characters = CharacterCache::new(store, cdl_cache, options.character_cache);
         let turns = broker
-            .consume(topology::TURNS_QUEUE, config.worker_concurrency)
+            .consume(topology::TURNS_QUEUE, config.worker.concurrency)
             .await
             .context("consuming turns")?;
         let control = match broker.subscribe_control().await {
@@ -112,7 +113,7 @@ impl Application {
         let direct_metrics: Option<Arc<dyn MetricsSink>> = if options.batched_metrics {
             None
         } else {
-            let url = config.influx_url.as_deref().ok_or_else(|| {
+            let url = config.backends.influx_url.as_deref().ok_or_else(|| {
                 anyhow::anyhow!(
                     "batched_metrics=off writes InfluxDB directly: set WHISPERFLEET_INFLUX_URL"
                 )
@@ -120,9 +121,9 @@ impl Application {
             Some(Arc::new(
                 InfluxSink::new(
                     url,
-                    &config.influx_org,
-                    &config.influx_bucket,
-                    config.influx_token.clone(),
+                    &config.backends.influx_org,
+                    &config.backends.influx_bucket,
+                    config.backends.influx_token.clone(),
                     false,
                     Duration::from_secs(10),
                 )
@@ -144,7 +145,7 @@ impl Application {
             deps,
             turns,
             control,
-            grace: config.shutdown_grace(),
+            grace: config.process.shutdown_grace,
         })
     }
 

@@ -40,10 +40,10 @@ impl InfluxSink {
     ) -> Result<Self, SinkError> {
         Self::new(
             url,
-            &config.influx_org,
-            &config.influx_bucket,
-            config.influx_token.clone(),
-            config.influx_gzip,
+            &config.backends.influx_org,
+            &config.backends.influx_bucket,
+            config.backends.influx_token.clone(),
+            config.backends.influx_gzip,
             Duration::from_secs(10),
         )
     }

@@ -70,14 +70,14 @@ pub enum BotConfigError {
 /// Every configured bot, in configuration order (single bot, list, file). Empty when no
 /// token is configured: the gateway then runs without Discord.
 pub fn bots_from_config(config: &Config) -> Result<Vec<BotConfig>, BotConfigError> {
-    let file = match &config.discord_bots_file {
+    let file = match &config.discord.bots_file {
         Some(path) => Some((path.clone(), read_file(path)?)),
         None => None,
     };
     collect(
-        config.discord_token.as_ref(),
-        config.discord_character.as_deref(),
-        config.discord_bots.as_ref(),
+        config.discord.token.as_ref(),
+        config.discord.character.as_deref(),
+        config.discord.bots.as_ref(),
         file.as_ref().map(|(p, text)| (p.as_path(), text)),
     )
 }
@@ -287,13 +287,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bots.txt");
         std::fs::write(&path, "Nora=NDU2.from-file\n").unwrap();
-        let config = Config {
-            discord_token: Some(secret(T1)),
-            discord_character: Some("Vellum".into()),
-            discord_bots: Some(secret(&format!("Elena={T2}"))),
-            discord_bots_file: Some(path.clone()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.discord.token = Some(secret(T1));
+        config.discord.character = Some("Vellum".into());
+        config.discord.bots = Some(secret(&format!("Elena={T2}")));
+        config.discord.bots_file = Some(path.clone());
         let bots = bots_from_config(&config).unwrap();
         assert_eq!(names(&bots), ["Vellum", "Elena", "Nora"]);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -365,10 +363,8 @@ mod tests {
 
     #[test]
     fn unreadable_file_is_named_without_content() {
-        let config = Config {
-            discord_bots_file: Some("/nonexistent/wf-bots".into()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.discord.bots_file = Some("/nonexistent/wf-bots".into());
         let err = bots_from_config(&config).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/wf-bots"), "{err}");
     }

@@ -146,26 +146,9 @@ pub fn chunk_with_footer(text: &str, footer: Option<&str>, limit: usize) -> Vec<
     chunks
 }
 
-/// `discord_footer`: what, if anything, is appended to a reply about its timing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FooterMode {
-    Off,
-    /// End-to-end, LLM and overhead ms.
-    Timing,
-    /// Every stage.
-    Full,
-}
-
-impl FooterMode {
-    /// The config validates the value; anything unknown reads as `off`.
-    pub fn parse(s: &str) -> Self {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "timing" => Self::Timing,
-            "full" => Self::Full,
-            _ => Self::Off,
-        }
-    }
-}
+/// `discord_footer`: what, if anything, is appended to a reply about its timing (a typed
+/// config value; the config refuses anything but off, timing and full).
+pub use whisperfleet_shared::config::FooterMode;
 
 /// The footer line (Discord's `-#` small text) for the timings known when the send starts.
 pub fn render_footer(mode: FooterMode, timings: &BTreeMap<String, f64>) -> Option<String> {
@@ -417,9 +400,6 @@ mod tests {
             "-# ⏱ 1234 ms · platform_lag 80 ms · ingress 3 ms · queue_wait 1 ms · llm 1100 ms \
              · worker_total 1130 ms · delivery 5 ms · overhead 134 ms · zeta_custom 2 ms"
         );
-        assert_eq!(FooterMode::parse("timing"), FooterMode::Timing);
-        assert_eq!(FooterMode::parse("FULL"), FooterMode::Full);
-        assert_eq!(FooterMode::parse("off"), FooterMode::Off);
     }
 
     #[test]

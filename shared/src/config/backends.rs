@@ -1,0 +1,46 @@
+//! `[backends]`: where the services and models are, and where embedded state lives. No URL
+//! has a default: unset means embedded in `up`/`chat` and missing in the standalone binaries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::declare::{millis, section};
+
+section! {
+    /// Backends: RabbitMQ, Redis, PostgreSQL, Qdrant, the LLM, embeddings, InfluxDB.
+    pub struct Backends in "backends" {
+        amqp_url: Option<SecretString> = None => "amqp_url",
+        redis_url: Option<SecretString> = None => "redis_url",
+        /// Prefix of every Redis key this fleet writes (lets fleets/tests share one Redis).
+        redis_prefix: String = "wf:".into() => "redis_prefix",
+        database_url: Option<SecretString> = None => "database_url",
+        qdrant_url: Option<String> = None => "qdrant_url",
+        qdrant_api_key: Option<SecretString> = None => "qdrant_api_key",
+        /// The one collection all characters' memories share (multi-tenant by payload).
+        qdrant_collection: String = "whisperfleet_memories".into() => "qdrant_collection",
+        llm_base_url: Option<String> = None => "llm_base_url",
+        llm_api_key: Option<SecretString> = None => "llm_api_key",
+        /// The default model (characters may override).
+        llm_model: String = "openai/gpt-4o-mini".into() => "llm_model",
+        /// Per attempt.
+        #[serde(deserialize_with = "millis")]
+        llm_timeout: Duration = Duration::from_millis(30_000) => "llm_timeout_ms",
+        llm_max_retries: u32 = 2 => "llm_max_retries",
+        embeddings_url: Option<String> = None => "embeddings_url",
+        embeddings_model: Option<String> = None => "embeddings_model",
+        embeddings_api_key: Option<SecretString> = None => "embeddings_api_key",
+        /// Vector length of the embedder (built-in: 384; must match the model when
+        /// `EMBEDDINGS_URL` is set).
+        embeddings_dims: usize = 384 => "embeddings_dims",
+        influx_url: Option<String> = None => "influx_url",
+        influx_org: String = "whisperfleet".into() => "influx_org",
+        influx_bucket: String = "whisperfleet".into() => "influx_bucket",
+        influx_token: Option<SecretString> = None => "influx_token",
+        /// Gzip write bodies (InfluxDB and victoria-metrics accept `Content-Encoding: gzip`).
+        influx_gzip: bool = true => "influx_gzip",
+        /// Where embedded state (SQLite, metrics file) lives; see [`super::Config::data_dir`].
+        data_dir: Option<PathBuf> = None => "data_dir",
+    }
+}
