@@ -1,7 +1,8 @@
 //! SQLite implementation of the character store: what `whisperfleet up` / `chat` use when no
 //! database URL is set. Same tables and semantics as [`crate::characters::postgres::PgCharacterStore`] (its
 //! migrations in `migrations/sqlite` mirror the PostgreSQL ones in SQLite types), checked by
-//! the same contract.
+//! the same contract. What both stores say word for word is in [`super::sql`]; this file holds
+//! what SQLite says its own way, each next to its PostgreSQL counterpart in `postgres.rs`.
 //!
 //! As in PostgreSQL, a character is read in ONE query that assembles the row and every child
 //! table into one JSON document shaped exactly like [`Character`]. Writes run in
@@ -17,14 +18,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use whisperfleet_shared::character::{
-    Archetype, Character, CharacterSummary, Relationship, RelationshipDelta, normalize_name,
+    Character, CharacterSummary, Relationship, RelationshipDelta,
 };
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
+
+use super::sql::{Dialect, Sql, upsert_character_sql};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -55,6 +58,7 @@ fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Dialect: SQLite has no row-to-JSON (PostgreSQL's `to_jsonb`), so every column is named.
 /// `json()` around every nested document: SQLite passes a value's JSON subtype through a
 /// function call but not reliably through a subquery, and without it the nested document
 /// would be embedded as a string. Booleans are 0/1 columns, turned into JSON booleans.
@@ -114,10 +118,16 @@ SELECT json_object(
                   FROM character_llm_config l WHERE l.character_id = c.id), '{}'))
 ) AS doc
 FROM characters c
-WHERE c.normalized_name = ?1
+WHERE c.normalized_name = $1
 "#;
 
-const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+/// Dialect: the current time as the SQLite migrations store timestamps (ISO-8601 text in UTC);
+/// PostgreSQL says `now()` into TIMESTAMPTZ. A macro, so statements can `concat!` it.
+macro_rules! now {
+    () => {
+        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    };
+}
 
 impl SqliteCharacterStore {
     /// Opens the store at `path` (creating its directory and file) and applies pending
@@ -185,179 +195,37 @@ impl SqliteCharacterStore {
             .await
             .map_err(db_err)
     }
-
-    async fn replace_children(
-        tx: &mut Transaction<'_, Sqlite>,
-        id: i64,
-        c: &Character,
-    ) -> Result<(), sqlx::Error> {
-        for table in [
-            "personality_traits",
-            "communication_styles",
-            "character_values",
-            "character_voice_traits",
-            "character_speech_patterns",
-            "character_interests",
-            "character_background",
-            "character_response_guidelines",
-            "character_ai_scenarios",
-            "character_llm_config",
-        ] {
-            // Table names come from the fixed list above, never from input.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE character_id = ?1"
-            )))
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        for (name, v) in c.personality.traits() {
-            sqlx::query("INSERT INTO personality_traits (character_id, trait_name, trait_value) VALUES (?1, ?2, ?3)")
-                .bind(id).bind(name).bind(v)
-                .execute(&mut **tx).await?;
-        }
-        let s = &c.communication;
-        sqlx::query(
-            "INSERT INTO communication_styles (character_id, engagement_level, formality, emotional_expression, \
-             response_length, conversation_flow_guidance, ai_identity_handling) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(id)
-        .bind(&s.engagement_level)
-        .bind(&s.formality)
-        .bind(&s.emotional_expression)
-        .bind(&s.response_length)
-        .bind(&s.conversation_flow_guidance)
-        .bind(&s.ai_identity_handling)
-        .execute(&mut **tx)
-        .await?;
-        for v in &c.values {
-            sqlx::query("INSERT INTO character_values (character_id, value_key, value_description, importance_level) VALUES (?1, ?2, ?3, ?4)")
-                .bind(id).bind(&v.key).bind(&v.description).bind(&v.importance)
-                .execute(&mut **tx).await?;
-        }
-        for v in &c.voice_traits {
-            sqlx::query("INSERT INTO character_voice_traits (character_id, trait_type, trait_value, situational_context) VALUES (?1, ?2, ?3, ?4)")
-                .bind(id).bind(&v.trait_type).bind(&v.trait_value).bind(&v.situational_context)
-                .execute(&mut **tx).await?;
-        }
-        for v in &c.speech_patterns {
-            sqlx::query("INSERT INTO character_speech_patterns (character_id, pattern_type, pattern_value, usage_frequency, context, priority) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .bind(id).bind(&v.pattern_type).bind(&v.pattern_value).bind(&v.usage_frequency).bind(&v.context).bind(v.priority)
-                .execute(&mut **tx).await?;
-        }
-        for v in &c.interests {
-            sqlx::query("INSERT INTO character_interests (character_id, category, interest_text, proficiency_level, importance) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .bind(id).bind(&v.category).bind(&v.interest_text).bind(v.proficiency_level).bind(&v.importance)
-                .execute(&mut **tx).await?;
-        }
-        for v in &c.background {
-            sqlx::query("INSERT INTO character_background (character_id, category, period, title, description, importance_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .bind(id).bind(&v.category).bind(&v.period).bind(&v.title).bind(&v.description).bind(v.importance_level)
-                .execute(&mut **tx).await?;
-        }
-        for v in &c.response_guidelines {
-            sqlx::query("INSERT INTO character_response_guidelines (character_id, guideline_type, guideline_name, guideline_content, priority, is_critical) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .bind(id).bind(&v.guideline_type).bind(&v.guideline_name).bind(&v.guideline_content).bind(v.priority).bind(v.is_critical)
-                .execute(&mut **tx).await?;
-        }
-        for v in &c.ai_scenarios {
-            sqlx::query("INSERT INTO character_ai_scenarios (character_id, scenario_type, trigger_phrases, response_guidance) VALUES (?1, ?2, ?3, ?4)")
-                .bind(id).bind(&v.scenario_type).bind(sqlx::types::Json(&v.trigger_phrases)).bind(&v.response_guidance)
-                .execute(&mut **tx).await?;
-        }
-        sqlx::query("INSERT INTO character_llm_config (character_id, model, temperature, max_tokens) VALUES (?1, ?2, ?3, ?4)")
-            .bind(id)
-            .bind(&c.llm.model)
-            .bind(c.llm.temperature)
-            .bind(c.llm.max_tokens.map(i64::from))
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
-    }
 }
 
-/// REAL columns hold the f32 written by this store exactly, so the round trip is lossless.
-fn relationship_of(r: &SqliteRow) -> Result<Relationship, sqlx::Error> {
-    Ok(Relationship {
-        trust: r.try_get::<f64, _>("trust")? as f32,
-        affection: r.try_get::<f64, _>("affection")? as f32,
-        attunement: r.try_get::<f64, _>("attunement")? as f32,
-        interactions: r.try_get("interactions")?,
-    })
+/// SQLite's side of the shared SQL: its JSON load, ISO-8601 text for timestamps.
+impl Dialect for Sqlite {
+    const LOAD_CHARACTER: &'static str = LOAD_SQL;
+    const UPSERT_CHARACTER: &'static str = upsert_character_sql!(now!());
+
+    fn store_err(e: sqlx::Error) -> StoreError {
+        db_err(e)
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
 }
 
 #[async_trait]
 impl CharacterStore for SqliteCharacterStore {
     async fn load(&self, normalized_name: &str) -> Result<Option<Character>, StoreError> {
-        let row = sqlx::query(LOAD_SQL)
-            .bind(normalized_name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let doc: String = row.try_get("doc").map_err(db_err)?;
-        serde_json::from_str(&doc).map(Some).map_err(|e| {
-            StoreError::Data(format!(
-                "stored character {normalized_name} is malformed: {e}"
-            ))
-        })
+        Sql::<Sqlite>::load(&self.pool, normalized_name).await
     }
 
     async fn upsert(&self, character: &Character) -> Result<i64, StoreError> {
         let mut c = character.clone();
         c.validate().map_err(StoreError::Data)?;
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO characters (name, normalized_name, occupation, description, archetype, \
-             allow_full_roleplay, emoji_frequency, emoji_style) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (normalized_name) DO UPDATE SET name = excluded.name, occupation = excluded.occupation, \
-             description = excluded.description, archetype = excluded.archetype, \
-             allow_full_roleplay = excluded.allow_full_roleplay, emoji_frequency = excluded.emoji_frequency, \
-             emoji_style = excluded.emoji_style, version = characters.version + 1, updated_at = {NOW} \
-             RETURNING id, version"
-        )))
-        .bind(&c.name)
-        .bind(normalize_name(&c.name))
-        .bind(&c.occupation)
-        .bind(&c.description)
-        .bind(c.archetype.as_str())
-        .bind(c.allow_full_roleplay)
-        .bind(&c.emoji_frequency)
-        .bind(&c.emoji_style)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let id: i64 = row.try_get("id").map_err(db_err)?;
-        let version: i64 = row.try_get("version").map_err(db_err)?;
-        Self::replace_children(&mut tx, id, &c)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(version)
+        let tx = self.begin_write().await?;
+        Sql::<Sqlite>::write(tx, &c).await
     }
 
     async fn list(&self) -> Result<Vec<CharacterSummary>, StoreError> {
-        // SQLite's BINARY collation: the same order as the fleet's C-collated PostgreSQL.
-        let rows = sqlx::query(
-            "SELECT name, normalized_name, occupation, archetype, version FROM characters ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.into_iter()
-            .map(|r| {
-                let archetype: String = r.try_get("archetype").map_err(db_err)?;
-                Ok(CharacterSummary {
-                    name: r.try_get("name").map_err(db_err)?,
-                    normalized_name: r.try_get("normalized_name").map_err(db_err)?,
-                    occupation: r.try_get("occupation").map_err(db_err)?,
-                    archetype: Archetype::parse(&archetype).ok_or_else(|| {
-                        StoreError::Data(format!("unknown archetype {archetype}"))
-                    })?,
-                    version: r.try_get("version").map_err(db_err)?,
-                })
-            })
-            .collect()
+        Sql::<Sqlite>::list(&self.pool).await
     }
 
     async fn relationship(
@@ -365,16 +233,7 @@ impl CharacterStore for SqliteCharacterStore {
         user_id: &str,
         character: &str,
     ) -> Result<Option<Relationship>, StoreError> {
-        let row = sqlx::query(
-            "SELECT r.trust, r.affection, r.attunement, r.interactions FROM relationships r \
-             JOIN characters c ON c.id = r.character_id WHERE r.user_id = ?1 AND c.normalized_name = ?2",
-        )
-        .bind(user_id)
-        .bind(character)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.map(|r| relationship_of(&r)).transpose().map_err(db_err)
+        Sql::<Sqlite>::relationship(&self.pool, user_id, character).await
     }
 
     async fn apply_relationship(
@@ -384,13 +243,15 @@ impl CharacterStore for SqliteCharacterStore {
         character: &str,
         d: RelationshipDelta,
     ) -> Result<Option<Relationship>, StoreError> {
+        // Dialect: SQLite has no data-modifying CTEs, so PostgreSQL's one statement is a
+        // read-modify-write here, made atomic by the write lock BEGIN IMMEDIATE takes.
         // One write transaction: the turn is recorded and the row moved together, or neither.
         // It holds the write lock from BEGIN, so the read-modify-write below cannot lose a
         // concurrent update. The arithmetic is `Relationship::apply` (f32, clamped), as
         // PostgreSQL computes it on REAL columns.
         let mut tx = self.begin_write().await?;
         let first = sqlx::query(
-            "INSERT INTO relationship_turns (turn_id) VALUES (?1) ON CONFLICT DO NOTHING",
+            "INSERT INTO relationship_turns (turn_id) VALUES ($1) ON CONFLICT DO NOTHING",
         )
         .bind(turn_id.hyphenated().to_string())
         .execute(&mut *tx)
@@ -403,8 +264,8 @@ impl CharacterStore for SqliteCharacterStore {
         }
         let row = sqlx::query(
             "SELECT c.id, r.trust, r.affection, r.attunement, r.interactions FROM characters c \
-             LEFT JOIN relationships r ON r.character_id = c.id AND r.user_id = ?1 \
-             WHERE c.normalized_name = ?2",
+             LEFT JOIN relationships r ON r.character_id = c.id AND r.user_id = $1 \
+             WHERE c.normalized_name = $2",
         )
         .bind(user_id)
         .bind(character)
@@ -421,17 +282,18 @@ impl CharacterStore for SqliteCharacterStore {
             .try_get::<Option<i64>, _>("interactions")
             .map_err(db_err)?
         {
-            Some(_) => relationship_of(&row).map_err(db_err)?,
+            Some(_) => Sql::<Sqlite>::relationship_of(&row).map_err(db_err)?,
             None => Relationship::default(),
         };
         let next = current.apply(d);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query(concat!(
             "INSERT INTO relationships (user_id, character_id, trust, affection, attunement, interactions) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (user_id, character_id) DO UPDATE SET trust = excluded.trust, \
              affection = excluded.affection, attunement = excluded.attunement, \
-             interactions = excluded.interactions, updated_at = {NOW}"
-        )))
+             interactions = excluded.interactions, updated_at = ",
+            now!()
+        ))
         .bind(user_id)
         .bind(character_id)
         .bind(next.trust)
@@ -446,26 +308,7 @@ impl CharacterStore for SqliteCharacterStore {
     }
 
     async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError> {
-        let r = match character {
-            Some(c) => {
-                sqlx::query(
-                    "DELETE FROM relationships WHERE user_id = ?1 AND character_id IN \
-                     (SELECT id FROM characters WHERE normalized_name = ?2)",
-                )
-                .bind(user_id)
-                .bind(c)
-                .execute(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query("DELETE FROM relationships WHERE user_id = ?1")
-                    .bind(user_id)
-                    .execute(&self.pool)
-                    .await
-            }
-        }
-        .map_err(db_err)?;
-        Ok(r.rows_affected())
+        Sql::<Sqlite>::forget_user(&self.pool, user_id, character).await
     }
 
     fn describe(&self) -> String {

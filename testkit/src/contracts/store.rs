@@ -134,6 +134,7 @@ pub async fn contract(store: &dyn CharacterStore) {
     let other = format!("Contract {run} Bare");
     let other_key = normalize_name(&other);
     bare_character(store, &other, &other_key).await;
+    widest_values(store, &format!("Contract {run} Widest")).await;
     relationships(store, &run, &key, &other_key).await;
 }
 
@@ -212,6 +213,24 @@ async fn bare_character(store: &dyn CharacterStore, name: &str, key: &str) {
     );
     let err = store.upsert(&Character::default()).await;
     assert!(err.is_err(), "a character without a name is refused");
+}
+
+/// The extremes of the model's numeric types round-trip unchanged on every store: a column
+/// or a bind narrower than the field (an i32 for the u32 `max_tokens`) shows up here.
+async fn widest_values(store: &dyn CharacterStore, name: &str) {
+    let mut widest = full_character(name);
+    widest.llm.max_tokens = Some(u32::MAX);
+    widest.speech_patterns[0].priority = i32::MIN;
+    widest.interests[0].proficiency_level = i32::MAX;
+    let v = store.upsert(&widest).await.unwrap();
+    let mut want = widest.clone();
+    want.normalized_name = normalize_name(name);
+    want.version = v;
+    assert_eq!(
+        store.load(&want.normalized_name).await.unwrap(),
+        Some(want),
+        "the widest values of each numeric field"
+    );
 }
 
 async fn relationships(store: &dyn CharacterStore, run: &str, key: &str, other_key: &str) {
