@@ -29,7 +29,7 @@ use whisperfleet_shared::ports::characters::CharacterStore;
 // Stages reported, in pipeline order; those a reply does not carry (`reply_publish`,
 // `memory_store`) are skipped.
 use whisperfleet_adapters::characters::postgres::PgCharacterStore;
-use whisperfleet_shared::wire::STAGES;
+use whisperfleet_shared::wire::Stage;
 use whisperfleet_testkit::mock_llm::{self, MockLlmOptions};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
@@ -123,13 +123,13 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut ratio = serde_json::Map::new();
     if let (Some(o), Some(n)) = (results.get("optimized"), results.get("naive")) {
-        for (key, path) in [
-            ("overhead_p50", ["stages", "overhead", "p50"]),
-            ("overhead_p99", ["stages", "overhead", "p99"]),
-            ("end_to_end_p50", ["stages", "end_to_end", "p50"]),
-            ("worker_total_p50", ["stages", "worker_total", "p50"]),
+        for (key, stage, q) in [
+            ("overhead_p50", Stage::Overhead, "p50"),
+            ("overhead_p99", Stage::Overhead, "p99"),
+            ("end_to_end_p50", Stage::EndToEnd, "p50"),
+            ("worker_total_p50", Stage::WorkerTotal, "p50"),
         ] {
-            let get = |v: &Value| v[path[0]][path[1]][path[2]].as_f64();
+            let get = |v: &Value| v["stages"][stage.as_str()][q].as_f64();
             if let (Some(a), Some(b)) = (get(n), get(o))
                 && b > 0.0
             {
@@ -392,10 +392,10 @@ async fn run_one(
     let n = replies.len() as f64;
     let ok = replies.iter().filter(|r| r["outcome"] == "ok").count();
     let mut stages = serde_json::Map::new();
-    for stage in &STAGES {
+    for stage in Stage::ALL {
         let mut xs: Vec<f64> = replies
             .iter()
-            .filter_map(|r| r["timings"][*stage].as_f64())
+            .filter_map(|r| r["timings"][stage.as_str()].as_f64())
             .collect();
         if xs.is_empty() {
             continue;
@@ -403,7 +403,7 @@ async fn run_one(
         xs.sort_by(f64::total_cmp);
         let pct = |p: f64| xs[((p / 100.0) * (xs.len() - 1) as f64).round() as usize];
         stages.insert(
-            (*stage).to_string(),
+            stage.to_string(),
             json!({"p50": pct(50.0), "p95": pct(95.0), "p99": pct(99.0)}),
         );
     }
@@ -522,14 +522,14 @@ fn print_tables(out: &Value) {
             "  {:<14} {:>9} {:>9} {:>9}",
             "stage (ms)", "p50", "p95", "p99"
         );
-        for stage in &STAGES {
-            let s = &p["stages"][*stage];
+        for stage in Stage::ALL {
+            let s = &p["stages"][stage.as_str()];
             if s.is_null() {
                 continue;
             }
             println!(
                 "  {:<14} {:>9.2} {:>9.2} {:>9.2}",
-                stage,
+                stage.as_str(),
                 s["p50"].as_f64().unwrap_or(0.0),
                 s["p95"].as_f64().unwrap_or(0.0),
                 s["p99"].as_f64().unwrap_or(0.0)
