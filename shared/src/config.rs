@@ -86,21 +86,11 @@ pub struct Config {
     /// How long side-effect records (`turn:<id>:…`) live; must outlive any backlog.
     pub turn_record_ttl_s: u64,
     pub memory_top_k: usize,
-    /// `optimized` (default) or `naive` (the seed's "before", for `bench`), then any
-    /// `switch=on|off` overrides: request_cache, character_cache, parallel_compose,
-    /// recent_states_once, memory_after_reply, batched_metrics.
-    pub pipeline: String,
     /// Recent emotional states (the trajectory) fetched once per turn.
     pub recent_emotional_states: usize,
     /// Vector length of the embedder (built-in: 384; must match the model when
     /// `EMBEDDINGS_URL` is set).
     pub embeddings_dims: usize,
-    /// Fault injection for tests: pause this long after the LLM answered, before the reply
-    /// is published (so a test can kill a worker in exactly that window). 0 in production.
-    pub test_pause_after_llm_ms: u64,
-    /// Fault injection for tests: pause after memory_store, before recording it. 0 in
-    /// production.
-    pub test_pause_after_memory_ms: u64,
 
     // --- metrics-writer ---
     pub metrics_batch_size: usize,
@@ -166,11 +156,8 @@ impl Default for Config {
             prompt_budget_tokens: 6_000,
             turn_record_ttl_s: 86_400,
             memory_top_k: 8,
-            pipeline: "optimized".into(),
             recent_emotional_states: 10,
             embeddings_dims: 384,
-            test_pause_after_llm_ms: 0,
-            test_pause_after_memory_ms: 0,
             metrics_batch_size: 5_000,
             metrics_flush_interval_ms: 100,
             metrics_sample_interval_ms: 5_000,
@@ -244,11 +231,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("prompt_budget_tokens", Kind::Number),
     ("turn_record_ttl_s", Kind::Number),
     ("memory_top_k", Kind::Number),
-    ("pipeline", Kind::Text),
     ("recent_emotional_states", Kind::Number),
     ("embeddings_dims", Kind::Number),
-    ("test_pause_after_llm_ms", Kind::Number),
-    ("test_pause_after_memory_ms", Kind::Number),
     ("metrics_batch_size", Kind::Number),
     ("metrics_flush_interval_ms", Kind::Number),
     ("metrics_sample_interval_ms", Kind::Number),
