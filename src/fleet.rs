@@ -14,7 +14,7 @@ use whisperfleet_adapters::metrics::file::MetricsSummary;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MemoryPorts, MetricsSink};
-use whisperfleet_worker::turn::PipelineOptions;
+use whisperfleet_worker::startup::Strategies;
 
 /// The sample characters, compiled in so a fresh machine has someone to talk to wherever
 /// the binary runs from.
@@ -181,7 +181,6 @@ impl Backend {
         .await
         .context("starting the metrics writer")?;
         let writer = tokio::spawn(writer.run_until_stopped(stop_writer.clone()));
-        let options = PipelineOptions::default();
         let mut set = JoinSet::new();
         for _ in 0..workers.max(1) {
             let w = whisperfleet_worker::startup::Application::build_with(
@@ -191,7 +190,7 @@ impl Backend {
                 ports.store.clone(),
                 ports.llm.clone(),
                 ports.memory.clone(),
-                options.clone(),
+                Strategies::default(),
             )
             .await
             .context("starting a worker")?;

@@ -13,7 +13,9 @@ use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
-use whisperfleet_shared::wire::{Conversation, TurnReply, TurnRequest, WIRE_VERSION, ms_between};
+use whisperfleet_shared::wire::{
+    Conversation, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
+};
 
 use crate::conversations::{Conversations, TooManyWaiting};
 use crate::router::ReplyRouter;
@@ -183,15 +185,13 @@ impl GatewayCore {
         let mut t = pending.reply.timings.clone();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let end_to_end = ms(now.duration_since(pending.received));
-        t.insert("platform_lag".into(), pending.platform_lag_ms);
-        t.insert("ingress".into(), pending.ingress_ms);
-        t.insert(
-            "delivery".into(),
-            ms(now.duration_since(pending.consumed_at)),
-        );
-        t.insert("end_to_end".into(), end_to_end);
-        let llm = t.get("llm").copied().unwrap_or(0.0);
-        t.insert("overhead".into(), (end_to_end - llm).max(0.0));
+        let mut put = |stage: Stage, ms: f64| t.insert(stage.as_str().into(), ms);
+        put(Stage::PlatformLag, pending.platform_lag_ms);
+        put(Stage::Ingress, pending.ingress_ms);
+        put(Stage::Delivery, ms(now.duration_since(pending.consumed_at)));
+        put(Stage::EndToEnd, end_to_end);
+        let llm = Stage::Llm.ms_in(&t).unwrap_or(0.0);
+        t.insert(Stage::Overhead.as_str().into(), (end_to_end - llm).max(0.0));
         t
     }
 
@@ -211,13 +211,13 @@ impl GatewayCore {
 }
 
 /// The stages the gateway reports on its `delivery` point, each as a `<stage>_ms` field.
-pub const DELIVERY_STAGES: [&str; 6] = [
-    "platform_lag",
-    "ingress",
-    "delivery",
-    "end_to_end",
-    "overhead",
-    "llm",
+pub const DELIVERY_STAGES: [Stage; 6] = [
+    Stage::PlatformLag,
+    Stage::Ingress,
+    Stage::Delivery,
+    Stage::EndToEnd,
+    Stage::Overhead,
+    Stage::Llm,
 ];
 
 /// The `delivery` point of one delivered reply (also read by the deploy test, which checks
@@ -235,8 +235,8 @@ pub fn delivery_point(
         .tag("platform", &reply.conversation.platform)
         .tag("outcome", reply.outcome.as_str());
     for stage in DELIVERY_STAGES {
-        if let Some(ms) = timings.get(stage) {
-            p = p.float(&format!("{stage}_ms"), *ms);
+        if let Some(ms) = stage.ms_in(timings) {
+            p = p.float(&format!("{stage}_ms"), ms);
         }
     }
     p

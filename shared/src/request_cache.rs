@@ -7,8 +7,6 @@
 //!   redelivered to another worker reuses what the first attempt finished (above all the LLM
 //!   answer: a crash after the LLM call neither pays twice nor answers differently).
 //! - The scope dies with the turn (drop), and the Redis copies expire by TTL.
-//!
-//! Disabled (the bench's `naive` pipeline), every load calls the loader.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -28,7 +26,6 @@ type Cell = Arc<OnceCell<Arc<dyn Any + Send + Sync>>>;
 pub struct RequestCache {
     turn_id: String,
     backing: Option<Arc<dyn Cache>>,
-    enabled: bool,
     cells: Mutex<HashMap<String, Cell>>,
     hits: AtomicU32,
     misses: AtomicU32,
@@ -36,11 +33,10 @@ pub struct RequestCache {
 }
 
 impl RequestCache {
-    pub fn new(turn_id: impl Into<String>, backing: Option<Arc<dyn Cache>>, enabled: bool) -> Self {
+    pub fn new(turn_id: impl Into<String>, backing: Option<Arc<dyn Cache>>) -> Self {
         Self {
             turn_id: turn_id.into(),
             backing,
-            enabled,
             cells: Mutex::new(HashMap::new()),
             hits: AtomicU32::new(0),
             misses: AtomicU32::new(0),
@@ -69,10 +65,6 @@ impl RequestCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        if !self.enabled {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return loader().await;
-        }
         let cell = {
             let mut cells = self.cells.lock().expect("request cache lock");
             cells.entry(key.to_string()).or_default().clone()
@@ -161,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_loads_share_one_call_and_errors_are_not_cached() {
-        let rc = RequestCache::new("t1", None, true);
+        let rc = RequestCache::new("t1", None);
         let calls = AtomicUsize::new(0);
         let load = || async {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -183,20 +175,5 @@ mod tests {
         assert!(err.is_err());
         let ok: Result<u32, String> = rc.load("bad", None, || async { Ok(7) }).await;
         assert_eq!(ok, Ok(7));
-    }
-
-    #[tokio::test]
-    async fn disabled_calls_every_time() {
-        let rc = RequestCache::new("t2", None, false);
-        let calls = AtomicUsize::new(0);
-        for _ in 0..3 {
-            let _: Result<u8, ()> = rc
-                .load("k", None, || async {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    Ok(1)
-                })
-                .await;
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

@@ -14,22 +14,78 @@ pub const WIRE_VERSION: u32 = 1;
 pub const WIRE_MIN_VERSION: u32 = WIRE_VERSION.saturating_sub(1);
 
 /// Every stage a turn is measured in (ARCHITECTURE.md), in the order a turn goes through them,
-/// then `overhead` (end to end − LLM). Tables and footers list stages in this order.
-pub const STAGES: [&str; 13] = [
-    "platform_lag",
-    "ingress",
-    "queue_wait",
-    "cdl_load",
-    "context",
-    "compose",
-    "llm",
-    "worker_total",
-    "reply_publish",
-    "memory_store",
-    "delivery",
-    "end_to_end",
-    "overhead",
-];
+/// then `overhead` (end to end − LLM). On the wire a stage is its [`Stage::as_str`] name: a
+/// key of `TurnReply.timings`, and the `<name>_ms` field of a metric point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    PlatformLag,
+    Ingress,
+    QueueWait,
+    CdlLoad,
+    Context,
+    Compose,
+    Llm,
+    WorkerTotal,
+    ReplyPublish,
+    MemoryStore,
+    Delivery,
+    EndToEnd,
+    Overhead,
+}
+
+impl Stage {
+    /// Every stage in pipeline order: tables and footers list stages in this order.
+    pub const ALL: [Stage; 13] = [
+        Self::PlatformLag,
+        Self::Ingress,
+        Self::QueueWait,
+        Self::CdlLoad,
+        Self::Context,
+        Self::Compose,
+        Self::Llm,
+        Self::WorkerTotal,
+        Self::ReplyPublish,
+        Self::MemoryStore,
+        Self::Delivery,
+        Self::EndToEnd,
+        Self::Overhead,
+    ];
+
+    /// The stage's wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::PlatformLag => "platform_lag",
+            Self::Ingress => "ingress",
+            Self::QueueWait => "queue_wait",
+            Self::CdlLoad => "cdl_load",
+            Self::Context => "context",
+            Self::Compose => "compose",
+            Self::Llm => "llm",
+            Self::WorkerTotal => "worker_total",
+            Self::ReplyPublish => "reply_publish",
+            Self::MemoryStore => "memory_store",
+            Self::Delivery => "delivery",
+            Self::EndToEnd => "end_to_end",
+            Self::Overhead => "overhead",
+        }
+    }
+
+    /// The stage a wire name stands for; `None` for a name this build does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// This stage's milliseconds in a timings map, when it is there.
+    pub fn ms_in(self, timings: &BTreeMap<String, f64>) -> Option<f64> {
+        timings.get(self.as_str()).copied()
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where a turn came from: a conversation is (platform, channel_id, user_id, character).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +187,7 @@ pub struct TurnReply {
     pub character: String,
     pub text: String,
     pub outcome: Outcome,
-    /// Stage name → milliseconds (the canonical names in ARCHITECTURE.md).
+    /// Stage name ([`Stage::as_str`]) → milliseconds.
     #[serde(default)]
     pub timings: BTreeMap<String, f64>,
     #[serde(default)]
@@ -289,6 +345,16 @@ mod tests {
             TurnRequest::decode(b"{not json"),
             Err(WireError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn stage_names_round_trip_in_pipeline_order() {
+        for (i, s) in Stage::ALL.iter().enumerate() {
+            assert_eq!(Stage::parse(s.as_str()), Some(*s));
+            assert_eq!(*s as usize, i, "ALL lists the stages in declaration order");
+        }
+        assert_eq!(Stage::parse("metrics_write"), None);
+        assert_eq!(Stage::EndToEnd.to_string(), "end_to_end");
     }
 
     #[test]

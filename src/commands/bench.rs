@@ -1,14 +1,15 @@
 //! `whisperfleet bench`: drives turns through the whole fleet — gateway HTTP API →
 //! RabbitMQ → worker processes → replies — against `mock-llm` with a fixed latency, and
 //! reports where every millisecond went, for the `optimized` pipeline and the seed's
-//! `naive` "before" (the same code, configured: see `PipelineOptions`).
+//! `naive` "before". The worker processes are the testkit worker: the fleet's turn code,
+//! with the seed's wrappers around its ports for `naive` (`whisperfleet_testkit::naive`).
 //!
-//! Counts come from the backends' side where they can: character SQL loads from
-//! PostgreSQL's own statistics (`pg_stat_user_tables`, read after the workers exit so their
-//! stats are flushed), InfluxDB write requests from a local InfluxDB-API stand-in that
-//! counts what it receives, emotion-state queries from the workers' port-level counters in
-//! the points that stand-in received. Needs RabbitMQ, Redis and PostgreSQL configured; use a
-//! vhost without other workers (they would take the bench's turns).
+//! Counts come from the backends' side: character SQL loads from PostgreSQL's own
+//! statistics (`pg_stat_user_tables`, read after the workers exit so their stats are
+//! flushed), InfluxDB write requests from a local InfluxDB-API stand-in that counts what it
+//! receives, emotion-state queries from each worker's count of the vector-memory calls its
+//! backend received (written when it exits). Needs RabbitMQ, Redis and PostgreSQL
+//! configured; use a vhost without other workers (they would take the bench's turns).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,13 +24,11 @@ use clap::Args;
 use serde_json::{Value, json};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
+use whisperfleet_adapters::characters::postgres::PgCharacterStore;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::characters::CharacterStore;
-// Stages reported, in pipeline order; those a reply does not carry (`reply_publish`,
-// `memory_store`) are skipped.
-use whisperfleet_adapters::characters::postgres::PgCharacterStore;
-use whisperfleet_shared::wire::STAGES;
+use whisperfleet_shared::wire::Stage;
 use whisperfleet_testkit::mock_llm::{self, MockLlmOptions};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
@@ -87,7 +86,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         ],
         other => bail!("--pipeline is optimized, naive or both, not {other:?}"),
     };
-    let worker_bin = sibling_binary("worker")?;
+    let worker_bin = sibling_binary("testkit-worker")?;
     let mut character: Character = serde_norway::from_str(BENCH_CHARACTER)?;
     character.validate().map_err(|e| anyhow::anyhow!(e))?;
     let store = PgCharacterStore::connect(db.clone(), 2).await?;
@@ -123,13 +122,13 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut ratio = serde_json::Map::new();
     if let (Some(o), Some(n)) = (results.get("optimized"), results.get("naive")) {
-        for (key, path) in [
-            ("overhead_p50", ["stages", "overhead", "p50"]),
-            ("overhead_p99", ["stages", "overhead", "p99"]),
-            ("end_to_end_p50", ["stages", "end_to_end", "p50"]),
-            ("worker_total_p50", ["stages", "worker_total", "p50"]),
+        for (key, stage, q) in [
+            ("overhead_p50", Stage::Overhead, "p50"),
+            ("overhead_p99", Stage::Overhead, "p99"),
+            ("end_to_end_p50", Stage::EndToEnd, "p50"),
+            ("worker_total_p50", Stage::WorkerTotal, "p50"),
         ] {
-            let get = |v: &Value| v[path[0]][path[1]][path[2]].as_f64();
+            let get = |v: &Value| v["stages"][stage.as_str()][q].as_f64();
             if let (Some(a), Some(b)) = (get(n), get(o))
                 && b > 0.0
             {
@@ -182,42 +181,25 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-/// A local InfluxDB v2 write API that counts requests and keeps the lines it received.
+/// A local InfluxDB v2 write API that counts the requests it receives.
 struct InfluxStandIn {
     url: String,
     requests: Arc<AtomicU64>,
-    lines: Arc<std::sync::Mutex<Vec<String>>>,
     stop: CancellationToken,
 }
 
 async fn influx_stand_in() -> anyhow::Result<InfluxStandIn> {
-    use std::io::Read;
     let requests = Arc::new(AtomicU64::new(0));
-    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (r, l) = (requests.clone(), lines.clone());
+    let r = requests.clone();
     let app = axum::Router::new().route(
         "/api/v2/write",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (r, l) = (r.clone(), l.clone());
-                async move {
-                    r.fetch_add(1, Ordering::Relaxed);
-                    let mut text = String::new();
-                    if headers
-                        .get("content-encoding")
-                        .is_some_and(|v| v.as_bytes() == b"gzip")
-                    {
-                        let _ = flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text);
-                    } else {
-                        text = String::from_utf8_lossy(&body).into_owned();
-                    }
-                    l.lock()
-                        .expect("lines")
-                        .extend(text.lines().map(str::to_string));
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            },
-        ),
+        axum::routing::post(move || {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -231,7 +213,6 @@ async fn influx_stand_in() -> anyhow::Result<InfluxStandIn> {
     Ok(InfluxStandIn {
         url,
         requests,
-        lines,
         stop,
     })
 }
@@ -302,10 +283,16 @@ async fn run_one(
     // PostgreSQL publishes a backend's statistics when it exits: count from before the
     // workers start to after they stopped, over every turn they ran (warm-up included).
     let loads_before = character_loads(store).await?;
-    // Worker processes: the same binary a fleet runs, configured for this run.
+    // Worker processes: the testkit worker (the fleet's worker, wrapped for `spec`),
+    // configured for this run; each writes its backend-side counts when it exits.
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let counts_file = |w: usize| data_dir.join(format!("worker-{w}-counts.json"));
     let mut children = Workers(Vec::new());
     for w in 0..workers {
         let child = Command::new(worker_bin)
+            .args(["--pipeline", spec, "--counts-out"])
+            .arg(counts_file(w))
             .envs(
                 std::env::vars().filter(|(k, _)| k.starts_with("WHISPERFLEET_") || k == "RUST_LOG"),
             )
@@ -313,7 +300,6 @@ async fn run_one(
             .env("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}-w{w}"))
             .env("WHISPERFLEET_LLM_BASE_URL", mock.base_url())
             .env("WHISPERFLEET_LLM_MODEL", "mock")
-            .env("WHISPERFLEET_PIPELINE", spec)
             .env(
                 "WHISPERFLEET_WORKER_CONCURRENCY",
                 args.worker_concurrency.to_string(),
@@ -354,7 +340,6 @@ async fn run_one(
     .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let influx_before = influx.requests.load(Ordering::Relaxed);
-    let lines_before = influx.lines.lock().expect("lines").len();
     let started = Instant::now();
     let replies = drive(
         &client,
@@ -374,28 +359,25 @@ async fn run_one(
     tokio::time::sleep(Duration::from_millis(700)).await;
     let loads = character_loads(store).await? - loads_before;
     let influx_requests = influx.requests.load(Ordering::Relaxed) - influx_before;
-    let emotion_queries = {
-        let lines = influx.lines.lock().expect("lines");
-        lines[lines_before.min(lines.len())..]
-            .iter()
-            .filter(|l| l.starts_with("memory,"))
-            .filter_map(|l| {
-                l.split([' ', ','])
-                    .find_map(|kv| kv.strip_prefix("emotion_queries="))
-                    .and_then(|v| v.trim_end_matches('i').parse::<f64>().ok())
-            })
-            .collect::<Vec<_>>()
-    };
+    // Recent-emotional-state queries as the workers' memory backends received them.
+    let mut recent_queries = 0u64;
+    for w in 0..workers {
+        let path = counts_file(w);
+        let counts: Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        recent_queries += counts["memory_recent"].as_u64().unwrap_or(0);
+    }
     influx.stop.cancel();
     let _ = std::fs::remove_dir_all(&data_dir);
 
     let n = replies.len() as f64;
     let ok = replies.iter().filter(|r| r["outcome"] == "ok").count();
     let mut stages = serde_json::Map::new();
-    for stage in &STAGES {
+    for stage in Stage::ALL {
         let mut xs: Vec<f64> = replies
             .iter()
-            .filter_map(|r| r["timings"][*stage].as_f64())
+            .filter_map(|r| r["timings"][stage.as_str()].as_f64())
             .collect();
         if xs.is_empty() {
             continue;
@@ -403,7 +385,7 @@ async fn run_one(
         xs.sort_by(f64::total_cmp);
         let pct = |p: f64| xs[((p / 100.0) * (xs.len() - 1) as f64).round() as usize];
         stages.insert(
-            (*stage).to_string(),
+            stage.to_string(),
             json!({"p50": pct(50.0), "p95": pct(95.0), "p99": pct(99.0)}),
         );
     }
@@ -424,7 +406,7 @@ async fn run_one(
         "per_turn": {
             "cdl_queries": loads as f64 / (n + warmup as f64),
             "cdl_queries_reported": mean("cdl_queries"),
-            "emotion_queries": if emotion_queries.is_empty() { mean("emotion_queries") } else { emotion_queries.iter().sum::<f64>() / emotion_queries.len() as f64 },
+            "emotion_queries": recent_queries as f64 / (n + warmup as f64),
             "vector_searches": mean("memory_searches"),
             "influx_writes": influx_requests as f64 / n,
             "redis_round_trips": mean("redis_round_trips"),
@@ -522,14 +504,14 @@ fn print_tables(out: &Value) {
             "  {:<14} {:>9} {:>9} {:>9}",
             "stage (ms)", "p50", "p95", "p99"
         );
-        for stage in &STAGES {
-            let s = &p["stages"][*stage];
+        for stage in Stage::ALL {
+            let s = &p["stages"][stage.as_str()];
             if s.is_null() {
                 continue;
             }
             println!(
                 "  {:<14} {:>9.2} {:>9.2} {:>9.2}",
-                stage,
+                stage.as_str(),
                 s["p50"].as_f64().unwrap_or(0.0),
                 s["p95"].as_f64().unwrap_or(0.0),
                 s["p99"].as_f64().unwrap_or(0.0)

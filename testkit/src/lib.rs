@@ -2,11 +2,15 @@
 //! database, Redis prefix and gateway id on the machine's real services, runs the real
 //! binaries from the target directory (built by `scripts/test` first), and cleans up after
 //! itself. Also the parts tests are built from: the contract suites every port's
-//! implementations share, the mock LLM server, the Discord stand-in and the TCP fault proxy.
+//! implementations share, the mock LLM server, the Discord stand-in and the TCP fault proxy;
+//! and the testkit worker (`worker`, with the seed's "before" in `naive`), which the bench
+//! and the fault-injection tests run instead of the fleet's `worker` binary.
 
 pub mod contracts;
 pub mod discord;
 pub mod mock_llm;
+pub mod naive;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -186,11 +190,23 @@ impl Fleet {
         label: &str,
         extra: &[(&str, String)],
     ) -> anyhow::Result<u32> {
+        self.spawn_args(bin_name, label, &[], extra)
+    }
+
+    /// [`Fleet::spawn`] with command-line arguments (the testkit worker's flags).
+    pub fn spawn_args(
+        &mut self,
+        bin_name: &str,
+        label: &str,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<u32> {
         let logs = bin_dir().join("test-logs");
         std::fs::create_dir_all(&logs)?;
         let log = std::fs::File::create(logs.join(format!("{}-{label}.log", self.name)))?;
         let child = self
             .command(bin_name, extra)
+            .args(args)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()

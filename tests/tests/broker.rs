@@ -143,7 +143,7 @@ async fn request_cache_shares_one_load_per_key_and_survives_redelivery_via_redis
     let redis: Arc<dyn Cache> =
         Arc::new(RedisCache::new(REDIS_URL.to_string().into(), &prefix).unwrap());
     let calls = AtomicUsize::new(0);
-    let rc = RequestCache::new("turn-1", Some(redis.clone()), true);
+    let rc = RequestCache::new("turn-1", Some(redis.clone()));
     let loads = futures::stream::iter(0..32)
         .map(|_| {
             rc.load("llm", Some(Duration::from_secs(60)), || async {
@@ -163,7 +163,7 @@ async fn request_cache_shares_one_load_per_key_and_survives_redelivery_via_redis
     );
 
     // A redelivered turn (new scope, same turn id) finds the value in Redis.
-    let again = RequestCache::new("turn-1", Some(redis.clone()), true);
+    let again = RequestCache::new("turn-1", Some(redis.clone()));
     let v: Result<String, String> = again
         .load("llm", Some(Duration::from_secs(60)), || async {
             calls.fetch_add(1, Ordering::SeqCst);

@@ -129,12 +129,14 @@ async fn two_hundred_turns_twenty_conversations_in_order_exactly_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_after_llm_redelivers_and_answers_once_without_paying_twice() {
     let mut s = setup("sigkill", mock_latency(0)).await;
-    // Worker A pauses after the LLM answered: the window in which we kill it.
+    // Worker A (the testkit worker) pauses after the LLM answered: the window in which we
+    // kill it.
     s.fleet
-        .spawn(
-            "worker",
+        .spawn_args(
+            "testkit-worker",
             "worker-a",
-            &[("WHISPERFLEET_TEST_PAUSE_AFTER_LLM_MS", "30000".into())],
+            &["--pause-after-llm-ms", "30000"],
+            &[],
         )
         .unwrap();
     let base = s.fleet.spawn_gateway(&[]).await.unwrap();

@@ -691,41 +691,6 @@ fn qdrant_server_is_within_one_minor_of_the_client() -> anyhow::Result<()> {
 /// Measurement → (fields, tags), from points built by the code that writes them.
 type Written = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>;
 
-/// The stages `worker/src/turn.rs` times (each becomes a `<stage>_ms` field of `turn`): its
-/// module doc says stage timings are recorded there and nowhere else, as
-/// `timings.since("stage", …)` or `….insert("stage".into(), …)`.
-fn worker_stages() -> anyhow::Result<BTreeSet<String>> {
-    let src = read("worker/src/turn.rs")?;
-    let mut out = BTreeSet::new();
-    let literal = |s: &str| -> Option<String> {
-        let s = s.trim_start().strip_prefix('"')?;
-        let end = s.find('"')?;
-        let name = &s[..end];
-        name.chars()
-            .all(|c| c.is_ascii_lowercase() || c == '_')
-            .then(|| name.to_string())
-    };
-    for (i, _) in src.match_indices("timings.since(") {
-        out.extend(literal(&src[i + "timings.since(".len()..]));
-    }
-    for (i, _) in src.match_indices("insert(") {
-        let rest = &src[i + "insert(".len()..];
-        if let Some(name) = literal(rest)
-            && rest
-                .trim_start()
-                .get(name.len() + 2..)
-                .is_some_and(|r| r.starts_with(".into()"))
-        {
-            out.insert(name);
-        }
-    }
-    ensure!(
-        out.contains("llm") && out.contains("cdl_load"),
-        "stage names not found in turn.rs: {out:?}"
-    );
-    Ok(out)
-}
-
 fn written() -> anyhow::Result<Written> {
     use chrono::Utc;
     use whisperfleet_shared::lineproto;
@@ -744,9 +709,10 @@ fn written() -> anyhow::Result<Written> {
         "v": 1, "turn_id": "018f0000-0000-7000-8000-000000000000", "conversation": conversation,
         "character": "Nora Halvorsen", "text": "hello", "outcome": "ok"
     }))?;
-    let worker_timings = worker_stages()?
-        .into_iter()
-        .map(|s| (s, 1.0))
+    // Every stage the worker times becomes a `<stage>_ms` field of its `turn` point.
+    let worker_timings = whisperfleet_worker::turn::WORKER_STAGES
+        .iter()
+        .map(|s| (s.to_string(), 1.0))
         .collect::<BTreeMap<_, _>>();
     let gateway_timings = whisperfleet_gateway::gateway::DELIVERY_STAGES
         .iter()

@@ -155,16 +155,14 @@ async fn a_fact_is_remembered_for_its_user_and_never_leaks_from_a_dm() {
 #[tokio::test(flavor = "multi_thread")]
 async fn turns_redelivered_after_sigkill_store_no_duplicate_points() {
     let mut s = setup("memory_redelivery", mock_latency(0)).await;
-    // Worker A stores every turn's memory, then stalls before recording it: killed there,
-    // all 100 turns come back to worker B with their points already written.
+    // Worker A (the testkit worker) stores every turn's memory, then stalls before recording
+    // it: killed there, all 100 turns come back to worker B with their points already written.
     s.fleet
-        .spawn(
-            "worker",
+        .spawn_args(
+            "testkit-worker",
             "worker-a",
-            &[
-                ("WHISPERFLEET_WORKER_CONCURRENCY", "100".into()),
-                ("WHISPERFLEET_TEST_PAUSE_AFTER_MEMORY_MS", "60000".into()),
-            ],
+            &["--pause-after-memory-ms", "60000"],
+            &[("WHISPERFLEET_WORKER_CONCURRENCY", "100".into())],
         )
         .unwrap();
     let base = Arc::new(s.fleet.spawn_gateway(&[]).await.unwrap());

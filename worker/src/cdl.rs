@@ -11,12 +11,17 @@
 //! with NX, so a worker that loaded the old row just before an import can never make the old
 //! version current again. A `fleet.control` message additionally drops the local copy.
 //! With Redis down, the local copy is trusted for `LOCAL_TTL`, then the store is asked.
+//!
+//! The turn asks a [`CharacterSource`]; [`CharacterCache`] is the fleet's. The bench passes
+//! an uncached one to reproduce the seed, which loaded the character from PostgreSQL for
+//! every prompt component of every turn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
@@ -32,6 +37,21 @@ pub fn doc_key(name: &str) -> String {
     format!("cdl:doc:{name}")
 }
 
+/// Where a turn's character comes from, by normalized name.
+#[async_trait]
+pub trait CharacterSource: Send + Sync {
+    /// The character named `name`, or `None` when unknown; every store load and cache
+    /// round trip it makes is counted in `counts`.
+    async fn get(
+        &self,
+        name: &str,
+        counts: &CdlCounts,
+    ) -> Result<Option<Arc<Character>>, StoreError>;
+
+    /// Forgets any copy of `name` (a `fleet.control` invalidation).
+    fn invalidate(&self, _name: &str) {}
+}
+
 struct Entry {
     character: Arc<Character>,
     checked: Instant,
@@ -40,7 +60,6 @@ struct Entry {
 pub struct CharacterCache {
     store: Arc<dyn CharacterStore>,
     redis: Option<Arc<dyn Cache>>,
-    enabled: bool,
     local: Mutex<HashMap<String, Entry>>,
 }
 
@@ -52,26 +71,12 @@ pub struct CdlCounts {
 }
 
 impl CharacterCache {
-    pub fn new(
-        store: Arc<dyn CharacterStore>,
-        redis: Option<Arc<dyn Cache>>,
-        enabled: bool,
-    ) -> Self {
+    pub fn new(store: Arc<dyn CharacterStore>, redis: Option<Arc<dyn Cache>>) -> Self {
         Self {
             store,
             redis,
-            enabled,
             local: Mutex::new(HashMap::new()),
         }
-    }
-
-    pub fn store(&self) -> &Arc<dyn CharacterStore> {
-        &self.store
-    }
-
-    /// Drops the local copy (a `fleet.control` invalidation).
-    pub fn invalidate(&self, name: &str) {
-        self.local.lock().expect("cdl cache lock").remove(name);
     }
 
     fn local_get(&self, name: &str) -> Option<(Arc<Character>, Instant)> {
@@ -119,16 +124,15 @@ impl CharacterCache {
         }
         Ok(c)
     }
+}
 
-    /// The character named `name` (normalized), or `None` when unknown.
-    pub async fn get(
+#[async_trait]
+impl CharacterSource for CharacterCache {
+    async fn get(
         &self,
         name: &str,
         counts: &CdlCounts,
     ) -> Result<Option<Arc<Character>>, StoreError> {
-        if !self.enabled {
-            return self.load_from_store(name, counts).await;
-        }
         let local = self.local_get(name);
         let Some(redis) = &self.redis else {
             // No shared cache (embedded): local copies live until invalidated by control
@@ -175,6 +179,10 @@ impl CharacterCache {
                 .await;
         }
         Ok(Some(c))
+    }
+
+    fn invalidate(&self, name: &str) {
+        self.local.lock().expect("cdl cache lock").remove(name);
     }
 }
 

@@ -2,20 +2,21 @@
 //! Guidance, Character Personality, Character Voice, Final Response Guidance) plus the
 //! per-turn context components, assembled into the chat messages under a token budget.
 //!
-//! Each component asks `load` for the character. In the optimized pipeline `load` hands out
-//! the one character loaded in `cdl_load` and the components are built concurrently; the
-//! bench's naive pipeline passes an uncached store load and `parallel = false`, which is the
-//! seed's "each component factory queries PostgreSQL, one after another" reproduced by
-//! configuration. An optional component that fails is left out (the turn degrades); a
-//! required one (identity, mode, final guidance) fails the stage.
+//! Building a prompt is a pure function of the character `cdl_load` loaded and the turn's
+//! context ([`compose`]). The stage runs it through a [`Composition`]: the fleet's is
+//! [`FromLoaded`]; the bench passes the seed's (each component loading the character again,
+//! one after another), built from the same [`CDL_COMPONENTS`] and [`assemble`]. A
+//! composition that loads can fail: an optional component whose load fails is left out (the
+//! turn degrades), a required one (identity, mode, final guidance) fails the stage.
 
-use std::future::Future;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::ports::characters::StoreError;
 use whisperfleet_shared::ports::llm::ChatMessage;
 
+use crate::cdl::{CdlCounts, CharacterSource};
 use crate::prompt::{
     self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
@@ -41,68 +42,57 @@ pub struct Composed {
     pub degraded: Vec<String>,
 }
 
-pub async fn compose<F, Fut>(
-    load: F,
+/// One CDL component: a pure builder, and whether a prompt cannot go without it.
+#[derive(Clone, Copy)]
+pub struct CdlComponent {
+    pub required: bool,
+    pub build: fn(&Character, &ComposeContext) -> Option<Component>,
+}
+
+/// The six CDL components, in prompt order.
+pub const CDL_COMPONENTS: [CdlComponent; 6] = [
+    CdlComponent {
+        required: true,
+        build: |c, _| Some(components::character_identity(c)),
+    },
+    CdlComponent {
+        required: true,
+        build: |c, _| Some(components::character_mode(c)),
+    },
+    CdlComponent {
+        required: false,
+        build: |c, ctx| components::ai_identity_guidance(c, &ctx.user_text),
+    },
+    CdlComponent {
+        required: false,
+        build: |c, _| Some(components::character_personality(c)),
+    },
+    CdlComponent {
+        required: false,
+        build: |c, _| Some(components::character_voice(c)),
+    },
+    CdlComponent {
+        required: true,
+        build: |c, ctx| Some(components::final_response_guidance(c, &ctx.user_name)),
+    },
+];
+
+/// The prompt for `character` in this turn's context.
+pub fn compose(character: &Character, ctx: &ComposeContext) -> Composed {
+    let cdl = CDL_COMPONENTS
+        .iter()
+        .filter_map(|c| (c.build)(character, ctx))
+        .collect();
+    assemble(cdl, ctx, Vec::new())
+}
+
+/// The CDL components built, plus the per-turn context components, assembled under the
+/// budget; `degraded` says what was left out and why.
+pub fn assemble(
+    mut parts: Vec<Component>,
     ctx: &ComposeContext,
-    parallel: bool,
-) -> Result<Composed, StoreError>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<Arc<Character>, StoreError>>,
-{
-    let identity = async {
-        load()
-            .await
-            .map(|c| Some(components::character_identity(&c)))
-    };
-    let mode = async { load().await.map(|c| Some(components::character_mode(&c))) };
-    let guidance = async {
-        load()
-            .await
-            .map(|c| components::ai_identity_guidance(&c, &ctx.user_text))
-    };
-    let personality = async {
-        load()
-            .await
-            .map(|c| Some(components::character_personality(&c)))
-    };
-    let voice = async { load().await.map(|c| Some(components::character_voice(&c))) };
-    let final_guidance = async {
-        load()
-            .await
-            .map(|c| Some(components::final_response_guidance(&c, &ctx.user_name)))
-    };
-    let built: [(bool, Result<Option<Component>, StoreError>); 6] = if parallel {
-        let (a, b, c, d, e, f) =
-            tokio::join!(identity, mode, guidance, personality, voice, final_guidance);
-        [
-            (true, a),
-            (true, b),
-            (false, c),
-            (false, d),
-            (false, e),
-            (true, f),
-        ]
-    } else {
-        [
-            (true, identity.await),
-            (true, mode.await),
-            (false, guidance.await),
-            (false, personality.await),
-            (false, voice.await),
-            (true, final_guidance.await),
-        ]
-    };
-    let mut parts = Vec::with_capacity(9);
-    let mut degraded = Vec::new();
-    for (required, r) in built {
-        match r {
-            Ok(Some(c)) => parts.push(c),
-            Ok(None) => {}
-            Err(e) if required => return Err(e),
-            Err(e) => degraded.push(format!("component: {e}")),
-        }
-    }
+    degraded: Vec<String>,
+) -> Composed {
     parts.extend(components::memories(&ctx.memories));
     parts.extend(components::emotion_context(
         ctx.user_emotion.as_ref(),
@@ -117,9 +107,61 @@ where
         &ctx.user_text,
         ctx.budget_tokens,
     );
-    Ok(Composed {
+    Composed {
         messages,
         components: names,
         degraded,
-    })
+    }
+}
+
+/// The turn's way back to its character, for a composition that loads it again; what it
+/// loads is counted in the turn's `cdl_queries`.
+pub struct Reload<'a> {
+    characters: &'a dyn CharacterSource,
+    name: &'a str,
+    counts: &'a CdlCounts,
+}
+
+impl<'a> Reload<'a> {
+    pub fn new(characters: &'a dyn CharacterSource, name: &'a str, counts: &'a CdlCounts) -> Self {
+        Self {
+            characters,
+            name,
+            counts,
+        }
+    }
+
+    /// The character again, from the turn's character source.
+    pub async fn load(&self) -> Result<Arc<Character>, StoreError> {
+        self.characters
+            .get(self.name, self.counts)
+            .await?
+            .ok_or_else(|| StoreError::Data("character vanished".into()))
+    }
+}
+
+/// How the compose stage builds the turn's prompt.
+#[async_trait]
+pub trait Composition: Send + Sync {
+    async fn compose(
+        &self,
+        character: &Arc<Character>,
+        ctx: &ComposeContext,
+        reload: &Reload<'_>,
+    ) -> Result<Composed, StoreError>;
+}
+
+/// The fleet's composition: every component from the one character `cdl_load` loaded.
+pub struct FromLoaded;
+
+#[async_trait]
+impl Composition for FromLoaded {
+    async fn compose(
+        &self,
+        character: &Arc<Character>,
+        ctx: &ComposeContext,
+        _reload: &Reload<'_>,
+    ) -> Result<Composed, StoreError> {
+        Ok(compose(character, ctx))
+    }
 }

@@ -62,11 +62,6 @@ pub struct StoreInput<'a> {
     /// From the context stage; embedded again only if that failed.
     pub user_vector: Option<Vec<f32>>,
     pub reply_text: &'a str,
-    /// How many states a recent-emotional-states query asks for.
-    pub recent_states: usize,
-    /// Redundant recent-emotional-states queries to make while storing: 0, except in the
-    /// bench's `naive` pipeline, which reproduces the seed this way.
-    pub extra_recent_queries: u32,
 }
 
 #[derive(Debug, Default)]
@@ -142,12 +137,7 @@ pub async fn store(
         &input.scope.character,
         relationship_delta(input.user_emotion),
     );
-    let redundant = async {
-        for _ in 0..input.extra_recent_queries {
-            let _ = memory.recent(input.scope, input.recent_states).await;
-        }
-    };
-    let (stored, moved, ()) = tokio::join!(points, relationship, redundant);
+    let (stored, moved) = tokio::join!(points, relationship);
     if let Err(e) = stored {
         out.failures.push(e);
     }

@@ -2,21 +2,26 @@
 //! token fires (`run_until_stopped`). The standalone worker needs RabbitMQ, Redis and
 //! PostgreSQL and says which variable is missing; the LLM is the configured
 //! OpenAI-compatible endpoint or, without `LLM_BASE_URL`, the offline responder.
+//!
+//! `Application::build_with` takes any combination of ports plus the turn's [`Strategies`],
+//! whose defaults are the fleet's: the embedded `up` passes the defaults, the bench's and the
+//! fault tests' testkit worker passes wrapped ports and the seed's strategies.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use whisperfleet_adapters::connect::{self, Migrations, Missing};
-use whisperfleet_adapters::metrics::influx::InfluxSink;
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::broker::Subscription;
-use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MetricsSink};
+use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm};
 use whisperfleet_shared::topology;
 
-use crate::cdl::CharacterCache;
-use crate::turn::{Deps, MemoryPorts, PipelineOptions, TurnSettings};
+use crate::cdl::{CharacterCache, CharacterSource};
+use crate::compose::{Composition, FromLoaded};
+use crate::finish::{Finish, MetricEvent, ReplyFirst, TurnMetrics};
+use crate::turn::{Deps, MemoryPorts, TurnSettings};
 
 pub struct Application {
     deps: Arc<Deps>,
@@ -33,41 +38,70 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
         delivery_limit: config.worker.delivery_limit,
         record_ttl: config.worker.turn_record_ttl,
         llm_model: Some(config.backends.llm_model.clone()),
-        // The test pauses left the configuration (production `Config` carries no test
-        // settings); tests get them from a test-only worker instead.
-        pause_after_llm: Duration::ZERO,
-        pause_after_memory: Duration::ZERO,
         memory_top_k: config.worker.memory_top_k,
         recent_states: config.worker.recent_emotional_states,
     }
 }
 
-impl Application {
-    /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+/// The standalone worker's ports, from configuration.
+pub struct Ports {
+    pub broker: Arc<dyn Broker>,
+    pub cache: Arc<dyn Cache>,
+    pub store: Arc<dyn CharacterStore>,
+    pub llm: Arc<dyn Llm>,
+    pub memory: MemoryPorts,
+}
+
+impl Ports {
+    /// RabbitMQ + Redis + PostgreSQL (refused without them), the configured LLM and memory.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         // Checked before connecting anything, so a missing variable is the error shown.
         config.require_amqp("the worker")?;
         config.require_redis("the worker")?;
         config.require_database("the worker")?;
-        let broker = connect::broker(config, "worker", Missing::Refuse).await?;
-        let cache = connect::cache(config, "worker", Missing::Refuse)?;
-        let store =
-            connect::characters(config, "worker", Missing::Refuse, Migrations::BestEffort).await?;
-        let llm = connect::llm(config)?;
-        let memory = connect::memory(config).await?;
+        Ok(Self {
+            broker: connect::broker(config, "worker", Missing::Refuse).await?,
+            cache: connect::cache(config, "worker", Missing::Refuse)?,
+            store: connect::characters(config, "worker", Missing::Refuse, Migrations::BestEffort)
+                .await?,
+            llm: connect::llm(config)?,
+            memory: connect::memory(config).await?,
+        })
+    }
+}
+
+/// The parts of a turn that are strategies rather than ports; each `None` is the fleet's
+/// own, so `Strategies::default()` is the production turn.
+#[derive(Clone, Default)]
+pub struct Strategies {
+    /// How `cdl_load` finds the character: by default the cross-request
+    /// [`CharacterCache`] over the store (and the cache, when it is shared).
+    pub characters: Option<Arc<dyn CharacterSource>>,
+    /// How `compose` builds the prompt: by default [`FromLoaded`].
+    pub composition: Option<Arc<dyn Composition>>,
+    /// The order of the turn's last steps: by default [`ReplyFirst`].
+    pub finish: Option<Arc<dyn Finish>>,
+    /// How the turn's metric points leave: by default one [`MetricEvent`] on the broker.
+    pub metrics: Option<Arc<dyn TurnMetrics>>,
+}
+
+impl Application {
+    /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let p = Ports::connect(config).await?;
         Self::build_with(
             config,
-            broker,
-            Some(cache),
-            store,
-            llm,
-            memory,
-            PipelineOptions::default(),
+            p.broker,
+            Some(p.cache),
+            p.store,
+            p.llm,
+            p.memory,
+            Strategies::default(),
         )
         .await
     }
 
-    /// Any combination of ports (the embedded `up` and the bench use this).
+    /// Any combination of ports (the embedded `up` and the testkit worker use this).
     pub async fn build_with(
         config: &Config,
         broker: Arc<dyn Broker>,
@@ -75,7 +109,7 @@ impl Application {
         store: Arc<dyn CharacterStore>,
         llm: Arc<dyn Llm>,
         memory: MemoryPorts,
-        options: PipelineOptions,
+        strategies: Strategies,
     ) -> anyhow::Result<Self> {
         broker
             .ensure_topology()
@@ -94,11 +128,13 @@ impl Application {
             concurrency = config.worker.concurrency,
             "worker starting"
         );
-        // A per-process cache would keep serving a character imported by another process
-        // (`characters import` next to `up`): without a shared one, the character cache
-        // re-checks the store every few seconds instead.
-        let cdl_cache = cache.clone().filter(|c| c.is_shared());
-        let characters = CharacterCache::new(store, cdl_cache, options.character_cache);
+        let characters = strategies.characters.unwrap_or_else(|| {
+            // A per-process cache would keep serving a character imported by another process
+            // (`characters import` next to `up`): without a shared one, the character cache
+            // re-checks the store every few seconds instead.
+            let cdl_cache = cache.clone().filter(|c| c.is_shared());
+            Arc::new(CharacterCache::new(store.clone(), cdl_cache))
+        });
         let turns = broker
             .consume(topology::TURNS_QUEUE, config.worker.concurrency)
             .await
@@ -110,37 +146,23 @@ impl Application {
                 None
             }
         };
-        let direct_metrics: Option<Arc<dyn MetricsSink>> = if options.batched_metrics {
-            None
-        } else {
-            let url = config.backends.influx_url.as_deref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "batched_metrics=off writes InfluxDB directly: set WHISPERFLEET_INFLUX_URL"
-                )
-            })?;
-            Some(Arc::new(
-                InfluxSink::new(
-                    url,
-                    &config.backends.influx_org,
-                    &config.backends.influx_bucket,
-                    config.backends.influx_token.clone(),
-                    false,
-                    Duration::from_secs(10),
-                )
-                .context("setting up the direct InfluxDB sink (batched_metrics=off)")?,
-            ))
-        };
-        let mut deps = Deps::new(
+        let deps = Arc::new(Deps {
+            metrics: strategies
+                .metrics
+                .unwrap_or_else(|| Arc::new(MetricEvent::new(broker.clone()))),
             broker,
             cache,
+            store,
             characters,
             llm,
             memory,
-            turn_settings(config),
-            options,
-        );
-        deps.direct_metrics = direct_metrics;
-        let deps = Arc::new(deps);
+            composition: strategies
+                .composition
+                .unwrap_or_else(|| Arc::new(FromLoaded)),
+            finish: strategies.finish.unwrap_or_else(|| Arc::new(ReplyFirst)),
+            settings: turn_settings(config),
+            conversations: Mutex::default(),
+        });
         Ok(Self {
             deps,
             turns,

@@ -1,6 +1,7 @@
 //! One turn, stage by stage: `cdl_load` → `context` → `compose` → `llm` → history append →
-//! `reply_publish` → metric event → ack (`memory_store` joins after `reply_publish` with the
-//! memory stage). Stage timings are recorded here and nowhere else.
+//! then the turn's end (`finish`): `reply_publish`, `memory_store`, the metric points, in
+//! the order its [`Finish`](crate::finish::Finish) gives → ack. Stage timings are recorded
+//! here and in `finish`, nowhere else; [`WORKER_STAGES`] lists them.
 //!
 //! Exactly one reply: every side effect is recorded under `turn:<turn_id>:…` in Redis
 //! (LLM answer through the request cache, history append atomically with its marker,
@@ -25,115 +26,25 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::Instrument;
 use whisperfleet_shared::character::{Character, normalize_name};
-use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::lineproto::Point;
 use whisperfleet_shared::ports::broker::{self, Broker, Delivery, Message};
 use whisperfleet_shared::ports::cache::Cache;
-use whisperfleet_shared::ports::characters::StoreError;
+use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, Role};
-use whisperfleet_shared::ports::{EmotionResult, MemoryScope, MetricsSink};
+use whisperfleet_shared::ports::{EmotionResult, MemoryScope};
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{
-    Counters, Outcome, TurnReply, TurnRequest, WIRE_VERSION, ms_between, salvage_reply_address,
+    Counters, Outcome, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
+    salvage_reply_address,
 };
 
-use crate::cdl::{CdlCounts, CharacterCache};
-use crate::compose::{self, ComposeContext};
+use crate::cdl::{CdlCounts, CharacterSource};
+use crate::compose::{ComposeContext, Composition, Reload};
 use crate::context;
 use crate::context::CountingMemory;
-use crate::memory;
+use crate::finish::{Finish, Tail, TurnMetrics};
 use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
-
-/// Recent-emotional-state queries the seed made while storing one message (its field
-/// report: "5+ redundant queries during message storage"), reproduced by `naive`.
-pub const NAIVE_RECENT_QUERIES_IN_STORE: u32 = 5;
-
-/// Switches for each optimisation, so the bench can reproduce the seed's "before"
-/// (`naive`) with the same code and measure any one of them alone
-/// (`WHISPERFLEET_PIPELINE=optimized,request_cache=off`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineOptions {
-    /// One load per key per turn (request-scoped cache).
-    pub request_cache: bool,
-    /// Cross-request character cache (in-process + Redis).
-    pub character_cache: bool,
-    /// Components built concurrently from one loaded character.
-    pub parallel_compose: bool,
-    /// Recent emotional states fetched once per turn (else again while storing memory).
-    pub recent_states_once: bool,
-    /// Memory stored after the reply left (else before it).
-    pub memory_after_reply: bool,
-    /// One metric event per turn for the metrics-writer (else every point written to
-    /// InfluxDB individually and synchronously before the reply).
-    pub batched_metrics: bool,
-}
-
-impl Default for PipelineOptions {
-    fn default() -> Self {
-        Self {
-            request_cache: true,
-            character_cache: true,
-            parallel_compose: true,
-            recent_states_once: true,
-            memory_after_reply: true,
-            batched_metrics: true,
-        }
-    }
-}
-
-impl PipelineOptions {
-    pub fn naive() -> Self {
-        Self {
-            request_cache: false,
-            character_cache: false,
-            parallel_compose: false,
-            recent_states_once: false,
-            memory_after_reply: false,
-            batched_metrics: false,
-        }
-    }
-
-    /// `optimized` or `naive`, then any `switch=on|off` overrides, comma-separated.
-    pub fn parse(spec: &str) -> Result<Self, String> {
-        let mut opts = Self::default();
-        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part {
-                "optimized" => opts = Self::default(),
-                "naive" => opts = Self::naive(),
-                _ => {
-                    let (key, value) = part
-                        .split_once('=')
-                        .ok_or_else(|| format!("pipeline switch {part:?} is not key=on|off"))?;
-                    let on = match value {
-                        "on" | "true" => true,
-                        "off" | "false" => false,
-                        _ => {
-                            return Err(format!(
-                                "pipeline switch {key}: use on or off, not {value:?}"
-                            ));
-                        }
-                    };
-                    let slot = match key {
-                        "request_cache" | "cache" => &mut opts.request_cache,
-                        "character_cache" => &mut opts.character_cache,
-                        "parallel_compose" => &mut opts.parallel_compose,
-                        "recent_states_once" => &mut opts.recent_states_once,
-                        "memory_after_reply" => &mut opts.memory_after_reply,
-                        "batched_metrics" => &mut opts.batched_metrics,
-                        _ => {
-                            return Err(format!(
-                                "unknown pipeline switch {key:?} (request_cache, character_cache, \
-                                 parallel_compose, recent_states_once, memory_after_reply, batched_metrics)"
-                            ));
-                        }
-                    };
-                    *slot = on;
-                }
-            }
-        }
-        Ok(opts)
-    }
-}
 
 /// Settings the pipeline reads on every turn.
 #[derive(Debug, Clone)]
@@ -144,10 +55,6 @@ pub struct TurnSettings {
     pub delivery_limit: u32,
     pub record_ttl: Duration,
     pub llm_model: Option<String>,
-    /// Test-only fault injection window (see `Config::test_pause_after_llm_ms`).
-    pub pause_after_llm: Duration,
-    /// Test-only fault injection: pause after memory_store, before recording it.
-    pub pause_after_memory: Duration,
     /// Relevant memories put in the prompt.
     pub memory_top_k: usize,
     /// Recent emotional states (the trajectory) put in the prompt.
@@ -156,43 +63,25 @@ pub struct TurnSettings {
 
 pub use whisperfleet_shared::ports::MemoryPorts;
 
-/// Everything a turn needs; shared by all turns of a worker process.
+/// Everything a turn needs; shared by all turns of a worker process (built by
+/// `startup::Application::build_with`).
 pub struct Deps {
     pub broker: Arc<dyn Broker>,
     pub cache: Option<Arc<dyn Cache>>,
-    pub characters: CharacterCache,
+    /// Relationships (read in `context`, moved in `memory_store`); characters are read
+    /// through `characters`.
+    pub store: Arc<dyn CharacterStore>,
+    pub characters: Arc<dyn CharacterSource>,
     pub llm: Arc<dyn Llm>,
     pub memory: MemoryPorts,
-    /// Only for `batched_metrics = off` (bench `naive`): InfluxDB written directly.
-    pub direct_metrics: Option<Arc<dyn MetricsSink>>,
+    pub composition: Arc<dyn Composition>,
+    pub finish: Arc<dyn Finish>,
+    pub metrics: Arc<dyn TurnMetrics>,
     pub settings: TurnSettings,
-    pub options: PipelineOptions,
-    conversations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) conversations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Deps {
-    pub fn new(
-        broker: Arc<dyn Broker>,
-        cache: Option<Arc<dyn Cache>>,
-        characters: CharacterCache,
-        llm: Arc<dyn Llm>,
-        memory: MemoryPorts,
-        settings: TurnSettings,
-        options: PipelineOptions,
-    ) -> Self {
-        Self {
-            broker,
-            cache,
-            characters,
-            llm,
-            memory,
-            direct_metrics: None,
-            settings,
-            options,
-            conversations: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn conversation_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.conversations.lock().expect("conversation locks");
         // Forget locks nobody holds, so the map stays as small as the turns in flight.
@@ -203,7 +92,7 @@ impl Deps {
     }
 }
 
-fn record_key(turn_id: &str, what: &str) -> String {
+pub(crate) fn record_key(turn_id: &str, what: &str) -> String {
     RequestCache::turn_key(turn_id, what)
 }
 
@@ -275,7 +164,7 @@ async fn give_up(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
     }
 }
 
-async fn publish_reply(
+pub(crate) async fn publish_reply(
     deps: &Deps,
     reply_to: &str,
     reply: &TurnReply,
@@ -292,23 +181,54 @@ async fn publish_reply(
     }
 }
 
-struct Timings(BTreeMap<String, f64>);
+/// The stages a worker times, each a `<stage>_ms` field of its `turn` point; those up to
+/// `worker_total` also travel in the reply.
+pub const WORKER_STAGES: [Stage; 8] = [
+    Stage::QueueWait,
+    Stage::CdlLoad,
+    Stage::Context,
+    Stage::Compose,
+    Stage::Llm,
+    Stage::WorkerTotal,
+    Stage::ReplyPublish,
+    Stage::MemoryStore,
+];
+
+/// A turn's stage timings, in milliseconds by wire name.
+#[derive(Default)]
+pub(crate) struct Timings(BTreeMap<String, f64>);
 
 impl Timings {
-    fn since(&mut self, stage: &str, start: Instant) {
+    pub(crate) fn from_map(map: BTreeMap<String, f64>) -> Self {
+        Self(map)
+    }
+
+    pub(crate) fn put(&mut self, stage: Stage, ms: f64) {
+        debug_assert!(
+            WORKER_STAGES.contains(&stage),
+            "{stage} is not a worker stage"
+        );
+        self.0.insert(stage.as_str().to_string(), ms);
+    }
+
+    pub(crate) fn since(&mut self, stage: Stage, start: Instant) {
+        self.put(stage, start.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    pub(crate) fn as_map(&self) -> &BTreeMap<String, f64> {
+        &self.0
+    }
+
+    fn into_map(self) -> BTreeMap<String, f64> {
         self.0
-            .insert(stage.to_string(), start.elapsed().as_secs_f64() * 1000.0);
     }
 }
 
 async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     let started = Instant::now();
     let turn_id = req.turn_id.to_string();
-    let mut timings = Timings(BTreeMap::new());
-    timings.0.insert(
-        "queue_wait".into(),
-        ms_between(req.published_at, Utc::now()),
-    );
+    let mut timings = Timings::default();
+    timings.put(Stage::QueueWait, ms_between(req.published_at, Utc::now()));
     let mut counters = Counters::default();
     let cache = deps.cache.clone();
 
@@ -347,20 +267,20 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
             "Sorry, that took far too long: I'm answering late, so please ask me again.".into(),
             Outcome::Error,
             Some("deadline"),
-            timings.0,
+            timings.into_map(),
             counters,
         );
         return send_and_finish(deps, &req, delivery, reply).await;
     }
 
-    let rc = RequestCache::new(turn_id.clone(), cache.clone(), deps.options.request_cache);
+    let rc = RequestCache::new(turn_id.clone(), cache.clone());
     let cdl_counts = CdlCounts::default();
     let name = normalize_name(&req.character);
 
     // --- cdl_load
     let t = Instant::now();
     let character = load_character(deps, &rc, &name, &cdl_counts).await;
-    timings.since("cdl_load", t);
+    timings.since(Stage::CdlLoad, t);
     let character = match character {
         Ok(Some(c)) => c,
         Ok(None) => {
@@ -370,7 +290,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 format!("There is no character called \"{}\" here.", req.character),
                 Outcome::Rejected,
                 Some("unknown_character"),
-                timings.0,
+                timings.into_map(),
                 counters,
             );
             return send_and_finish(deps, &req, delivery, reply).await;
@@ -383,7 +303,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 "Sorry, I can't gather my thoughts right now (my character data is unreachable). Please try again in a moment.".into(),
                 Outcome::Fallback,
                 Some("character_store_unavailable"),
-                timings.0,
+                timings.into_map(),
                 counters,
             );
             return send_and_finish(deps, &req, delivery, reply).await;
@@ -406,7 +326,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
             memory: &counting,
             embedder: deps.memory.embedder.as_ref(),
             emotions: deps.memory.emotions.as_ref(),
-            store: deps.characters.store().as_ref(),
+            store: deps.store.as_ref(),
         },
         &context::Request {
             conversation_key: &conv_key,
@@ -418,7 +338,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         },
     )
     .await;
-    timings.since("context", t);
+    timings.since(Stage::Context, t);
     counters.redis_round_trips += gathered.redis_round_trips;
     counters.emotion_queries = counting.recents.load(Ordering::Relaxed);
     counters.memory_searches = counting.searches.load(Ordering::Relaxed);
@@ -466,32 +386,15 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         }),
         budget_tokens: deps.settings.prompt_budget_tokens,
     };
-    let composed = {
-        let loaded = character.clone();
-        let naive = !deps.options.request_cache;
-        compose::compose(
-            || {
-                let loaded = loaded.clone();
-                let rc = &rc;
-                let counts = &cdl_counts;
-                let name = &name;
-                async move {
-                    if naive {
-                        // The seed's pattern: every component factory loads the character.
-                        load_character(deps, rc, name, counts)
-                            .await?
-                            .ok_or_else(|| StoreError::Data("character vanished".into()))
-                    } else {
-                        Ok(loaded)
-                    }
-                }
-            },
+    let composed = deps
+        .composition
+        .compose(
+            &character,
             &ctx,
-            deps.options.parallel_compose,
+            &Reload::new(deps.characters.as_ref(), &name, &cdl_counts),
         )
-        .await
-    };
-    timings.since("compose", t);
+        .await;
+    timings.since(Stage::Compose, t);
     let composed = match composed {
         Ok(c) => c,
         Err(e) => {
@@ -501,7 +404,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 "Sorry, I can't gather my thoughts right now. Please try again in a moment.".into(),
                 Outcome::Fallback,
                 Some(&format!("compose_failed: {e}")),
-                timings.0,
+                timings.into_map(),
                 counters,
             );
             return send_and_finish(deps, &req, delivery, reply).await;
@@ -529,11 +432,8 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
             deps.llm.complete(&llm_request)
         })
         .await;
-    timings.since("llm", t);
+    timings.since(Stage::Llm, t);
     counters.llm_calls = llm_calls;
-    if !deps.settings.pause_after_llm.is_zero() {
-        tokio::time::sleep(deps.settings.pause_after_llm).await;
-    }
     let (text, outcome, reason) = match answer {
         Ok(a) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
         Ok(_) => (
@@ -589,28 +489,25 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
     counters.cache_hits = rc.hits();
     counters.cache_misses = rc.misses();
-    timings.0.insert(
-        "worker_total".into(),
-        started.elapsed().as_secs_f64() * 1000.0,
-    );
-    let reply = reply_of(&req, text, outcome, reason, timings.0, counters);
+    timings.since(Stage::WorkerTotal, started);
+    let reply = reply_of(&req, text, outcome, reason, timings.into_map(), counters);
     // Only real answers become memories: a fallback apology is not something the character
     // said to remember.
-    let after = (outcome == Outcome::Ok).then(|| AfterReply {
+    let remember = (outcome == Outcome::Ok).then(|| ToRemember {
         counting,
         scope,
         user_emotion: gathered.user_emotion.unwrap_or_else(neutral),
         user_vector: gathered.user_vector,
     });
-    send_and_finish_with(deps, &req, delivery, reply, after, already_replied).await
+    send_and_finish_with(deps, &req, delivery, reply, remember, already_replied).await
 }
 
-/// What `memory_store` needs from the turn once the reply has left.
-struct AfterReply {
-    counting: CountingMemory,
-    scope: MemoryScope,
-    user_emotion: EmotionResult,
-    user_vector: Option<Vec<f32>>,
+/// What `memory_store` needs from the turn.
+pub(crate) struct ToRemember {
+    pub(crate) counting: CountingMemory,
+    pub(crate) scope: MemoryScope,
+    pub(crate) user_emotion: EmotionResult,
+    pub(crate) user_vector: Option<Vec<f32>>,
 }
 
 fn neutral() -> EmotionResult {
@@ -664,8 +561,7 @@ fn reply_of(
     }
 }
 
-/// Publishes the reply (recording that it did), then the turn's one metric event, then
-/// acks.
+/// Publishes the reply (recording that it did), then the turn's metric points, then acks.
 async fn send_and_finish(
     deps: &Deps,
     req: &TurnRequest,
@@ -675,141 +571,21 @@ async fn send_and_finish(
     send_and_finish_with(deps, req, delivery, reply, None, false).await
 }
 
-/// [`send_and_finish`], running `memory_store` between the reply and the metric event.
+/// [`send_and_finish`] with `memory_store`, in the order `deps.finish` gives.
 async fn send_and_finish_with(
     deps: &Deps,
     req: &TurnRequest,
     delivery: Delivery,
     reply: TurnReply,
-    mut after: Option<AfterReply>,
+    remember: Option<ToRemember>,
     already_replied: bool,
 ) -> Handled {
-    let opts = &deps.options;
-    let mut timings = reply.timings.clone();
-    let mut points = Vec::new();
-    // The seed's order (bench `naive` only): memory stored, then every metric point written
-    // synchronously, all before the user gets the reply.
-    if !opts.memory_after_reply
-        && let Some(a) = after.take()
-    {
-        points.extend(memory_stage(deps, req, &reply, a, &mut timings).await);
-    }
-    if !opts.batched_metrics {
-        let t = Instant::now();
-        let mut all = turn_points(req, &reply, &timings);
-        all.append(&mut points);
-        write_points_one_by_one(deps, &all).await;
-        timings.insert("metrics_write".into(), t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let t = Instant::now();
-    if !already_replied && let Err(e) = publish_reply(deps, &req.reply_to, &reply).await {
+    let mut tail = Tail::new(deps, req, &reply, remember, already_replied);
+    if let Err(e) = deps.finish.finish(&mut tail).await {
         tracing::warn!(error = %e, "reply not published; the turn will be redelivered");
         return Handled::Unsettled;
     }
-    timings.insert("reply_publish".into(), t.elapsed().as_secs_f64() * 1000.0);
-    if !already_replied
-        && let Some(c) = &deps.cache
-        && let Err(e) = c
-            .set(
-                &record_key(&req.turn_id.to_string(), "replied"),
-                b"1",
-                deps.settings.record_ttl,
-            )
-            .await
-    {
-        tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
-    }
-    if let Some(a) = after {
-        points.extend(memory_stage(deps, req, &reply, a, &mut timings).await);
-    }
-    // The metric event follows the `replied` record, so a delivery that finds no record has
-    // not published one either: no marker of its own is needed. (A turn redelivered after its
-    // reply was recorded publishes none: its timings died with the first worker.)
-    if opts.batched_metrics {
-        let mut all = turn_points(req, &reply, &timings);
-        all.extend(points);
-        let body = lineproto::encode(&all);
-        if let Err(e) = deps
-            .broker
-            .publish(Message::line_protocol(body.into_bytes()))
-            .await
-        {
-            tracing::warn!(error = %e, "metric event not published");
-        }
-    }
     ack(delivery).await
-}
-
-/// Stage `memory_store`; records that it ran and returns its metric points.
-async fn memory_stage(
-    deps: &Deps,
-    req: &TurnRequest,
-    reply: &TurnReply,
-    a: AfterReply,
-    timings: &mut BTreeMap<String, f64>,
-) -> Vec<Point> {
-    let t = Instant::now();
-    let extra_recent = if deps.options.recent_states_once {
-        0
-    } else {
-        NAIVE_RECENT_QUERIES_IN_STORE
-    };
-    let stored = memory::store(
-        &a.counting,
-        deps.memory.embedder.as_ref(),
-        deps.memory.emotions.as_ref(),
-        deps.characters.store().as_ref(),
-        memory::StoreInput {
-            turn_id: req.turn_id,
-            scope: &a.scope,
-            channel_id: &req.conversation.channel_id,
-            is_dm: req.conversation.is_dm,
-            user_text: &req.text,
-            user_emotion: &a.user_emotion,
-            user_vector: a.user_vector,
-            reply_text: &reply.text,
-            recent_states: deps.settings.recent_states,
-            extra_recent_queries: extra_recent,
-        },
-    )
-    .await;
-    timings.insert("memory_store".into(), t.elapsed().as_secs_f64() * 1000.0);
-    for f in &stored.failures {
-        tracing::warn!(failure = %f, "memory_store failed; the reply stands, the failure is counted");
-    }
-    if !deps.settings.pause_after_memory.is_zero() {
-        tokio::time::sleep(deps.settings.pause_after_memory).await;
-    }
-    if let Some(c) = &deps.cache {
-        let _ = c
-            .set(
-                &record_key(&req.turn_id.to_string(), "memory"),
-                b"1",
-                deps.settings.record_ttl,
-            )
-            .await;
-    }
-    memory_points(
-        req,
-        &a.user_emotion,
-        &stored,
-        a.counting.upserts.load(Ordering::Relaxed),
-        a.counting.recents.load(Ordering::Relaxed),
-    )
-}
-
-/// The seed's metrics path (bench `naive` only): one synchronous write per point.
-async fn write_points_one_by_one(deps: &Deps, points: &[Point]) {
-    let Some(sink) = &deps.direct_metrics else {
-        tracing::warn!("per-point metric writes configured without WHISPERFLEET_INFLUX_URL");
-        return;
-    };
-    for p in points {
-        let line = lineproto::encode(std::slice::from_ref(p));
-        if let Err(e) = sink.write(&[line.as_str()]).await {
-            tracing::warn!(error = %e, "metric point not written");
-        }
-    }
 }
 
 async fn ack(delivery: Delivery) -> Handled {
@@ -820,54 +596,6 @@ async fn ack(delivery: Delivery) -> Handled {
             Handled::Unsettled
         }
     }
-}
-
-/// The memory stage's points: one `emotion` point per side (label as a tag: 12 values),
-/// the `relationship` after the turn (never tagged by user), and `memory_store_failed` /
-/// `memory_upserts` on a `memory` point.
-fn memory_points(
-    req: &TurnRequest,
-    user_emotion: &EmotionResult,
-    stored: &memory::Stored,
-    upserts: u32,
-    recent_queries: u32,
-) -> Vec<Point> {
-    let now = Utc::now();
-    let character = normalize_name(&req.character);
-    let emotion = |role: &str, e: &EmotionResult| {
-        Point::new("emotion", now)
-            .tag("character", &character)
-            .tag("role", role)
-            .tag("emotion", &e.primary)
-            .float("intensity", f64::from(e.intensity))
-            .float("confidence", f64::from(e.confidence))
-    };
-    let mut out = vec![emotion("user", user_emotion)];
-    if let Some(e) = &stored.reply_emotion {
-        out.push(emotion("assistant", e));
-    }
-    if let Some(r) = &stored.relationship {
-        out.push(
-            Point::new("relationship", now)
-                .tag("character", &character)
-                .float("trust", f64::from(r.trust))
-                .float("affection", f64::from(r.affection))
-                .float("attunement", f64::from(r.attunement))
-                .int("interactions", r.interactions),
-        );
-    }
-    out.push(
-        Point::new("memory", now)
-            .tag("character", &character)
-            .int("upserts", i64::from(upserts))
-            // Recent-emotional-state queries of the whole turn (1 unless `naive`).
-            .int("emotion_queries", i64::from(recent_queries))
-            .int(
-                "memory_store_failed",
-                i64::from(!stored.failures.is_empty()),
-            ),
-    );
-    out
 }
 
 /// The per-turn points: one `turn` point (stage `<stage>_ms` fields, counters) and one
@@ -901,29 +629,4 @@ pub fn turn_points(
         .int("hits", i64::from(c.cache_hits))
         .int("misses", i64::from(c.cache_misses));
     vec![turn, cache]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pipeline_specs_parse() {
-        assert_eq!(
-            PipelineOptions::parse("optimized").unwrap(),
-            PipelineOptions::default()
-        );
-        assert_eq!(
-            PipelineOptions::parse("naive").unwrap(),
-            PipelineOptions::naive()
-        );
-        let one = PipelineOptions::parse("optimized,cache=off").unwrap();
-        assert!(!one.request_cache && one.character_cache);
-        assert!(
-            PipelineOptions::parse("naive,bogus=on")
-                .unwrap_err()
-                .contains("unknown")
-        );
-        assert!(PipelineOptions::parse("cache=maybe").is_err());
-    }
 }

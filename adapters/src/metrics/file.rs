@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use whisperfleet_shared::ports::{MetricsSink, SinkError};
-use whisperfleet_shared::wire::STAGES;
+use whisperfleet_shared::wire::Stage;
 
 /// Samples kept per stage: enough for stable percentiles, bounded for a long-running `up`.
 const KEEP_SAMPLES: usize = 10_000;
@@ -72,7 +72,9 @@ impl MetricsSummary {
             }
             for (key, value) in &parsed.field_set {
                 // `llm_ms` is on both points of a turn: count it once, from the worker's.
-                if measurement == "delivery" && key.as_str() == "llm_ms" {
+                if measurement == "delivery"
+                    && key.as_str().strip_suffix("_ms") == Some(Stage::Llm.as_str())
+                {
                     continue;
                 }
                 let ms = match value {
@@ -116,12 +118,9 @@ impl MetricsSummary {
     }
 }
 
-/// Pipeline order (`wire::STAGES`), unknown stages last, so tables read top to bottom.
+/// Pipeline order ([`Stage::ALL`]), unknown stages last, so tables read top to bottom.
 pub fn stage_rank(stage: &str) -> usize {
-    STAGES
-        .iter()
-        .position(|s| *s == stage)
-        .unwrap_or(STAGES.len())
+    Stage::parse(stage).map_or(Stage::ALL.len(), |s| s as usize)
 }
 
 /// Nearest-rank percentile of sorted samples.

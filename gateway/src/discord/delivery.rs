@@ -10,6 +10,7 @@ use serenity::all::{
     ChannelId, Context, CreateAllowedMentions, CreateMessage, GuildId, HttpError, Message,
     MessageId, MessageReference, MessageReferenceKind, ModelError, Nonce, UserId,
 };
+use whisperfleet_shared::wire::Stage;
 
 use super::FORBIDDEN_FOR;
 use super::client::Bot;
@@ -146,7 +147,7 @@ impl Bot {
                     turn_id = %pending.reply.turn_id,
                     outcome = pending.reply.outcome.as_str(),
                     messages = chunks.len(),
-                    end_to_end_ms = timings.get("end_to_end").copied().unwrap_or_default(),
+                    end_to_end_ms = Stage::EndToEnd.ms_in(&timings).unwrap_or_default(),
                     "reply delivered"
                 );
             }

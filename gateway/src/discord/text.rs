@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use whisperfleet_shared::wire::STAGES;
+use whisperfleet_shared::wire::Stage;
 
 /// Discord refuses message content longer than this.
 pub const DISCORD_MESSAGE_LIMIT: usize = 2000;
@@ -153,25 +153,29 @@ pub use whisperfleet_shared::config::FooterMode;
 /// The footer line (Discord's `-#` small text) for the timings known when the send starts.
 pub fn render_footer(mode: FooterMode, timings: &BTreeMap<String, f64>) -> Option<String> {
     let ms = |stage: &str| timings.get(stage).copied().unwrap_or(0.0).max(0.0);
-    let total = ms("end_to_end");
+    let total = ms(Stage::EndToEnd.as_str());
     match mode {
         FooterMode::Off => None,
         FooterMode::Timing => Some(format!(
             "-# ⏱ {total:.0} ms · LLM {:.0} ms · overhead {:.0} ms",
-            ms("llm"),
-            ms("overhead")
+            ms(Stage::Llm.as_str()),
+            ms(Stage::Overhead.as_str())
         )),
         FooterMode::Full => {
             let mut parts = vec![format!("-# ⏱ {total:.0} ms")];
             // The total leads the line; every other stage follows in pipeline order.
-            let known = STAGES
-                .iter()
-                .filter(|s| **s != "end_to_end" && timings.contains_key(**s));
-            let others = timings
-                .keys()
-                .map(String::as_str)
-                .filter(|s| *s != "end_to_end" && !STAGES.contains(s));
-            for stage in known.copied().chain(others) {
+            let mut order: Vec<&str> = Stage::ALL
+                .into_iter()
+                .filter(|s| *s != Stage::EndToEnd && timings.contains_key(s.as_str()))
+                .map(Stage::as_str)
+                .collect();
+            order.extend(
+                timings
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|s| Stage::parse(s).is_none()),
+            );
+            for stage in order {
                 parts.push(format!("{stage} {:.0} ms", ms(stage)));
             }
             Some(parts.join(" · "))
