@@ -9,11 +9,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use whisperfleet_adapters::connect::TurnPorts;
 use whisperfleet_adapters::connect::{self, Migrations, Missing};
 use whisperfleet_adapters::metrics::file::MetricsSummary;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm, MemoryPorts, MetricsSink};
+use whisperfleet_shared::ports::{CharacterStore, MetricsSink};
 use whisperfleet_worker::startup::Strategies;
 
 /// The sample characters, compiled in so a fresh machine has someone to talk to wherever
@@ -31,11 +32,8 @@ const SAMPLES: [(&str, &str); 3] = [
 pub const DEFAULT_CHARACTER: &str = "Vellum";
 
 pub struct Ports {
-    pub broker: Arc<dyn Broker>,
-    pub cache: Arc<dyn Cache>,
-    pub store: Arc<dyn CharacterStore>,
-    pub llm: Arc<dyn Llm>,
-    pub memory: MemoryPorts,
+    /// What the workers run on (and the gateway's broker and cache).
+    pub turn: TurnPorts,
     pub sink: Arc<dyn MetricsSink>,
     pub sink_requests: whisperfleet_metrics_writer::RequestCounter,
     /// Stage percentiles of the embedded metrics file (none when InfluxDB is configured).
@@ -55,18 +53,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CharacterStor
 
 impl Ports {
     pub async fn build(config: &Config, client_name: &str) -> anyhow::Result<Self> {
-        let broker = connect::broker(config, client_name, Missing::Embedded).await?;
-        let cache = connect::cache(config, client_name, Missing::Embedded)?;
-        let store = open_store(config).await?;
-        let llm = connect::llm(config)?;
-        let memory = connect::memory(config).await?;
+        let turn =
+            connect::turn_ports(config, client_name, Missing::Embedded, Migrations::Required)
+                .await?;
         let metrics = connect::metrics(config, Missing::Embedded)?;
         Ok(Self {
-            broker,
-            cache,
-            store,
-            llm,
-            memory,
+            turn,
             sink: metrics.sink,
             sink_requests: metrics.requests,
             summary: metrics.summary,
@@ -76,12 +68,12 @@ impl Ports {
     /// What each port runs on, for the start banner (no credentials).
     pub fn report(&self, config: &Config) -> Vec<(&'static str, String)> {
         vec![
-            ("broker", self.broker.describe()),
-            ("cache", self.cache.describe()),
-            ("characters", self.store.describe()),
-            ("memory", self.memory.memory.describe()),
-            ("embeddings", self.memory.embedder.describe()),
-            ("llm", self.llm.describe()),
+            ("broker", self.turn.broker.describe()),
+            ("cache", self.turn.cache.describe()),
+            ("characters", self.turn.store.describe()),
+            ("memory", self.turn.memory.memory.describe()),
+            ("embeddings", self.turn.memory.embedder.describe()),
+            ("llm", self.turn.llm.describe()),
             ("metrics", self.sink.describe()),
             ("data dir", config.data_dir().display().to_string()),
         ]
@@ -126,6 +118,7 @@ impl Ports {
     /// Imports the sample characters into an empty store (first start); returns their names.
     pub async fn seed_characters(&self) -> anyhow::Result<Vec<String>> {
         if !self
+            .turn
             .store
             .list()
             .await
@@ -140,7 +133,8 @@ impl Ports {
                 serde_norway::from_str(yaml).with_context(|| format!("sample character {file}"))?;
             c.validate()
                 .map_err(|e| anyhow::anyhow!("sample character {file}: {e}"))?;
-            self.store
+            self.turn
+                .store
                 .upsert(&c)
                 .await
                 .with_context(|| format!("importing sample character {}", c.name))?;
@@ -172,8 +166,8 @@ impl Backend {
         let stop_writer = CancellationToken::new();
         let writer = whisperfleet_metrics_writer::Application::build_with(
             config,
-            ports.broker.clone(),
-            Some(ports.cache.clone()),
+            ports.turn.broker.clone(),
+            Some(ports.turn.cache.clone()),
             ports.sink.clone(),
             ports.sink_requests.clone(),
             None,
@@ -185,11 +179,11 @@ impl Backend {
         for _ in 0..workers.max(1) {
             let w = whisperfleet_worker::startup::Application::build_with(
                 config,
-                ports.broker.clone(),
-                Some(ports.cache.clone()),
-                ports.store.clone(),
-                ports.llm.clone(),
-                ports.memory.clone(),
+                ports.turn.broker.clone(),
+                Some(ports.turn.cache.clone()),
+                ports.turn.store.clone(),
+                ports.turn.llm.clone(),
+                ports.turn.memory.clone(),
                 Strategies::default(),
             )
             .await

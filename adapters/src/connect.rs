@@ -394,6 +394,31 @@ fn emotions() -> Result<Arc<dyn whisperfleet_shared::ports::EmotionAnalyzer>, Co
     }
 }
 
+/// The ports a turn runs on: a standalone worker's, or the one-process fleet's.
+pub struct TurnPorts {
+    pub broker: Arc<dyn Broker>,
+    pub cache: Arc<dyn Cache>,
+    pub store: Arc<dyn CharacterStore>,
+    pub llm: Arc<dyn Llm>,
+    pub memory: MemoryPorts,
+}
+
+/// Every port a turn needs, each picked as the functions above pick it.
+pub async fn turn_ports(
+    config: &Config,
+    client: &str,
+    missing: Missing,
+    migrations: Migrations,
+) -> Result<TurnPorts, ConnectError> {
+    Ok(TurnPorts {
+        broker: broker(config, client, missing).await?,
+        cache: cache(config, client, missing)?,
+        store: characters(config, client, missing, migrations).await?,
+        llm: llm(config)?,
+        memory: memory(config).await?,
+    })
+}
+
 /// Write requests a sink has made so far (reported on the writer's health point).
 pub type RequestCounter = Arc<dyn Fn() -> u64 + Send + Sync>;
 

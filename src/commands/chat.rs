@@ -28,9 +28,10 @@ pub async fn run(
     let ports = fleet::Ports::build(config, "chat").await?;
     ports.seed_characters().await?;
     let backend = fleet::Backend::start(config, &ports, workers).await?;
-    let connected = whisperfleet_gateway::gateway::Connected::start(config, ports.broker.clone())
-        .await
-        .context("starting the gateway")?;
+    let connected =
+        whisperfleet_gateway::gateway::Connected::start(config, ports.turn.broker.clone())
+            .await
+            .context("starting the gateway")?;
     let interactive = std::io::stdin().is_terminal();
     let report = ports.report(config);
     let banner = if interactive {
@@ -51,7 +52,7 @@ pub async fn run(
     };
     let chat = whisperfleet_gateway::terminal::Chat::new(
         connected.core.clone(),
-        Some(ports.store.clone()),
+        Some(ports.turn.store.clone()),
         ports.summary.clone(),
     );
     let opts = whisperfleet_gateway::terminal::ChatOptions {

@@ -14,8 +14,8 @@ pub async fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
     let mut backend = fleet::Backend::start(config, &ports, workers).await?;
     let gateway = whisperfleet_gateway::startup::Application::build_with(
         config,
-        ports.broker.clone(),
-        Some(ports.cache.clone()),
+        ports.turn.broker.clone(),
+        Some(ports.turn.cache.clone()),
     )
     .await?;
     let addr = gateway.local_addr()?;

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use whisperfleet_adapters::connect::TurnPorts as Ports;
 use whisperfleet_adapters::metrics::influx::InfluxSink;
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
@@ -32,7 +33,7 @@ use whisperfleet_worker::compose::{
     self, CDL_COMPONENTS, CdlComponent, ComposeContext, Composed, Composition, Reload,
 };
 use whisperfleet_worker::finish::{Finish, MetricsNotSent, NotPublished, Tail, TurnMetrics};
-use whisperfleet_worker::startup::{Ports, Strategies};
+use whisperfleet_worker::startup::Strategies;
 
 /// Recent-emotional-state queries the seed made while storing one message (its field
 /// report: "5+ redundant queries during message storage").

@@ -16,7 +16,7 @@ use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::cache::{Cache, CacheError};
 use whisperfleet_shared::ports::{MemoryError, MemoryPoint, MemoryScope, VectorMemory};
 use whisperfleet_shared::{shutdown, telemetry};
-use whisperfleet_worker::startup::{Application, Ports};
+use whisperfleet_worker::startup::{Application, connect_ports};
 
 use crate::naive::Pipeline;
 
@@ -68,7 +68,7 @@ async fn build(
     pipeline: &Pipeline,
     counts: Arc<MemoryCounts>,
 ) -> anyhow::Result<Application> {
-    let mut ports = Ports::connect(config).await?;
+    let mut ports = connect_ports(config).await?;
     // Innermost, so the seed's extra queries are counted too.
     ports.memory.memory = Arc::new(CountedMemory {
         inner: ports.memory.memory,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use whisperfleet_adapters::connect::{self, Migrations, Missing};
+use whisperfleet_adapters::connect::{self, Migrations, Missing, TurnPorts};
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::broker::Subscription;
 use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm};
@@ -43,31 +43,14 @@ pub fn turn_settings(config: &Config) -> TurnSettings {
     }
 }
 
-/// The standalone worker's ports, from configuration.
-pub struct Ports {
-    pub broker: Arc<dyn Broker>,
-    pub cache: Arc<dyn Cache>,
-    pub store: Arc<dyn CharacterStore>,
-    pub llm: Arc<dyn Llm>,
-    pub memory: MemoryPorts,
-}
-
-impl Ports {
-    /// RabbitMQ + Redis + PostgreSQL (refused without them), the configured LLM and memory.
-    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        // Checked before connecting anything, so a missing variable is the error shown.
-        config.require_amqp("the worker")?;
-        config.require_redis("the worker")?;
-        config.require_database("the worker")?;
-        Ok(Self {
-            broker: connect::broker(config, "worker", Missing::Refuse).await?,
-            cache: connect::cache(config, "worker", Missing::Refuse)?,
-            store: connect::characters(config, "worker", Missing::Refuse, Migrations::BestEffort)
-                .await?,
-            llm: connect::llm(config)?,
-            memory: connect::memory(config).await?,
-        })
-    }
+/// The standalone worker's ports: RabbitMQ + Redis + PostgreSQL (refused without them), the
+/// configured LLM and memory.
+pub async fn connect_ports(config: &Config) -> anyhow::Result<TurnPorts> {
+    // Checked before connecting anything, so a missing variable is the error shown.
+    config.require_amqp("the worker")?;
+    config.require_redis("the worker")?;
+    config.require_database("the worker")?;
+    Ok(connect::turn_ports(config, "worker", Missing::Refuse, Migrations::BestEffort).await?)
 }
 
 /// The parts of a turn that are strategies rather than ports; each `None` is the fleet's
@@ -88,7 +71,7 @@ pub struct Strategies {
 impl Application {
     /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let p = Ports::connect(config).await?;
+        let p = connect_ports(config).await?;
         Self::build_with(
             config,
             p.broker,
