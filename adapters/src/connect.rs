@@ -57,6 +57,7 @@ impl ConnectError {
     }
 }
 
+// Unused in a build with every feature on.
 #[allow(dead_code)]
 fn not_built(port: &'static str, backend: &'static str, feature: &'static str) -> ConnectError {
     ConnectError::NotBuilt {

@@ -12,7 +12,7 @@ use whisperfleet_shared::character::Character;
 use whisperfleet_shared::ports::EmotionAnalyzer;
 use whisperfleet_shared::ports::llm::Role;
 use whisperfleet_worker::prompt::{
-    self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
 
 const CHARACTER_YAML: &str = include_str!("../../characters/nora-halvorsen.yaml");
@@ -43,12 +43,12 @@ fn character() -> Character {
 /// The six CDL components, in the order the compose stage builds them.
 fn six_components(c: &Character, user_text: &str, user_name: &str) -> Vec<Component> {
     let mut out = Vec::with_capacity(6);
-    out.push(components::character_identity(c));
-    out.push(components::character_mode(c));
-    out.extend(components::ai_identity_guidance(c, user_text));
-    out.push(components::character_personality(c));
-    out.push(components::character_voice(c));
-    out.push(components::final_response_guidance(c, user_name));
+    out.push(prompt::character_identity(c));
+    out.push(prompt::character_mode(c));
+    out.extend(prompt::ai_identity_guidance(c, user_text));
+    out.push(prompt::character_personality(c));
+    out.push(prompt::character_voice(c));
+    out.push(prompt::final_response_guidance(c, user_name));
     out
 }
 
@@ -132,9 +132,9 @@ fn context_components() -> Vec<Component> {
         interactions: 14,
     };
     let mut out = Vec::with_capacity(3);
-    out.extend(components::memories(&memories));
-    out.extend(components::emotion_context(Some(&current), &trajectory));
-    out.extend(components::relationship(Some(&relationship)));
+    out.extend(prompt::memories(&memories));
+    out.extend(prompt::emotion_context(Some(&current), &trajectory));
+    out.extend(prompt::relationship(Some(&relationship)));
     out
 }
 
@@ -157,7 +157,7 @@ fn composition(c: &mut Criterion) {
         b.iter_batched(
             || all.clone(),
             |parts| {
-                components::assemble(
+                prompt::assemble(
                     parts,
                     black_box(&history),
                     USER_NAME,
@@ -173,7 +173,7 @@ fn composition(c: &mut Criterion) {
         b.iter_batched(
             || all.clone(),
             |parts| {
-                components::assemble(
+                prompt::assemble(
                     parts,
                     black_box(&history),
                     USER_NAME,
@@ -189,7 +189,7 @@ fn composition(c: &mut Criterion) {
         b.iter(|| {
             let mut parts = six_components(black_box(&nora), USER_TEXT, USER_NAME);
             parts.extend(context_components());
-            components::assemble(
+            prompt::assemble(
                 parts,
                 black_box(&history),
                 USER_NAME,

@@ -18,7 +18,7 @@ use whisperfleet_shared::ports::llm::ChatMessage;
 
 use crate::cdl::{CdlCounts, CharacterSource};
 use crate::prompt::{
-    self as components, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
+    self, Component, EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary,
 };
 
 /// Everything but the character that goes into a prompt.
@@ -53,27 +53,27 @@ pub struct CdlComponent {
 pub const CDL_COMPONENTS: [CdlComponent; 6] = [
     CdlComponent {
         required: true,
-        build: |c, _| Some(components::character_identity(c)),
+        build: |c, _| Some(prompt::character_identity(c)),
     },
     CdlComponent {
         required: true,
-        build: |c, _| Some(components::character_mode(c)),
+        build: |c, _| Some(prompt::character_mode(c)),
     },
     CdlComponent {
         required: false,
-        build: |c, ctx| components::ai_identity_guidance(c, &ctx.user_text),
+        build: |c, ctx| prompt::ai_identity_guidance(c, &ctx.user_text),
     },
     CdlComponent {
         required: false,
-        build: |c, _| Some(components::character_personality(c)),
+        build: |c, _| Some(prompt::character_personality(c)),
     },
     CdlComponent {
         required: false,
-        build: |c, _| Some(components::character_voice(c)),
+        build: |c, _| Some(prompt::character_voice(c)),
     },
     CdlComponent {
         required: true,
-        build: |c, ctx| Some(components::final_response_guidance(c, &ctx.user_name)),
+        build: |c, ctx| Some(prompt::final_response_guidance(c, &ctx.user_name)),
     },
 ];
 
@@ -93,14 +93,14 @@ pub fn assemble(
     ctx: &ComposeContext,
     degraded: Vec<String>,
 ) -> Composed {
-    parts.extend(components::memories(&ctx.memories));
-    parts.extend(components::emotion_context(
+    parts.extend(prompt::memories(&ctx.memories));
+    parts.extend(prompt::emotion_context(
         ctx.user_emotion.as_ref(),
         &ctx.trajectory,
     ));
-    parts.extend(components::relationship(ctx.relationship.as_ref()));
+    parts.extend(prompt::relationship(ctx.relationship.as_ref()));
     let names = parts.iter().map(|c| c.kind.as_str()).collect();
-    let messages = components::assemble(
+    let messages = prompt::assemble(
         parts,
         &ctx.history,
         &ctx.user_name,
