@@ -359,6 +359,14 @@ impl RabbitBroker {
                 if stop2.is_cancelled() || tx.is_closed() {
                     break;
                 }
+                // Resubscribing: what this consumer reads may be gone (a reply queue expired
+                // or was deleted, or a broker restart lost the definitions), so declare it
+                // again first; declaring is idempotent.
+                if ready.is_none()
+                    && let Err(e) = me.redeclare(&target).await
+                {
+                    tracing::debug!(error = %e, "could not declare the topology again yet");
+                }
                 let (ch, mut consumer, queue) = match me.open_consumer(&target, prefetch).await {
                     Ok(x) => x,
                     Err(e) => {
@@ -420,6 +428,19 @@ impl RabbitBroker {
             }
         });
         (Subscription { rx, stop }, ready_rx)
+    }
+}
+
+impl RabbitBroker {
+    /// Declares again the fleet topology and, for a reply queue, that queue and its binding.
+    async fn redeclare(&self, target: &Target) -> Result<(), BrokerError> {
+        self.ensure_topology().await?;
+        if let Target::Queue(queue) = target
+            && let Some(gateway_id) = queue.strip_prefix(topology::REPLY_QUEUE_PREFIX)
+        {
+            self.ensure_reply_queue(gateway_id).await?;
+        }
+        Ok(())
     }
 }
 
