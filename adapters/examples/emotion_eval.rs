@@ -1,9 +1,9 @@
 //! Scores the built-in emotion analyzer on the labelled sentences in
-//! `worker/data/emotion-eval.tsv` (or a file given as the first argument): overall and
+//! `adapters/data/emotion-eval.tsv` (or a file given as the first argument): overall and
 //! per-label accuracy, the most common confusions, and the time per `analyze()` call.
 //!
 //! ```text
-//! cargo run -p whisperfleet-worker --example emotion_eval [--release] [-- FILE] [--misses]
+//! cargo run -p whisperfleet-adapters --example emotion_eval [--release] [-- FILE] [--misses]
 //! ```
 //!
 //! Timing is only representative with `--release`.
