@@ -526,6 +526,35 @@ mod tests {
             SinkError::Rejected(String::new()).retry_action(),
             RetryAction::DontRetry
         );
+
+        // The ports whose callers degrade: only unavailability is worth another try.
+        use crate::ports::{CacheError, EmbedError, MemoryError, StoreError};
+        let none = String::new;
+        for (what, unavailable, other) in [
+            (
+                "cache",
+                CacheError::Unavailable(none()).retry_action(),
+                CacheError::Command(none()).retry_action(),
+            ),
+            (
+                "store",
+                StoreError::Unavailable(none()).retry_action(),
+                StoreError::Data(none()).retry_action(),
+            ),
+            (
+                "embedder",
+                EmbedError::Unavailable(none()).retry_action(),
+                EmbedError::Invalid(none()).retry_action(),
+            ),
+            (
+                "memory",
+                MemoryError::Unavailable(none()).retry_action(),
+                MemoryError::Other(none()).retry_action(),
+            ),
+        ] {
+            assert_eq!(unavailable, RetryAction::Retry, "{what}");
+            assert_eq!(other, RetryAction::DontRetry, "{what}");
+        }
     }
 
     #[test]

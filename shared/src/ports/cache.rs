@@ -3,6 +3,7 @@
 //! can share one Redis. Implementations keep every call short: a slow or dead cache degrades
 //! a turn (no request cache, no history), it never stalls one.
 
+use crate::retry::{RetryAction, Retryable};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,11 +17,13 @@ pub enum CacheError {
     Command(String),
 }
 
-impl CacheError {
-    /// Unavailability is worth another try (callers degrade meanwhile); a refused command is
-    /// not.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+impl Retryable for CacheError {
+    /// Unavailability is worth another try (callers degrade meanwhile); a refused command is not.
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Unavailable(_) => RetryAction::Retry,
+            _ => RetryAction::DontRetry,
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! in the fleet and SQLite when embedded.
 
 use crate::character::{Character, CharacterSummary, Relationship, RelationshipDelta};
+use crate::retry::{RetryAction, Retryable};
 
 /// Errors of the character store port.
 #[derive(Debug, thiserror::Error)]
@@ -14,10 +15,13 @@ pub enum StoreError {
     Data(String),
 }
 
-impl StoreError {
+impl Retryable for StoreError {
     /// Only an unreachable or timed-out database is worth another try.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Unavailable(_) => RetryAction::Retry,
+            _ => RetryAction::DontRetry,
+        }
     }
 }
 

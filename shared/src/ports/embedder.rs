@@ -1,6 +1,7 @@
 //! The embeddings port: text to vectors for the memory stage (an OpenAI-compatible
 //! `/v1/embeddings` endpoint in the fleet, the built-in hashing embedder when embedded).
 
+use crate::retry::{RetryAction, Retryable};
 use async_trait::async_trait;
 
 /// Embedding failures; network ones are retryable, the turn degrades without memories.
@@ -12,10 +13,13 @@ pub enum EmbedError {
     Invalid(String),
 }
 
-impl EmbedError {
+impl Retryable for EmbedError {
     /// Network trouble is worth another try; an unusable answer is not.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Unavailable(_) => RetryAction::Retry,
+            _ => RetryAction::DontRetry,
+        }
     }
 }
 

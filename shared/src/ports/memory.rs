@@ -2,6 +2,7 @@
 //! user), searched by similarity and by recency (Qdrant in the fleet, exact cosine search over
 //! the embedded SQLite store otherwise).
 
+use crate::retry::{RetryAction, Retryable};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,10 +42,13 @@ pub enum MemoryError {
     Other(String),
 }
 
-impl MemoryError {
+impl Retryable for MemoryError {
     /// Only an unreachable vector store is worth another try.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Unavailable(_) => RetryAction::Retry,
+            _ => RetryAction::DontRetry,
+        }
     }
 }
 

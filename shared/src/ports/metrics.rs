@@ -39,13 +39,6 @@ impl Retryable for SinkError {
     }
 }
 
-impl SinkError {
-    /// Whether the same write may succeed later unchanged (see [`Retryable`]).
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self.retry_action(), RetryAction::DontRetry)
-    }
-}
-
 #[async_trait]
 pub trait MetricsSink: Send + Sync + 'static {
     /// Writes line-protocol lines (already validated) in one request.
