@@ -173,7 +173,9 @@ pub(crate) async fn publish_reply(
         .with_id(reply.turn_id.to_string());
     match deps.broker.publish(msg).await {
         // The gateway's queue is gone (it was retired): nobody is waiting for this reply.
-        Err(broker::BrokerError::Rejected(why)) => {
+        // A nack (`Rejected`) is not this: the reply was not taken, and the turn must not be
+        // acked as if it had been.
+        Err(broker::BrokerError::Unroutable(why)) => {
             tracing::warn!(reply_to, why, "reply unroutable; dropping it");
             Ok(())
         }

@@ -4,7 +4,7 @@
 //!
 //! It keeps the contract of [`RabbitBroker`](crate::broker::rabbitmq::RabbitBroker) (the suite in
 //! `whisperfleet_testkit::contracts::broker` runs against both): the same exchanges, queues and bindings,
-//! mandatory publishing (unroutable is [`BrokerError::Rejected`]), per-queue FIFO, bounded
+//! mandatory publishing (unroutable is [`BrokerError::Unroutable`], a full queue [`BrokerError::Rejected`]), per-queue FIFO, bounded
 //! prefetch shared round-robin between subscriptions, acks / `ack_up_to` / requeue / reject,
 //! dead-lettering through `fleet.dead` (rejected, or past `turns`' delivery limit, counted as
 //! RabbitMQ 3.10's quorum queue counts it), and a fanout `fleet.control`.
@@ -283,7 +283,7 @@ impl State {
     fn publish(&mut self, msg: Message, g: &mut Garbage) -> Result<(), BrokerError> {
         let targets = self.route(&msg.exchange, &msg.routing_key)?;
         if targets.is_empty() {
-            return Err(BrokerError::Rejected(format!(
+            return Err(BrokerError::Unroutable(format!(
                 "no queue is bound to {} with key {:?}",
                 msg.exchange, msg.routing_key
             )));

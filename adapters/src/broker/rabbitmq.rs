@@ -197,7 +197,7 @@ impl RabbitBroker {
             )));
         }
         if c.take_message().is_some() {
-            return Err(BrokerError::Rejected(format!(
+            return Err(BrokerError::Unroutable(format!(
                 "no queue is bound to {} with key {:?}",
                 msg.exchange, msg.routing_key
             )));

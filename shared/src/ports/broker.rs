@@ -16,9 +16,14 @@ pub enum BrokerError {
     /// Connection or channel trouble: retryable once the broker is back.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
-    /// The broker refused the message (nack) or could not route it.
+    /// The broker refused the message (a nack: a full queue, a queue that rejects
+    /// publishes, an internal error). The message was not taken: a failure, retryable.
     #[error("broker did not accept the message: {0}")]
     Rejected(String),
+    /// No queue is bound for the message (a mandatory publish came back): nobody would
+    /// receive it. Not retryable; for a reply it means its gateway is gone.
+    #[error("nobody receives the message: {0}")]
+    Unroutable(String),
     /// Topology arguments disagree with what already exists, or similar: not retryable.
     #[error("broker refused the operation: {0}")]
     Fatal(String),

@@ -304,7 +304,7 @@ async fn routing(b: &dyn Broker) {
         matches!(
             b.publish(msg(topology::CONTROL_EXCHANGE, "", "ctl-late"))
                 .await,
-            Err(BrokerError::Rejected(_))
+            Err(BrokerError::Unroutable(_))
         )
     })
     .await;
@@ -320,8 +320,8 @@ async fn unroutable(b: &dyn Broker) {
         (topology::REPLIES_EXCHANGE, "replies.contract-gw"),
     ] {
         match b.publish(msg(exchange, key, "lost")).await {
-            Err(BrokerError::Rejected(_)) => {}
-            other => panic!("publish to {exchange}/{key:?} should be Rejected, got {other:?}"),
+            Err(BrokerError::Unroutable(_)) => {}
+            other => panic!("publish to {exchange}/{key:?} should be Unroutable, got {other:?}"),
         }
     }
     // publish_many reports the refusal among routable messages.
@@ -333,7 +333,7 @@ async fn unroutable(b: &dyn Broker) {
         ])
         .await;
     assert!(
-        matches!(res, Err(BrokerError::Rejected(_))),
+        matches!(res, Err(BrokerError::Unroutable(_))),
         "publish_many with an unroutable message: {res:?}"
     );
     // Drain whatever of the batch got through (implementations may differ there).
