@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
+use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_shared::records;
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{
@@ -73,6 +75,59 @@ pub struct GatewayCore {
     reply_timeout: Duration,
     max_waiting: usize,
     publish_retry: RetryPolicy,
+    records: Option<Records>,
+    late: std::sync::OnceLock<Arc<dyn LateDelivery>>,
+}
+
+/// A platform that can still show a reply after its wait ended (Discord: post it in the
+/// channel, as a reply to the user's message). Replies nobody waits for go here first; only
+/// those it cannot deliver are given up.
+#[async_trait::async_trait]
+pub trait LateDelivery: Send + Sync {
+    /// The platform it delivers for (`TurnRequest.conversation.platform`).
+    fn platform(&self) -> &str;
+    /// Shows the reply; false when it could not (no bot for the character, refused).
+    async fn deliver_late(&self, reply: &TurnReply) -> bool;
+}
+
+/// Where the gateway marks turns nobody will see (the workers' turn records).
+#[derive(Clone)]
+struct Records {
+    cache: Arc<dyn Cache>,
+    ttl: Duration,
+}
+
+/// Gives a turn up unless disarmed: when `submit` returns without a reply (publish failed,
+/// reply timed out) or is dropped while waiting (the client went away), the turn is
+/// forgotten here and marked abandoned in its record, which takes its history back and
+/// keeps a late reply out of history and memory. Drop-based, so a cancelled wait is covered
+/// like the other two.
+struct GiveUp<'a> {
+    core: &'a GatewayCore,
+    turn_id: Uuid,
+    conversation_key: String,
+    why: &'static str,
+    armed: bool,
+}
+
+impl Drop for GiveUp<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.core.router.abandon(self.turn_id);
+        let Some(r) = self.core.records.clone() else {
+            return;
+        };
+        let (turn_id, key, why) = (self.turn_id, self.conversation_key.clone(), self.why);
+        tracing::info!(%turn_id, why, "turn given up; its reply will not be kept");
+        // Off this (possibly cancelled) task; Redis calls are bounded.
+        tokio::spawn(async move {
+            if let Err(e) = records::abandon(r.cache.as_ref(), &turn_id, &key, why, r.ttl).await {
+                tracing::warn!(%turn_id, error = %e, "could not mark the turn abandoned; a late reply may enter history");
+            }
+        });
+    }
 }
 
 impl GatewayCore {
@@ -95,7 +150,25 @@ impl GatewayCore {
             // Three attempts, 100 ms–1 s apart: a blip is ridden out, the user is not kept
             // waiting through an outage.
             publish_retry: RetryPolicy::new(2, Duration::from_millis(100), Duration::from_secs(1)),
+            records: None,
+            late: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets `late` deliver replies of its platform that arrive after their wait ended (set
+    /// once, by the adapter that can).
+    pub fn set_late_delivery(&self, late: Arc<dyn LateDelivery>) {
+        let _ = self.late.set(late);
+    }
+
+    fn late_for(&self, platform: &str) -> Option<&Arc<dyn LateDelivery>> {
+        self.late.get().filter(|l| l.platform() == platform)
+    }
+
+    /// Marks given-up turns in the workers' turn records (`ttl`: their lifetime).
+    pub fn with_records(mut self, cache: Option<Arc<dyn Cache>>, ttl: Duration) -> Self {
+        self.records = cache.map(|cache| Records { cache, ttl });
+        self
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
@@ -138,9 +211,19 @@ impl GatewayCore {
             reply_to: self.id.clone(),
             platform_message_id: input.platform_message_id,
         };
+        let late_ok = self.late_for(&req.conversation.platform).is_some();
         let waiter = self.router.expect(turn_id);
+        let mut give_up = GiveUp {
+            core: self,
+            turn_id,
+            conversation_key: key,
+            why: "client_gone",
+            armed: true,
+        };
         if let Err(e) = self.publish_turn(&req).await {
-            self.router.abandon(turn_id);
+            // It may still reach the queue (a confirm lost, a blocked broker letting it
+            // through later): the record keeps a worker from running it into history.
+            give_up.why = "publish_failed";
             return Err(SubmitError::BrokerDown(e));
         }
         let ingress_ms = input.received.elapsed().as_secs_f64() * 1000.0;
@@ -150,10 +233,16 @@ impl GatewayCore {
         let arrived = match tokio::time::timeout(self.reply_timeout, waiter).await {
             Ok(Ok(a)) => a,
             _ => {
-                self.router.abandon(turn_id);
+                give_up.why = "reply_timeout";
+                if late_ok {
+                    // Still shown when it comes (see `unclaimed`), so not given up.
+                    give_up.armed = false;
+                    self.router.abandon(turn_id);
+                }
                 return Err(SubmitError::Timeout(self.reply_timeout));
             }
         };
+        give_up.armed = false;
         Ok(Pending {
             reply: arrived.reply,
             consumed_at: arrived.consumed_at,
@@ -162,6 +251,27 @@ impl GatewayCore {
             platform_lag_ms,
             slot: turn,
         })
+    }
+
+    /// Replies nobody waits for (their wait ended, or this gateway restarted since): shown
+    /// late where the platform allows it (Discord), otherwise their turns are marked
+    /// abandoned (idempotent when the wait already gave them up), so what nobody saw leaves
+    /// history and is not remembered.
+    async fn unclaimed(self: Arc<Self>, mut rx: tokio::sync::mpsc::UnboundedReceiver<TurnReply>) {
+        while let Some(reply) = rx.recv().await {
+            if let Some(late) = self.late_for(&reply.conversation.platform)
+                && late.deliver_late(&reply).await
+            {
+                continue;
+            }
+            let Some(r) = &self.records else { continue };
+            let key = reply.conversation.key(&reply.character);
+            if let Err(e) =
+                records::abandon(r.cache.as_ref(), &reply.turn_id, &key, "unclaimed", r.ttl).await
+            {
+                tracing::warn!(turn_id = %reply.turn_id, error = %e, "could not mark an unclaimed reply's turn abandoned");
+            }
+        }
     }
 
     /// Bounded retry: a broker blip is ridden out, an outage is reported to the user.
@@ -248,6 +358,8 @@ pub struct Connected {
     pub core: Arc<GatewayCore>,
     stop_replies: tokio_util::sync::CancellationToken,
     router_task: tokio::task::JoinHandle<()>,
+    unclaimed: Option<tokio::sync::mpsc::UnboundedReceiver<TurnReply>>,
+    unclaimed_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Prefetch of the reply queue: replies are tiny and handled instantly.
@@ -258,31 +370,57 @@ impl Connected {
     pub async fn start(
         config: &whisperfleet_shared::config::Config,
         broker: Arc<dyn Broker>,
+        cache: Option<Arc<dyn Cache>>,
     ) -> Result<Self, BrokerError> {
         broker.ensure_topology().await?;
         let reply_queue = broker.ensure_reply_queue(&config.gateway.id).await?;
         let replies = broker.consume(&reply_queue, REPLY_PREFETCH).await?;
         let stop_replies = replies.stop.clone();
-        let router = ReplyRouter::new();
+        let (unclaimed_tx, unclaimed) = tokio::sync::mpsc::unbounded_channel();
+        let router = ReplyRouter::with_unclaimed(unclaimed_tx);
         let router_task = tokio::spawn(router.clone().run(replies));
-        let core = Arc::new(GatewayCore::new(
-            config.gateway.id.clone(),
-            broker,
-            router,
-            config.gateway.max_text_chars,
-            config.gateway.reply_timeout,
-            config.gateway.max_queued_per_conversation,
-        ));
+        let core = Arc::new(
+            GatewayCore::new(
+                config.gateway.id.clone(),
+                broker,
+                router,
+                config.gateway.max_text_chars,
+                config.gateway.reply_timeout,
+                config.gateway.max_queued_per_conversation,
+            )
+            .with_records(cache, config.worker.turn_record_ttl),
+        );
+        if config.gateway.reply_timeout <= config.worker.turn_deadline {
+            tracing::warn!(
+                reply_timeout_ms = config.gateway.reply_timeout.as_millis() as u64,
+                turn_deadline_ms = config.worker.turn_deadline.as_millis() as u64,
+                "WHISPERFLEET_REPLY_TIMEOUT_MS is not longer than WHISPERFLEET_TURN_DEADLINE_MS: replies of slow turns will arrive after the gateway stopped waiting"
+            );
+        }
         Ok(Self {
             core,
             stop_replies,
             router_task,
+            unclaimed: Some(unclaimed),
+            unclaimed_task: None,
         })
+    }
+
+    /// Starts handling replies nobody waits for. Call it once every adapter that can show
+    /// late replies registered (`GatewayCore::set_late_delivery`): replies that waited in the
+    /// queue through a restart arrive right away and must not be given up for want of one.
+    pub fn serve_unclaimed(&mut self) {
+        if let Some(rx) = self.unclaimed.take() {
+            self.unclaimed_task = Some(tokio::spawn(self.core.clone().unclaimed(rx)));
+        }
     }
 
     pub fn stop(&self) {
         self.stop_replies.cancel();
         self.router_task.abort();
+        if let Some(t) = &self.unclaimed_task {
+            t.abort();
+        }
     }
 }
 

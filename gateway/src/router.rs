@@ -1,7 +1,8 @@
 //! Routes replies from this gateway's `replies.<gateway-id>` queue to the request waiting
 //! for them, by `turn_id`. A reply for a turn already delivered (a redelivered turn answered
-//! twice) or for a turn nobody waits for any more (timed out) is dropped and acked: replies
-//! are idempotent by `turn_id`.
+//! twice) is dropped and acked: replies are idempotent by `turn_id`. A reply nobody waits
+//! for (its wait timed out or was cancelled, or this gateway restarted since) goes to the
+//! `unclaimed` channel, whose reader decides what becomes of it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use whisperfleet_shared::ports::broker::Subscription;
 use whisperfleet_shared::wire::TurnReply;
@@ -49,6 +50,7 @@ impl Drop for Expected {
 #[derive(Default)]
 pub struct ReplyRouter {
     inner: Mutex<Inner>,
+    unclaimed: Option<mpsc::UnboundedSender<TurnReply>>,
 }
 
 #[derive(Default)]
@@ -59,9 +61,29 @@ struct Inner {
     duplicates: u64,
 }
 
+impl Inner {
+    fn remember(&mut self, turn_id: Uuid) {
+        self.delivered.insert(turn_id);
+        self.order.push_back(turn_id);
+        if self.order.len() > REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.delivered.remove(&old);
+        }
+    }
+}
+
 impl ReplyRouter {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A router that hands replies nobody waits for to `unclaimed`.
+    pub fn with_unclaimed(unclaimed: mpsc::UnboundedSender<TurnReply>) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::default(),
+            unclaimed: Some(unclaimed),
+        })
     }
 
     /// Registers interest in a turn's reply before the turn is published. Dropping the
@@ -99,16 +121,16 @@ impl ReplyRouter {
             return false;
         }
         let Some(tx) = inner.waiting.remove(&reply.turn_id) else {
-            tracing::info!(turn_id = %reply.turn_id, "reply for a turn nobody waits for (timed out?)");
+            tracing::info!(turn_id = %reply.turn_id, "reply for a turn nobody waits for (timed out, or this gateway restarted)");
+            // Handled once, like a routed one: a second copy is a duplicate.
+            inner.remember(reply.turn_id);
+            drop(inner);
+            if let Some(u) = &self.unclaimed {
+                let _ = u.send(reply);
+            }
             return false;
         };
-        inner.delivered.insert(reply.turn_id);
-        inner.order.push_back(reply.turn_id);
-        if inner.order.len() > REMEMBERED
-            && let Some(old) = inner.order.pop_front()
-        {
-            inner.delivered.remove(&old);
-        }
+        inner.remember(reply.turn_id);
         drop(inner);
         tx.send(Arrived { reply, consumed_at }).is_ok()
     }

@@ -47,7 +47,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // A bad bot list is a configuration error: refuse to start before touching anything.
         let bots = discord::bots_from_config(config).context("reading the Discord bots")?;
-        let connected = Connected::start(config, broker.clone())
+        let connected = Connected::start(config, broker.clone(), cache.clone())
             .await
             .context("declaring the topology and consuming this gateway's replies")?;
         let core = connected.core.clone();
@@ -69,6 +69,8 @@ impl Application {
         );
         // Last, so a failed build leaves no bot connected.
         let discord = DiscordBots::start(bots, DiscordSettings::from_config(config), core.clone());
+        let mut connected = connected;
+        connected.serve_unclaimed();
         Ok(Self {
             core,
             listener,

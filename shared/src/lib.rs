@@ -8,6 +8,7 @@ pub mod config;
 pub mod lineproto;
 pub mod ports;
 pub mod prompt;
+pub mod records;
 pub mod request_cache;
 pub mod retry;
 pub mod shutdown;

@@ -3,7 +3,8 @@
 //!
 //! - Concurrent loads of the same key inside one turn share one call (a `OnceCell` per key).
 //! - Errors are not cached: the next caller tries again.
-//! - Values are also written to the [`Cache`] under `turn:<turn_id>:<key>`, so a turn that is
+//! - Values are also written to the [`Cache`] as field `<key>` of the turn's record
+//!   (`turn:<turn_id>`, see [`crate::records`]), so a turn that is
 //!   redelivered to another worker reuses what the first attempt finished (above all the LLM
 //!   answer: a crash after the LLM call neither pays twice nor answers differently).
 //! - The scope dies with the turn (drop), and the Redis copies expire by TTL.
@@ -42,11 +43,6 @@ impl RequestCache {
             misses: AtomicU32::new(0),
             round_trips: AtomicU32::new(0),
         }
-    }
-
-    /// The key under which a per-turn value lives in the backing cache.
-    pub fn turn_key(turn_id: &str, key: &str) -> String {
-        format!("turn:{turn_id}:{key}")
     }
 
     /// Returns the value for `key`, calling `loader` at most once per turn across all
@@ -101,7 +97,10 @@ impl RequestCache {
     async fn backing_get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let backing = self.backing.as_ref()?;
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match backing.get(&Self::turn_key(&self.turn_id, key)).await {
+        match backing
+            .hash_get(&crate::records::turn_key(&self.turn_id), key)
+            .await
+        {
             Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
             Ok(None) => None,
             Err(e) => {
@@ -120,7 +119,7 @@ impl RequestCache {
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = backing
-            .set(&Self::turn_key(&self.turn_id, key), &bytes, ttl)
+            .hash_set(&crate::records::turn_key(&self.turn_id), key, &bytes, ttl)
             .await
         {
             tracing::debug!(error = %e, key, "request cache write failed");

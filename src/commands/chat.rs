@@ -28,10 +28,14 @@ pub async fn run(
     let ports = fleet::Ports::build(config, "chat").await?;
     ports.seed_characters().await?;
     let backend = fleet::Backend::start(config, &ports, workers).await?;
-    let connected =
-        whisperfleet_gateway::gateway::Connected::start(config, ports.turn.broker.clone())
-            .await
-            .context("starting the gateway")?;
+    let mut connected = whisperfleet_gateway::gateway::Connected::start(
+        config,
+        ports.turn.broker.clone(),
+        Some(ports.turn.cache.clone()),
+    )
+    .await
+    .context("starting the gateway")?;
+    connected.serve_unclaimed();
     let interactive = std::io::stdin().is_terminal();
     let report = ports.report(config);
     let banner = if interactive {

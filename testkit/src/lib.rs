@@ -10,6 +10,7 @@ pub mod contracts;
 pub mod discord;
 pub mod mock_llm;
 pub mod naive;
+pub mod tap;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -153,6 +154,20 @@ impl Fleet {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM memories")
             .fetch_one(&mut c)
             .await
+            .unwrap_or(0)
+    }
+
+    /// Turn records (`turn:<id>` hashes) of this fleet that have `field` set.
+    pub fn turn_records_with(&self, field: &str) -> usize {
+        const COUNT: &str = "local n = 0 \
+            for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+              if redis.call('TYPE', k).ok == 'hash' and redis.call('HEXISTS', k, ARGV[2]) == 1 then n = n + 1 end \
+            end return n";
+        std::process::Command::new("redis-cli")
+            .args(["EVAL", COUNT, "0", &format!("{}turn:*", self.prefix), field])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
             .unwrap_or(0)
     }
 
@@ -698,11 +713,11 @@ pub async fn broker_with(
     .expect("broker")
 }
 
-/// The core ordering/exactly-once scenario, on whatever fleet serves `base`: `conversations`
-/// users each send `turns` messages to `character` one after another (the conversations in
-/// parallel), then every reply must be ok, in order (`seq`), answer its own message, and have
-/// a turn id of its own; the LLM (recording to `record`) must have been called once per turn,
-/// each prompt holding its conversation's previous turn.
+/// `conversations` users each send `turns` messages **without waiting for the replies**
+/// (20 ms apart), so a conversation's next message always arrives while its previous turn is
+/// still running: every turn must be answered once, and each prompt must hold the turn the
+/// gateway sequenced before it (order is what the gateway's `seq` says, since concurrent
+/// requests may reach it in any order).
 pub async fn assert_ordered_exactly_once(
     base: &str,
     character: &str,
@@ -715,27 +730,36 @@ pub async fn assert_ordered_exactly_once(
     for conv in 0..conversations {
         let (client, base, character) = (client.clone(), base.to_string(), character.to_string());
         tasks.push(tokio::spawn(async move {
-            let mut replies = Vec::new();
+            let mut sent = Vec::new();
             for i in 0..turns {
                 let body = serde_json::json!({
                     "character": character,
                     "user_id": format!("user{conv}"),
                     "text": format!("conv{conv} msg{i} about kelp"),
                 });
-                let (status, reply) = post_turn(&client, &base, body).await.unwrap();
-                assert_eq!(status, 200, "{reply}");
-                replies.push(reply);
+                let (client, base) = (client.clone(), base.clone());
+                sent.push(tokio::spawn(async move {
+                    post_turn(&client, &base, body).await.unwrap()
+                }));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut replies = Vec::new();
+            for s in sent {
+                replies.push(s.await.unwrap());
             }
             replies
         }));
     }
     let mut turn_ids = std::collections::HashSet::new();
+    // Per conversation: message index by seq.
+    let mut by_seq: HashMap<String, HashMap<u64, usize>> = HashMap::new();
     for (conv, t) in tasks.into_iter().enumerate() {
         let replies = t.await.unwrap();
         assert_eq!(replies.len(), turns);
-        for (i, r) in replies.iter().enumerate() {
+        let mut seqs = Vec::new();
+        for (i, (status, r)) in replies.iter().enumerate() {
+            assert_eq!(*status, 200, "{r}");
             assert_eq!(r["outcome"], "ok", "{r}");
-            assert_eq!(r["seq"], (i + 1) as u64, "conversation {conv} out of order");
             assert!(
                 r["text"]
                     .as_str()
@@ -745,7 +769,19 @@ pub async fn assert_ordered_exactly_once(
                 r["text"]
             );
             assert!(turn_ids.insert(r["turn_id"].as_str().unwrap().to_string()));
+            let seq = r["seq"].as_u64().unwrap();
+            seqs.push(seq);
+            by_seq
+                .entry(format!("conv{conv}"))
+                .or_default()
+                .insert(seq, i);
         }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=turns as u64).collect::<Vec<_>>(),
+            "conversation {conv}: every turn sequenced once"
+        );
     }
     assert_eq!(turn_ids.len(), conversations * turns);
     let prompts = recorded(record);
@@ -761,11 +797,17 @@ pub async fn assert_ordered_exactly_once(
         let mut words = user.split_whitespace();
         let conv = words.next().unwrap().to_string();
         let i: usize = words.next().unwrap()[3..].parse().unwrap();
-        if i > 0 {
-            let previous = format!("{conv} msg{} about kelp", i - 1);
+        let seqs = &by_seq[&conv];
+        let seq = seqs
+            .iter()
+            .find(|(_, m)| **m == i)
+            .map(|(s, _)| *s)
+            .unwrap();
+        if seq > 1 {
+            let previous = format!("{conv} msg{} about kelp", seqs[&(seq - 1)]);
             assert!(
                 prompt_text(p).contains(&previous),
-                "prompt of {user:?} lacks the previous turn {previous:?}"
+                "prompt of {user:?} (seq {seq}) lacks the turn before it, {previous:?}"
             );
         }
     }

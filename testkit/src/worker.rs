@@ -12,9 +12,12 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use clap::Parser;
+use std::collections::HashMap;
 use whisperfleet_shared::config::Config;
-use whisperfleet_shared::ports::cache::{Cache, CacheError};
+
+use whisperfleet_shared::ports::cache::{Appended, Cache, CacheError};
 use whisperfleet_shared::ports::{MemoryError, MemoryPoint, MemoryScope, VectorMemory};
+use whisperfleet_shared::records;
 use whisperfleet_shared::{shutdown, telemetry};
 use whisperfleet_worker::startup::{Application, connect_ports};
 
@@ -144,17 +147,13 @@ impl VectorMemory for CountedMemory {
     }
 }
 
-/// Fault injection at the turn's records: the turn writes `turn:<id>:llm` (the LLM answer)
-/// right after the LLM answered and before the reply, and `turn:<id>:memory` right after
+/// Fault injection at the turn's record: the turn writes its `llm` field (the LLM answer)
+/// right after the LLM answered and before the reply, and its `memory` field right after
 /// memory_store, so pausing there opens exactly the windows the tests need.
 struct PausingCache {
     inner: Arc<dyn Cache>,
     after_llm: Duration,
     before_memory_record: Duration,
-}
-
-fn turn_record(key: &str, what: &str) -> bool {
-    key.starts_with("turn:") && key.strip_suffix(what).is_some_and(|k| k.ends_with(':'))
 }
 
 #[async_trait]
@@ -163,14 +162,57 @@ impl Cache for PausingCache {
         self.inner.get(key).await
     }
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        if !self.before_memory_record.is_zero() && turn_record(key, "memory") {
+        self.inner.set(key, value, ttl).await
+    }
+    async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, Vec<u8>>, CacheError> {
+        self.inner.hash_get_all(key).await
+    }
+    async fn hash_get(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        self.inner.hash_get(key, field).await
+    }
+    /// The pauses: before the `memory` field of a turn record is written, after its `llm`.
+    async fn hash_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let record = key.starts_with("turn:");
+        if record && field == records::MEMORY && !self.before_memory_record.is_zero() {
             tokio::time::sleep(self.before_memory_record).await;
         }
-        let r = self.inner.set(key, value, ttl).await;
-        if !self.after_llm.is_zero() && turn_record(key, "llm") {
+        let r = self.inner.hash_set(key, field, value, ttl).await;
+        if record && field == records::LLM && !self.after_llm.is_zero() {
             tokio::time::sleep(self.after_llm).await;
         }
         r
+    }
+    async fn lease(
+        &self,
+        key: &str,
+        field: &str,
+        holder: &str,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Option<String>, CacheError> {
+        self.inner.lease(key, field, holder, lease, ttl).await
+    }
+    async fn release(&self, key: &str, field: &str, holder: &str) -> Result<(), CacheError> {
+        self.inner.release(key, field, holder).await
+    }
+    async fn mark_and_prune(
+        &self,
+        record: &str,
+        field: &str,
+        value: &[u8],
+        record_ttl: Duration,
+        list: &str,
+        needle: &str,
+    ) -> Result<u64, CacheError> {
+        self.inner
+            .mark_and_prune(record, field, value, record_ttl, list, needle)
+            .await
     }
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
         self.inner.set_nx(key, value, ttl).await
@@ -184,11 +226,15 @@ impl Cache for PausingCache {
         entries: &[Vec<u8>],
         keep: usize,
         list_ttl: Duration,
-        marker: &str,
-        marker_ttl: Duration,
-    ) -> Result<bool, CacheError> {
+        record: &str,
+        done: &str,
+        unless: &str,
+        record_ttl: Duration,
+    ) -> Result<Appended, CacheError> {
         self.inner
-            .append_once(list, entries, keep, list_ttl, marker, marker_ttl)
+            .append_once(
+                list, entries, keep, list_ttl, record, done, unless, record_ttl,
+            )
             .await
     }
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError> {
@@ -205,19 +251,5 @@ impl Cache for PausingCache {
     }
     fn is_shared(&self) -> bool {
         self.inner.is_shared()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pauses_match_only_the_turn_records() {
-        assert!(turn_record("turn:0190-ab:llm", "llm"));
-        assert!(turn_record("turn:0190-ab:memory", "memory"));
-        assert!(!turn_record("turn:0190-ab:replied", "llm"));
-        assert!(!turn_record("cdl:doc:nora", "memory"));
-        assert!(!turn_record("turn:0190-ab:xllm", "llm"));
     }
 }

@@ -901,3 +901,110 @@ async fn discord_overhead_through_the_standin() {
         );
     }
 }
+
+/// A reply that arrives after the gateway stopped waiting is still shown: the user gets the
+/// "my answer will follow" notice, then the answer, as a reply to their message. It was seen,
+/// so it stays in the conversation: the next prompt has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reply_is_posted_when_it_arrives() {
+    let r = rig(
+        "discord_late",
+        RigOptions {
+            llm: mock_latency(2500),
+            gateway_env: vec![("WHISPERFLEET_REPLY_TIMEOUT_MS", "1000".to_string())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let asked = r
+        .discord
+        .user_message(guild_mention(ALICE, "alice", "the word is AMBER-17"));
+    let sent = r.messages(CHANNEL, 2).await;
+    assert_eq!(
+        sent[0].content(),
+        Some(whisperfleet_gateway::discord::text::TIMEOUT_NOTICE)
+    );
+    let late = &sent[1];
+    assert!(
+        late.content()
+            .unwrap()
+            .starts_with("[mock] Vellum heard: the word is AMBER-17"),
+        "{:?}",
+        late.content()
+    );
+    assert_eq!(replied_to(late), Some(asked.as_str()), "{}", late.body);
+    assert_pings_only(late, ALICE);
+    // Seen late is seen: the next turn's prompt has it.
+    r.discord
+        .user_message(guild_mention(ALICE, "alice", "and again?"));
+    let prompts = r.s.record.clone();
+    let mut prompt = String::new();
+    for _ in 0..200 {
+        let all = recorded(&prompts);
+        if all.len() >= 2 {
+            prompt = prompt_text(&all[1]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        prompt.contains("heard: the word is AMBER-17"),
+        "the late reply is missing from the next prompt:\n{prompt}"
+    );
+    tokio::time::sleep(SETTLE).await;
+    let replies_to_first = r
+        .all_sends()
+        .iter()
+        .filter(|s| replied_to(s) == Some(asked.as_str()))
+        .count();
+    assert_eq!(replies_to_first, 2, "notice and answer, nothing twice");
+}
+
+/// Replies waiting in a gateway's reply queue while it restarts are posted by the restarted
+/// gateway (same `GATEWAY_ID`), not acked and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_posts_the_replies_that_waited_for_it() {
+    let mut r = rig(
+        "discord_restart",
+        RigOptions {
+            llm: mock_latency(2500),
+            ..Default::default()
+        },
+    )
+    .await;
+    let asked = r
+        .discord
+        .user_message(guild_mention(ALICE, "alice", "are you still there?"));
+    // The turn is with the worker (the LLM takes 2.5 s) when the gateway dies.
+    eventually(
+        Duration::from_secs(10),
+        "the turn reached the LLM",
+        || async { !recorded(&r.s.record).is_empty() },
+    )
+    .await;
+    r.s.fleet.signal("gateway", "KILL").unwrap();
+    r.s.fleet
+        .wait_exit("gateway", Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The reply waits in the durable reply queue meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let env = vec![
+        ("WHISPERFLEET_DISCORD_API_BASE", r.discord.base_url()),
+        (
+            "WHISPERFLEET_DISCORD_BOTS",
+            format!("Vellum={VELLUM_TOKEN}"),
+        ),
+    ];
+    r.s.fleet.spawn_gateway(&env).await.unwrap();
+    let sent = r.messages(CHANNEL, 1).await;
+    assert!(
+        sent[0]
+            .content()
+            .unwrap()
+            .starts_with("[mock] Vellum heard: are you still there?"),
+        "{:?}",
+        sent[0].content()
+    );
+    assert_eq!(replied_to(&sent[0]), Some(asked.as_str()));
+}

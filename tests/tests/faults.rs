@@ -45,3 +45,247 @@ async fn a_deleted_reply_queue_is_declared_again_and_replies_flow() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "ok", "{body}");
 }
+
+/// Declares `replies.<key>` so that RabbitMQ refuses (nacks) every publish to it.
+async fn refusing_reply_queue(fleet: &Fleet, key: &str) -> lapin::Connection {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let conn = lapin::Connection::connect(&fleet.amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let queue = topology::reply_queue(key);
+    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        topology::REPLIES_EXCHANGE.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    conn
+}
+
+/// A reply the broker nacks was not sent: the worker tries again (and gives the turn back
+/// to the queue) instead of acking the turn with its reply lost. Once the reply queue takes
+/// messages again, the reply arrives there, once, and nothing is left unacked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nacked_reply_is_not_counted_as_sent() {
+    let mut s = setup("reply-nacked", mock_latency(0)).await;
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    let broker = broker_for(&s.fleet).await;
+    let key = "gw-nack";
+    let _refusing = refusing_reply_queue(&s.fleet, key).await;
+    let tap = whisperfleet_testkit::tap::ReplyTap::bind(&s.fleet.amqp_url(), key)
+        .await
+        .unwrap();
+    let req = whisperfleet_testkit::tap::turn_request(key, "u-nack", "hello there");
+    whisperfleet_testkit::tap::publish_turn(broker.as_ref(), &req)
+        .await
+        .unwrap();
+    // The tap gets a copy of every attempt, also of those the refusing queue nacked.
+    eventually(Duration::from_secs(20), "a first reply attempt", || async {
+        tap.count(req.turn_id) >= 1
+    })
+    .await;
+    // The reply queue takes messages again.
+    let queue = topology::reply_queue(key);
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["delete_queue", "--vhost", &s.fleet.vhost, &queue])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    broker.ensure_reply_queue(key).await.unwrap();
+    let mut replies = broker.consume(&queue, 10).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(30), replies.rx.recv())
+        .await
+        .expect("the reply arrives once the reply queue accepts it again")
+        .unwrap();
+    let reply = whisperfleet_shared::wire::TurnReply::decode(&got.body).unwrap();
+    assert_eq!(reply.turn_id, req.turn_id);
+    assert_eq!(
+        reply.outcome,
+        whisperfleet_shared::wire::Outcome::Ok,
+        "{reply:?}"
+    );
+    got.acker.ack().await.unwrap();
+    eventually(Duration::from_secs(20), "turn settled", || async {
+        let st = broker
+            .queue_stats(topology::TURNS_QUEUE)
+            .await
+            .unwrap()
+            .unwrap();
+        st.ready == 0 && s.fleet.turn_records_with("replied") == 1
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), replies.rx.recv())
+            .await
+            .is_err(),
+        "a second reply reached the reply queue"
+    );
+    assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
+}
+
+/// A turn redelivered after its reply was sent but before its memory was recorded is not
+/// answered again, not even with the deadline's apology: it only finishes its memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_answered_turn_is_not_answered_again() {
+    let mut s = setup("answered-redelivered", mock_latency(0)).await;
+    let deadline = [("WHISPERFLEET_TURN_DEADLINE_MS", "3000".to_string())];
+    // Paused between memory_store and its record, the reply long sent: then killed.
+    s.fleet
+        .spawn_args(
+            "testkit-worker",
+            "worker-a",
+            &["--pause-after-memory-ms", "60000"],
+            &deadline,
+        )
+        .unwrap();
+    let broker = broker_for(&s.fleet).await;
+    let key = "gw-redelivered";
+    let tap = whisperfleet_testkit::tap::ReplyTap::bind(&s.fleet.amqp_url(), key)
+        .await
+        .unwrap();
+    let req =
+        whisperfleet_testkit::tap::turn_request(key, "u-redelivered", "remember the lighthouse");
+    whisperfleet_testkit::tap::publish_turn(broker.as_ref(), &req)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the reply", || async {
+        tap.count(req.turn_id) == 1
+    })
+    .await;
+    // Past the turn's deadline by the time it is redelivered.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    s.fleet.signal("worker-a", "KILL").unwrap();
+    s.fleet
+        .wait_exit("worker-a", Duration::from_secs(5))
+        .await
+        .unwrap();
+    s.fleet.spawn("worker", "worker-b", &deadline).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the memory step recorded",
+        || async { s.fleet.turn_records_with("memory") == 1 },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "turn settled", || async {
+        let st = broker
+            .queue_stats(topology::TURNS_QUEUE)
+            .await
+            .unwrap()
+            .unwrap();
+        st.ready == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        tap.count(req.turn_id),
+        1,
+        "replies published: {:?}",
+        tap.replies()
+    );
+    assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
+}
+
+/// The same turn given to two workers at once (the gateway republished it after a lost
+/// confirm) runs once: one LLM call, one reply.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_turn_runs_on_one_worker_at_a_time() {
+    let mut s = setup("one-runner", mock_latency(1500)).await;
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    s.fleet.spawn("worker", "worker-2", &[]).unwrap();
+    let broker = broker_for(&s.fleet).await;
+    eventually(Duration::from_secs(20), "two consumers", || async {
+        let st = broker
+            .queue_stats(topology::TURNS_QUEUE)
+            .await
+            .unwrap()
+            .unwrap();
+        st.consumers == 2
+    })
+    .await;
+    let key = "gw-twice";
+    let tap = whisperfleet_testkit::tap::ReplyTap::bind(&s.fleet.amqp_url(), key)
+        .await
+        .unwrap();
+    let req = whisperfleet_testkit::tap::turn_request(key, "u-twice", "only once, please");
+    for _ in 0..2 {
+        whisperfleet_testkit::tap::publish_turn(broker.as_ref(), &req)
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(30), "both copies settled", || async {
+        let st = broker
+            .queue_stats(topology::TURNS_QUEUE)
+            .await
+            .unwrap()
+            .unwrap();
+        st.ready == 0 && tap.count(req.turn_id) >= 1 && s.fleet.turn_records_with("memory") == 1
+    })
+    .await;
+    // The second copy waits for the lease, then finds the turn done.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tap.count(req.turn_id), 1, "{:?}", tap.replies());
+    assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
+}
+
+/// A reply the client never saw (504: it came after the gateway stopped waiting) does not
+/// enter the conversation: the next prompt does not present it as said, and it is not
+/// remembered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_nobody_saw_is_not_presented_as_said() {
+    let mut s = setup("unseen-reply", mock_latency(2500)).await;
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    let base = s
+        .fleet
+        .spawn_gateway(&[("WHISPERFLEET_REPLY_TIMEOUT_MS", "1000".to_string())])
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let turn =
+        |text: &str| json!({"character": "Nora Halvorsen", "user_id": "u-unseen", "text": text});
+    let (status, body) = post_turn(&client, &base, turn("the first secret is AMBER-17"))
+        .await
+        .unwrap();
+    assert_eq!(status, 504, "{body}");
+    // Let the worker finish the first turn (its LLM call ends 2.5 s in).
+    eventually(Duration::from_secs(20), "the first turn done", || async {
+        s.fleet.turn_records_with("memory") == 1
+    })
+    .await;
+    let (status, body) = post_turn(&client, &base, turn("what did I just tell you?"))
+        .await
+        .unwrap();
+    assert_eq!(status, 504, "{body}");
+    eventually(Duration::from_secs(20), "the second prompt", || async {
+        recorded(&s.record).len() >= 2
+    })
+    .await;
+    let prompts = recorded(&s.record);
+    let second = prompt_text(&prompts[1]);
+    assert!(
+        !second.contains("AMBER-17"),
+        "the unseen turn is in the next prompt:\n{second}"
+    );
+    assert_eq!(
+        s.fleet.memory_points().await,
+        0,
+        "the unseen turn was remembered"
+    );
+}

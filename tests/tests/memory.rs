@@ -198,15 +198,7 @@ async fn turns_redelivered_after_sigkill_store_no_duplicate_points() {
     use whisperfleet_shared::ports::broker::Broker;
     eventually(Duration::from_secs(60), "turns drained", || async {
         let st = broker.queue_stats("turns").await.unwrap().unwrap();
-        let done = std::process::Command::new("redis-cli")
-            .args([
-                "--scan",
-                "--pattern",
-                &format!("{}turn:*:memory", s.fleet.prefix),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-            .unwrap_or(0);
+        let done = s.fleet.turn_records_with("memory");
         st.ready == 0 && done == 100
     })
     .await;

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use whisperfleet_shared::character::Relationship;
@@ -21,12 +20,7 @@ use whisperfleet_shared::ports::{
 
 use crate::prompt::HistoryEntry;
 
-pub fn history_key(conversation_key: &str) -> String {
-    format!("hist:{conversation_key}")
-}
-
-/// How long an idle conversation's short-term history is kept.
-pub const HISTORY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use whisperfleet_shared::records::{HISTORY_TTL, history_key};
 
 /// A turn's view of the vector memory port that counts what it asks.
 pub struct CountingMemory {

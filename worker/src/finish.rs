@@ -21,7 +21,11 @@ use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
 use whisperfleet_shared::wire::{Stage, TurnReply, TurnRequest};
 
 use crate::memory;
-use crate::turn::{Deps, Timings, ToRemember, publish_reply, record_key, turn_points};
+use whisperfleet_shared::records::{self, TurnRecord};
+
+use crate::turn::{
+    Deps, Timings, ToRemember, publish_reply, record_done, reply_bound, turn_points,
+};
 
 /// The reply could not be published; the turn is left unsettled for redelivery.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +90,12 @@ pub struct Tail<'a> {
     req: &'a TurnRequest,
     reply: &'a TurnReply,
     remember: Option<ToRemember>,
+    /// An earlier delivery's reply was confirmed: none is sent again.
     already_replied: bool,
+    /// An earlier delivery finished `memory_store`.
+    memory_done: bool,
+    /// Why nobody will see the reply, when known: then neither reply nor memory.
+    abandoned: Option<String>,
     replied: bool,
     metrics_sent: bool,
     timings: Timings,
@@ -99,14 +108,17 @@ impl<'a> Tail<'a> {
         req: &'a TurnRequest,
         reply: &'a TurnReply,
         remember: Option<ToRemember>,
-        already_replied: bool,
+        record: &TurnRecord,
+        abandoned: Option<String>,
     ) -> Self {
         Self {
             deps,
             req,
             reply,
             remember,
-            already_replied,
+            already_replied: record.replied(),
+            memory_done: record.memory_stored(),
+            abandoned,
             replied: false,
             metrics_sent: false,
             timings: Timings::from_map(reply.timings.clone()),
@@ -114,79 +126,83 @@ impl<'a> Tail<'a> {
         }
     }
 
-    /// Stage `reply_publish`: publishes the reply (unless an earlier delivery did) and
-    /// records that it left.
+    /// Stage `reply_publish`: publishes the reply (unless an earlier delivery did, or nobody
+    /// will see it) and records that it left.
     pub async fn publish_reply(&mut self) -> Result<(), NotPublished> {
         if self.replied {
             return Ok(());
         }
         let deps = self.deps;
         let t = Instant::now();
-        if !self.already_replied {
-            publish_reply(deps, &self.req.reply_to, self.reply).await?;
+        let send = !self.already_replied && self.abandoned.is_none();
+        if send {
+            let bound = reply_bound(deps, self.req);
+            publish_reply(deps, &self.req.reply_to, self.reply, bound).await?;
         }
         self.replied = true;
         self.timings.since(Stage::ReplyPublish, t);
-        if !self.already_replied
-            && let Some(c) = &deps.cache
-            && let Err(e) = c
-                .set(
-                    &record_key(&self.req.turn_id.to_string(), "replied"),
-                    b"1",
-                    deps.settings.record_ttl,
-                )
-                .await
-        {
-            tracing::warn!(error = %e, "could not record the reply; a redelivery may answer again (the gateway drops it)");
+        if send {
+            record_done(deps, &self.req.turn_id.to_string(), records::REPLIED).await;
         }
         Ok(())
     }
 
-    /// Stage `memory_store`, when the turn has something to remember: stores it, records
-    /// that it did, and keeps the stage's points for [`Tail::send_metrics`].
+    /// Stage `memory_store`, when the turn has something to remember and its reply was seen
+    /// (or is on its way): stores it and keeps the stage's points for
+    /// [`Tail::send_metrics`]. Either way the step is recorded as done, so a redelivery
+    /// never stores (or re-runs the turn for) it again.
     pub async fn store_memory(&mut self) {
-        let Some(a) = self.remember.take() else {
+        if std::mem::replace(&mut self.memory_done, true) {
             return;
-        };
+        }
         let (deps, req, reply) = (self.deps, self.req, self.reply);
-        let t = Instant::now();
-        let stored = memory::store(
-            &a.counting,
-            deps.memory.embedder.as_ref(),
-            deps.memory.emotions.as_ref(),
-            deps.store.as_ref(),
-            memory::StoreInput {
-                turn_id: req.turn_id,
-                scope: &a.scope,
-                channel_id: &req.conversation.channel_id,
-                is_dm: req.conversation.is_dm,
-                user_text: &req.text,
-                user_emotion: &a.user_emotion,
-                user_vector: a.user_vector,
-                reply_text: &reply.text,
-            },
-        )
-        .await;
-        self.timings.since(Stage::MemoryStore, t);
-        for f in &stored.failures {
-            tracing::warn!(failure = %f, "memory_store failed; the reply stands, the failure is counted");
+        let turn_id = req.turn_id.to_string();
+        let remember = self.remember.take();
+        // The gateway may have given the turn up after its history was written (the client
+        // left while the reply was on its way): then it is not remembered either.
+        if self.abandoned.is_none()
+            && remember.is_some()
+            && let Some(c) = &deps.cache
+            && let Ok(Some(why)) = c
+                .hash_get(&records::turn_key(&turn_id), records::ABANDONED)
+                .await
+        {
+            self.abandoned = Some(String::from_utf8_lossy(&why).into_owned());
         }
-        if let Some(c) = &deps.cache {
-            let _ = c
-                .set(
-                    &record_key(&req.turn_id.to_string(), "memory"),
-                    b"1",
-                    deps.settings.record_ttl,
-                )
-                .await;
+        if let Some(why) = &self.abandoned {
+            tracing::info!(why, "nobody saw this reply; it is not remembered");
+        } else if let Some(a) = remember {
+            let t = Instant::now();
+            let stored = memory::store(
+                &a.counting,
+                deps.memory.embedder.as_ref(),
+                deps.memory.emotions.as_ref(),
+                deps.store.as_ref(),
+                memory::StoreInput {
+                    turn_id: req.turn_id,
+                    scope: &a.scope,
+                    channel_id: &req.conversation.channel_id,
+                    is_dm: req.conversation.is_dm,
+                    user_text: &req.text,
+                    user_emotion: &a.user_emotion,
+                    user_vector: a.user_vector,
+                    reply_text: &reply.text,
+                },
+            )
+            .await;
+            self.timings.since(Stage::MemoryStore, t);
+            for f in &stored.failures {
+                tracing::warn!(failure = %f, "memory_store failed; the reply stands, the failure is counted");
+            }
+            self.points.extend(memory_points(
+                req,
+                &a.user_emotion,
+                &stored,
+                a.counting.upserts.load(Ordering::Relaxed),
+                a.counting.recents.load(Ordering::Relaxed),
+            ));
         }
-        self.points.extend(memory_points(
-            req,
-            &a.user_emotion,
-            &stored,
-            a.counting.upserts.load(Ordering::Relaxed),
-            a.counting.recents.load(Ordering::Relaxed),
-        ));
+        record_done(deps, &turn_id, records::MEMORY).await;
     }
 
     /// The turn's points (its timings so far, its counters, what `memory_store` measured)

@@ -9,6 +9,7 @@ pub mod compose;
 pub mod consumer;
 pub mod context;
 pub mod finish;
+pub mod lease;
 pub mod memory;
 pub mod prompt;
 pub mod startup;

@@ -144,6 +144,8 @@ impl Application {
                 .unwrap_or_else(|| Arc::new(FromLoaded)),
             finish: strategies.finish.unwrap_or_else(|| Arc::new(ReplyFirst)),
             settings: turn_settings(config),
+            // Host and pid: which process holds a turn's lease, readable in Redis.
+            instance: format!("{}:{}", config.gateway.id, std::process::id()),
             conversations: Mutex::default(),
         });
         Ok(Self {

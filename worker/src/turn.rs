@@ -3,20 +3,36 @@
 //! the order its [`Finish`](crate::finish::Finish) gives → ack. Stage timings are recorded
 //! here and in `finish`, nowhere else; [`WORKER_STAGES`] lists them.
 //!
-//! Exactly one reply: every side effect is recorded under `turn:<turn_id>:…` in Redis
-//! (LLM answer through the request cache, history append atomically with its marker,
-//! `replied` after the reply's confirm, `memory` after memory_store), and a redelivered turn
-//! skips whatever is already recorded. The gateway additionally drops a
-//! second reply for a turn it already delivered.
+//! **The turn as one path.** Every way a turn can end — answered, fallback, unknown
+//! character, store down, composition failed, past its deadline, abandoned, given up — goes
+//! through the same end ([`conclude`]), which knows from the turn's record
+//! ([`records`](whisperfleet_shared::records): one hash per turn) what an earlier delivery
+//! already did: the LLM answer is reused, history is appended at most once, a reply that
+//! was confirmed is never sent again (not even an apology), memory is stored at most once.
+//! A turn runs under a lease ([`crate::lease`]), so at most one worker runs it at a time.
+//!
+//! **Bounded.** A turn has until `received_at + turn_deadline` (the gateway's receipt; the
+//! gateway's reply timeout is longer) to reply: started later, it apologises; the LLM gets
+//! what is left of that budget (less a reserve for the end), and an answer that does not
+//! come in time ends as an honest fallback. A turn older than `turn_record_ttl` is not run
+//! at all (its records may be gone): it is dead-lettered as expired.
+//!
+//! **What the user did not see is not presented as said.** The gateway marks a turn
+//! abandoned when nobody will see its reply (HTTP client gone or timed out, publish failed)
+//! and takes its history back; the worker then skips it (at start), the history append
+//! refuses it, and `memory_store` is skipped.
 //!
 //! Ordering: the gateway keeps at most one turn per conversation in flight, so turns of one
 //! conversation reach the workers one at a time and in order; the worker also serialises
 //! turns of one conversation locally, which covers a gateway that timed out and sent the
 //! next turn while a slow one was still running here.
 //!
-//! Ack: after the reply is confirmed and the metric event published. If the reply cannot be
-//! published (broker gone) the delivery is left unsettled: RabbitMQ redelivers it when the
-//! connection drops, and the records above make the retry cheap and single-replied.
+//! Ack: after the reply is confirmed and the metric event published. A reply the broker
+//! does not take (nack, connection lost, publishers blocked) is retried for what is left of
+//! the turn's budget (at least two seconds); then the delivery is **requeued** at once (not
+//! left unsettled, which would strand it on a live channel and hold a prefetch slot for
+//! good). The requeue counts against the delivery limit, so a broker that keeps refusing
+//! ends in `turns.dead` with a reason, never in a loop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -28,11 +44,13 @@ use tracing::Instrument;
 use whisperfleet_shared::character::{Character, normalize_name};
 use whisperfleet_shared::lineproto::Point;
 use whisperfleet_shared::ports::broker::{self, Broker, Delivery, Message};
-use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_shared::ports::cache::{Appended, Cache};
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
-use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, Role};
+use whisperfleet_shared::ports::llm::{ChatRequest, Llm, Role};
 use whisperfleet_shared::ports::{EmotionResult, MemoryScope};
+use whisperfleet_shared::records::{self, TurnRecord};
 use whisperfleet_shared::request_cache::RequestCache;
+use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{
     Counters, Outcome, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
@@ -44,6 +62,7 @@ use crate::compose::{ComposeContext, Composition, Reload};
 use crate::context;
 use crate::context::CountingMemory;
 use crate::finish::{Finish, Tail, TurnMetrics};
+use crate::lease;
 use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
 
 /// Settings the pipeline reads on every turn.
@@ -51,6 +70,7 @@ use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSum
 pub struct TurnSettings {
     pub history_len: usize,
     pub prompt_budget_tokens: usize,
+    /// The turn's budget, from the gateway's receipt (`received_at`).
     pub turn_deadline: Duration,
     pub delivery_limit: u32,
     pub record_ttl: Duration,
@@ -78,6 +98,8 @@ pub struct Deps {
     pub finish: Arc<dyn Finish>,
     pub metrics: Arc<dyn TurnMetrics>,
     pub settings: TurnSettings,
+    /// This process, as its turn leases name it.
+    pub instance: String,
     pub(crate) conversations: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -92,16 +114,28 @@ impl Deps {
     }
 }
 
-pub(crate) fn record_key(turn_id: &str, what: &str) -> String {
-    RequestCache::turn_key(turn_id, what)
+/// Kept for what the end of a turn needs after the reply: time to publish it (with its
+/// retries) and settle, taken off the LLM's share of the budget.
+const FINISH_RESERVE: Duration = Duration::from_secs(2);
+
+/// How a reply the broker does not take is tried again: quickly at first, then every two
+/// seconds, for as long as the turn's budget lasts (see [`publish_reply`]).
+fn reply_retry() -> RetryPolicy {
+    RetryPolicy::forever(Duration::from_millis(200), Duration::from_secs(2))
 }
+
+/// The least time a reply is tried for, even when the turn's budget is spent.
+const MIN_REPLY_TRIES: Duration = Duration::from_secs(2);
 
 /// What happened to one delivery (for the consumer's logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handled {
     Acked,
     DeadLettered,
-    /// Left unsettled because the broker could not take the reply; it will come back.
+    /// Given back to the queue because the broker did not take the reply; it comes back
+    /// (and counts against the delivery limit).
+    Requeued,
+    /// Not even the requeue went through (the channel is gone, which returns it anyway).
     Unsettled,
 }
 
@@ -133,28 +167,61 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
     .await
 }
 
-/// Dead-letters an unreadable turn and, when its reply address can be read, tells the user.
+/// The turn's record; empty without a cache, or (logged) when Redis cannot be read — then
+/// the turn runs as a first delivery would, and the gateway's duplicate drop is the guard.
+async fn read_record(deps: &Deps, turn_id: &str, counters: &mut Counters) -> TurnRecord {
+    let Some(c) = &deps.cache else {
+        return TurnRecord::default();
+    };
+    counters.redis_round_trips += 1;
+    match TurnRecord::read(c.as_ref(), &turn_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "turn record unreadable; running the turn as new");
+            TurnRecord::default()
+        }
+    }
+}
+
+/// Dead-letters an unprocessable turn and, when its reply address can be read and nobody
+/// answered it yet, tells the user.
 async fn give_up(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
     tracing::warn!(reason, queue = %delivery.queue, "dead-lettering a turn");
     if let Some((reply_to, turn_id, conversation)) = salvage_reply_address(&delivery.body)
         && let (Some(turn_id), Some(conversation)) = (turn_id, conversation)
     {
-        let reply = TurnReply {
-            v: WIRE_VERSION,
-            turn_id,
-            conversation,
-            character: String::new(),
-            text: "Sorry, something went wrong with that message and it could not be answered."
-                .into(),
-            outcome: Outcome::Error,
-            timings: BTreeMap::new(),
-            counters: Counters::default(),
-            seq: 0,
-            platform_message_id: None,
-            reason: Some("unprocessable".into()),
-        };
-        let _ = publish_reply(deps, &reply_to, &reply).await;
+        let record = read_record(deps, &turn_id.to_string(), &mut Counters::default()).await;
+        if record.replied() {
+            tracing::info!("the turn was answered by an earlier delivery; no second reply");
+        } else if let Some(why) = record.abandoned() {
+            tracing::info!(why, "nobody waits for this turn's reply; none sent");
+        } else {
+            let reply = TurnReply {
+                v: WIRE_VERSION,
+                turn_id,
+                conversation,
+                character: String::new(),
+                text: "Sorry, something went wrong with that message and it could not be answered."
+                    .into(),
+                outcome: Outcome::Error,
+                timings: BTreeMap::new(),
+                counters: Counters::default(),
+                seq: 0,
+                platform_message_id: None,
+                reason: Some("unprocessable".into()),
+            };
+            if publish_reply(deps, &reply_to, &reply, MIN_REPLY_TRIES)
+                .await
+                .is_ok()
+            {
+                record_done(deps, &turn_id.to_string(), records::REPLIED).await;
+            }
+        }
     }
+    dead_letter(deps, delivery, reason).await
+}
+
+async fn dead_letter(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
     match broker::dead_letter(deps.broker.as_ref(), delivery, reason).await {
         Ok(()) => Handled::DeadLettered,
         Err(e) => {
@@ -164,14 +231,51 @@ async fn give_up(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
     }
 }
 
+/// Sets a field of the turn's record (best effort: a lost record costs at most a repeated
+/// step, which the gateway's duplicate drop and idempotent writes absorb).
+pub(crate) async fn record_done(deps: &Deps, turn_id: &str, field: &str) {
+    if let Some(c) = &deps.cache
+        && let Err(e) = c
+            .hash_set(
+                &records::turn_key(&turn_id),
+                field,
+                b"1",
+                deps.settings.record_ttl,
+            )
+            .await
+    {
+        tracing::warn!(error = %e, field, "could not record a finished step; a redelivery may repeat it");
+    }
+}
+
+/// Publishes a reply, retrying for `bound`. A reply nobody can receive (its gateway's
+/// queue is gone) is dropped as done; a nack or a lost connection is an error.
+///
+/// Why retry for the turn's remaining budget instead of giving the turn back at once: every
+/// requeue counts against the delivery limit, so a broker that blocks publishers for a few
+/// seconds (a memory alarm) would burn through the limit and dead-letter turns that only
+/// needed to wait. Within the budget the user is still waiting anyway; after it, the turn
+/// is requeued.
 pub(crate) async fn publish_reply(
     deps: &Deps,
     reply_to: &str,
     reply: &TurnReply,
+    bound: Duration,
 ) -> Result<(), broker::BrokerError> {
     let msg = Message::json(topology::REPLIES_EXCHANGE, reply_to, reply.encode())
         .with_id(reply.turn_id.to_string());
-    match deps.broker.publish(msg).await {
+    let policy = reply_retry();
+    let tries = retry(&policy, "reply publish", |_| {
+        deps.broker.publish(msg.clone())
+    });
+    let result = match tokio::time::timeout(bound.max(MIN_REPLY_TRIES), tries).await {
+        Ok(r) => r,
+        Err(_) => Err(broker::BrokerError::Unavailable(format!(
+            "the reply was not taken within {:?}",
+            bound.max(MIN_REPLY_TRIES)
+        ))),
+    };
+    match result {
         // The gateway's queue is gone (it was retired): nobody is waiting for this reply.
         // A nack (`Rejected`) is not this: the reply was not taken, and the turn must not be
         // acked as if it had been.
@@ -181,6 +285,11 @@ pub(crate) async fn publish_reply(
         }
         other => other,
     }
+}
+
+/// How long the end of a turn may keep trying its reply: what is left of its budget.
+pub(crate) fn reply_bound(deps: &Deps, req: &TurnRequest) -> Duration {
+    remaining(req, deps.settings.turn_deadline)
 }
 
 /// The stages a worker times, each a `<stage>_ms` field of its `turn` point; those up to
@@ -226,7 +335,41 @@ impl Timings {
     }
 }
 
+/// What is left of a turn's budget (from the gateway's receipt) now.
+fn remaining(req: &TurnRequest, deadline: Duration) -> Duration {
+    let age_ms = ms_between(req.received_at, Utc::now()).max(0.0);
+    deadline.saturating_sub(Duration::from_secs_f64(age_ms / 1000.0))
+}
+
 async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
+    let turn_id = req.turn_id.to_string();
+    let age_ms = ms_between(req.received_at, Utc::now());
+    if age_ms > deps.settings.record_ttl.as_millis() as f64 {
+        // Its records may have expired, so whether it was answered cannot be known; its user
+        // was told long ago (timeout or apology). Kept, with the reason, not run.
+        let reason = format!(
+            "expired: the turn is {:.0} s old, older than turn_record_ttl ({} s), so it is not run",
+            age_ms / 1000.0,
+            deps.settings.record_ttl.as_secs()
+        );
+        tracing::warn!(reason, "dead-lettering an expired turn");
+        return dead_letter(deps, delivery, &reason).await;
+    }
+    let holder = format!("{}/{}", deps.instance, uuid::Uuid::now_v7());
+    let (lease, _) = lease::acquire(
+        deps.cache.as_ref(),
+        &turn_id,
+        holder,
+        deps.settings.record_ttl,
+        deps.settings.turn_deadline + lease::LEASE * 2,
+    )
+    .await;
+    let handled = run_leased(deps, req, delivery).await;
+    lease.release().await;
+    handled
+}
+
+async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     let started = Instant::now();
     let turn_id = req.turn_id.to_string();
     let mut timings = Timings::default();
@@ -234,34 +377,40 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
     let mut counters = Counters::default();
     let cache = deps.cache.clone();
 
-    // Already answered by an earlier delivery (a worker died before acking)?
-    let replied_key = record_key(&turn_id, "replied");
-    let already_replied = match &cache {
-        Some(c) => {
-            counters.redis_round_trips += 1;
-            matches!(c.get(&replied_key).await, Ok(Some(_)))
-        }
-        None => false,
-    };
-    if already_replied {
-        let memory_done = match &cache {
-            Some(c) => matches!(c.get(&record_key(&turn_id, "memory")).await, Ok(Some(_))),
-            None => true,
-        };
-        if memory_done {
+    // What earlier deliveries (or another worker) already did.
+    let record = read_record(deps, &turn_id, &mut counters).await;
+    if let Some(why) = record.abandoned() {
+        tracing::info!(
+            why,
+            "nobody will see this turn's reply (its gateway gave it up); not running it"
+        );
+        return ack(delivery).await;
+    }
+    if record.replied() {
+        if record.memory_stored() {
             tracing::info!("turn was already finished by an earlier delivery; acking it");
             return ack(delivery).await;
         }
+        if !record.has(records::LLM) {
+            // What was sent was not an answer (an apology, a fallback): nothing to remember.
+            tracing::info!("turn was answered by an earlier delivery; finishing it");
+            let reply = reply_of(
+                &req,
+                String::new(),
+                Outcome::Ok,
+                None,
+                timings.into_map(),
+                counters,
+            );
+            return conclude(deps, &req, delivery, &record, reply, None, None).await;
+        }
         // The reply left but memory_store did not finish: run the turn again without a
-        // second reply (the LLM answer comes from the request cache; point ids and the
+        // second reply (the LLM answer comes from the record; point ids and the
         // relationship's turn guard make the writes idempotent).
         tracing::info!("turn was answered but its memory not stored; finishing it");
-    }
-
-    let age = ms_between(req.received_at, Utc::now());
-    if age > deps.settings.turn_deadline.as_millis() as f64 {
+    } else if remaining(&req, deps.settings.turn_deadline).is_zero() {
         tracing::warn!(
-            age_ms = age,
+            age_ms = ms_between(req.received_at, Utc::now()),
             "turn past its deadline; apologising instead of answering"
         );
         let reply = reply_of(
@@ -272,7 +421,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
             timings.into_map(),
             counters,
         );
-        return send_and_finish(deps, &req, delivery, reply).await;
+        return conclude(deps, &req, delivery, &record, reply, None, None).await;
     }
 
     let rc = RequestCache::new(turn_id.clone(), cache.clone());
@@ -295,7 +444,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 timings.into_map(),
                 counters,
             );
-            return send_and_finish(deps, &req, delivery, reply).await;
+            return conclude(deps, &req, delivery, &record, reply, None, None).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "character store failed; answering with a fallback");
@@ -308,7 +457,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 timings.into_map(),
                 counters,
             );
-            return send_and_finish(deps, &req, delivery, reply).await;
+            return conclude(deps, &req, delivery, &record, reply, None, None).await;
         }
     };
 
@@ -409,7 +558,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 timings.into_map(),
                 counters,
             );
-            return send_and_finish(deps, &req, delivery, reply).await;
+            return conclude(deps, &req, delivery, &record, reply, None, None).await;
         }
     };
 
@@ -428,22 +577,26 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         character: Some(character.clone()),
     };
     let mut llm_calls = 0u32;
-    let answer: Result<ChatResponse, _> = rc
-        .load("llm", Some(deps.settings.record_ttl), || {
+    // The LLM gets what is left of the turn's budget, less what the end of the turn needs.
+    let llm_budget = remaining(&req, deps.settings.turn_deadline).saturating_sub(FINISH_RESERVE);
+    let answer = tokio::time::timeout(
+        llm_budget,
+        rc.load("llm", Some(deps.settings.record_ttl), || {
             llm_calls += 1;
             deps.llm.complete(&llm_request)
-        })
-        .await;
+        }),
+    )
+    .await;
     timings.since(Stage::Llm, t);
     counters.llm_calls = llm_calls;
     let (text, outcome, reason) = match answer {
-        Ok(a) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
-        Ok(_) => (
+        Ok(Ok(a)) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
+        Ok(Ok(_)) => (
             fallback_text(&character),
             Outcome::Fallback,
             Some("llm_empty_answer"),
         ),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "LLM failed; answering with an in-character fallback");
             (
                 fallback_text(&character),
@@ -451,9 +604,25 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
                 Some("llm_unavailable"),
             )
         }
+        Err(_) => {
+            tracing::warn!(
+                budget_ms = llm_budget.as_millis() as u64,
+                "no LLM answer within the turn's budget; answering that it took too long"
+            );
+            (
+                format!(
+                    "*{} loses the thread* Sorry — that took me far too long. Could you ask me again?",
+                    character.name
+                ),
+                Outcome::Fallback,
+                Some("turn_deadline"),
+            )
+        }
     };
 
-    // History before the reply leaves, so the next turn of this conversation always sees it.
+    // History before the reply leaves, so the next turn of this conversation always sees it;
+    // refused when the gateway abandoned the turn meanwhile (nobody will see this reply).
+    let mut abandoned = None;
     if outcome == Outcome::Ok
         && let Some(c) = &cache
     {
@@ -471,18 +640,27 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         ]
         .map(|e| serde_json::to_vec(&e).expect("history entry serializes"));
         counters.redis_round_trips += 1;
-        if let Err(e) = c
+        match c
             .append_once(
-                &context::history_key(&conv_key),
+                &records::history_key(&conv_key),
                 &entries,
                 deps.settings.history_len,
-                context::HISTORY_TTL,
-                &record_key(&turn_id, "history"),
+                records::HISTORY_TTL,
+                &records::turn_key(&turn_id),
+                records::HISTORY,
+                records::ABANDONED,
                 deps.settings.record_ttl,
             )
             .await
         {
-            tracing::warn!(error = %e, "could not append history; the next turn will miss this one");
+            Ok(Appended::Refused) => {
+                tracing::info!("the turn was abandoned while it ran; its reply is not kept");
+                abandoned = Some("abandoned while running".to_string());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not append history; the next turn will miss this one")
+            }
         }
     }
 
@@ -501,7 +679,7 @@ async fn run(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handled {
         user_emotion: gathered.user_emotion.unwrap_or_else(neutral),
         user_vector: gathered.user_vector,
     });
-    send_and_finish_with(deps, &req, delivery, reply, remember, already_replied).await
+    conclude(deps, &req, delivery, &record, reply, remember, abandoned).await
 }
 
 /// What `memory_store` needs from the turn.
@@ -562,30 +740,28 @@ fn reply_of(
         reason: reason.map(str::to_string),
     }
 }
-
-/// Publishes the reply (recording that it did), then the turn's metric points, then acks.
-async fn send_and_finish(
+/// The one end of every turn: reply (unless the record says it left already, or nobody will
+/// see it), memory, metric points, in the order `deps.finish` gives; then ack, or, when the
+/// broker would not take the reply, requeue.
+async fn conclude(
     deps: &Deps,
     req: &TurnRequest,
     delivery: Delivery,
-    reply: TurnReply,
-) -> Handled {
-    send_and_finish_with(deps, req, delivery, reply, None, false).await
-}
-
-/// [`send_and_finish`] with `memory_store`, in the order `deps.finish` gives.
-async fn send_and_finish_with(
-    deps: &Deps,
-    req: &TurnRequest,
-    delivery: Delivery,
+    record: &TurnRecord,
     reply: TurnReply,
     remember: Option<ToRemember>,
-    already_replied: bool,
+    abandoned: Option<String>,
 ) -> Handled {
-    let mut tail = Tail::new(deps, req, &reply, remember, already_replied);
+    let mut tail = Tail::new(deps, req, &reply, remember, record, abandoned);
     if let Err(e) = deps.finish.finish(&mut tail).await {
-        tracing::warn!(error = %e, "reply not published; the turn will be redelivered");
-        return Handled::Unsettled;
+        tracing::warn!(error = %e, "reply not published; giving the turn back to the queue");
+        return match delivery.acker.requeue().await {
+            Ok(()) => Handled::Requeued,
+            Err(e) => {
+                tracing::warn!(error = %e, "requeue failed; the broker returns the turn with its channel");
+                Handled::Unsettled
+            }
+        };
     }
     ack(delivery).await
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use whisperfleet_shared::ports::cache::{Cache, CacheError};
+use whisperfleet_shared::ports::cache::{Appended, Cache, CacheError};
 
 /// Default bound on live keys: about a day of turns (a handful of per-turn keys each) for one
 /// process, far below what would strain its memory.
@@ -32,6 +32,7 @@ enum Value {
     Bytes(Vec<u8>),
     /// Never empty: like Redis, a list without elements does not exist.
     List(VecDeque<Vec<u8>>),
+    Hash(HashMap<String, Vec<u8>>),
 }
 
 struct Entry {
@@ -63,6 +64,29 @@ impl State {
         self.entries
             .insert(key.to_string(), Entry { value, expires_at });
         self.deadlines.push(Reverse((expires_at, key.to_string())));
+    }
+
+    /// The hash under `key`, created (with a placeholder deadline the caller sets) when
+    /// missing; another type is Redis's WRONGTYPE.
+    fn hash(
+        &mut self,
+        key: &str,
+        now: Instant,
+    ) -> Result<&mut HashMap<String, Vec<u8>>, CacheError> {
+        if self.live(key, now).is_none() {
+            self.put(
+                key,
+                Value::Hash(HashMap::new()),
+                now + Duration::from_secs(1),
+            );
+        }
+        match self.entries.get_mut(key) {
+            Some(Entry {
+                value: Value::Hash(h),
+                ..
+            }) => Ok(h),
+            _ => Err(CacheError::Command(WRONGTYPE.into())),
+        }
     }
 
     fn set_deadline(&mut self, key: &str, expires_at: Instant) {
@@ -164,6 +188,23 @@ impl EmbeddedCache {
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A lease value, `<until_ms> <holder>`.
+fn parse_lease(v: &[u8]) -> Option<(u64, &str)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (until, who) = s.split_once(' ')?;
+    Some((until.parse().ok()?, who))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Redis stores PX milliseconds and the Redis implementation sends at least 1.
 fn deadline(now: Instant, ttl: Duration) -> Instant {
     now + ttl.max(Duration::from_millis(1))
@@ -210,30 +251,124 @@ impl Cache for EmbeddedCache {
         Ok(())
     }
 
+    async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, Vec<u8>>, CacheError> {
+        let mut st = self.lock();
+        match st.live(key, Instant::now()) {
+            None => Ok(HashMap::new()),
+            Some(Entry {
+                value: Value::Hash(h),
+                ..
+            }) => Ok(h.clone()),
+            Some(_) => Err(CacheError::Command(WRONGTYPE.into())),
+        }
+    }
+
+    async fn hash_get(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut st = self.lock();
+        match st.live(key, Instant::now()) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Hash(h),
+                ..
+            }) => Ok(h.get(field).cloned()),
+            Some(_) => Err(CacheError::Command(WRONGTYPE.into())),
+        }
+    }
+
+    async fn hash_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        st.hash(key, now)?.insert(field.to_string(), value.to_vec());
+        st.set_deadline(key, deadline(now, ttl));
+        st.maintain(now, self.max_entries);
+        Ok(())
+    }
+
+    async fn lease(
+        &self,
+        key: &str,
+        field: &str,
+        holder: &str,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Option<String>, CacheError> {
+        let now = Instant::now();
+        let wall = unix_ms();
+        let mut st = self.lock();
+        let h = st.hash(key, now)?;
+        if let Some((until, who)) = h.get(field).and_then(|v| parse_lease(v))
+            && who != holder
+            && until > wall
+        {
+            return Ok(Some(who.to_string()));
+        }
+        let until = wall + lease.as_millis().max(1) as u64;
+        h.insert(field.to_string(), format!("{until} {holder}").into_bytes());
+        st.set_deadline(key, deadline(now, ttl));
+        st.maintain(now, self.max_entries);
+        Ok(None)
+    }
+
+    async fn release(&self, key: &str, field: &str, holder: &str) -> Result<(), CacheError> {
+        let mut st = self.lock();
+        if let Some(Entry {
+            value: Value::Hash(h),
+            ..
+        }) = st.live(key, Instant::now())
+            && h.get(field)
+                .and_then(|v| parse_lease(v))
+                .is_some_and(|(_, who)| who == holder)
+        {
+            h.remove(field);
+            if h.is_empty() {
+                st.entries.remove(key);
+            }
+        }
+        Ok(())
+    }
+
     async fn append_once(
         &self,
         list: &str,
         entries: &[Vec<u8>],
         keep: usize,
         list_ttl: Duration,
-        marker: &str,
-        marker_ttl: Duration,
-    ) -> Result<bool, CacheError> {
+        record: &str,
+        done: &str,
+        unless: &str,
+        record_ttl: Duration,
+    ) -> Result<Appended, CacheError> {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.live(marker, now).is_some() {
-            return Ok(false);
+        match st.live(record, now) {
+            Some(Entry {
+                value: Value::Hash(h),
+                ..
+            }) => {
+                if h.contains_key(unless) {
+                    return Ok(Appended::Refused);
+                }
+                if h.contains_key(done) {
+                    return Ok(Appended::AlreadyDone);
+                }
+            }
+            Some(_) => return Err(CacheError::Command(WRONGTYPE.into())),
+            None => {}
         }
         // Checked before anything changes: Redis would fail the RPUSH after having set the
         // marker, which is a state not worth reproducing.
         if matches!(st.live(list, now), Some(e) if !matches!(e.value, Value::List(_))) {
             return Err(CacheError::Command(WRONGTYPE.into()));
         }
-        st.put(
-            marker,
-            Value::Bytes(b"1".to_vec()),
-            deadline(now, marker_ttl),
-        );
+        st.hash(record, now)?
+            .insert(done.to_string(), b"1".to_vec());
+        st.set_deadline(record, deadline(now, record_ttl));
         // Like the script: without entries, RPUSH never runs, LTRIM and PEXPIRE of a missing
         // list do nothing, and an existing list still has its TTL refreshed.
         let keep = keep.max(1);
@@ -257,7 +392,44 @@ impl Cache for EmbeddedCache {
             st.put(list, Value::List(items), deadline(now, list_ttl));
         }
         st.maintain(now, self.max_entries);
-        Ok(true)
+        Ok(Appended::Appended)
+    }
+
+    async fn mark_and_prune(
+        &self,
+        record: &str,
+        field: &str,
+        value: &[u8],
+        record_ttl: Duration,
+        list: &str,
+        needle: &str,
+    ) -> Result<u64, CacheError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if matches!(st.live(list, now), Some(e) if !matches!(e.value, Value::List(_))) {
+            return Err(CacheError::Command(WRONGTYPE.into()));
+        }
+        st.hash(record, now)?
+            .insert(field.to_string(), value.to_vec());
+        st.set_deadline(record, deadline(now, record_ttl));
+        let mut removed = 0;
+        let mut now_empty = false;
+        if let Some(Entry {
+            value: Value::List(items),
+            ..
+        }) = st.live(list, now)
+        {
+            let needle = needle.as_bytes();
+            let before = items.len();
+            items.retain(|i| !contains(i, needle));
+            removed = (before - items.len()) as u64;
+            now_empty = items.is_empty();
+        }
+        if now_empty {
+            st.entries.remove(list);
+        }
+        st.maintain(now, self.max_entries);
+        Ok(removed)
     }
 
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError> {
@@ -503,23 +675,29 @@ mod tests {
         c.set("s", b"v", ttl).await.unwrap();
         assert!(c.list_tail("s", 1).await.is_err());
         assert!(
-            c.append_once("s", &[b"x".to_vec()], 5, ttl, "m", ttl)
+            c.append_once("s", &[b"x".to_vec()], 5, ttl, "m", "done", "no", ttl)
                 .await
                 .is_err()
         );
-        assert_eq!(c.get("m").await.unwrap(), None, "no marker left behind");
-        c.append_once("l", &[b"x".to_vec()], 5, ttl, "m", ttl)
+        assert!(
+            c.hash_get_all("m").await.unwrap().is_empty(),
+            "no marker left behind"
+        );
+        c.append_once("l", &[b"x".to_vec()], 5, ttl, "m", "done", "no", ttl)
             .await
             .unwrap();
         assert!(c.get("l").await.is_err());
+        assert!(c.get("m").await.is_err());
+        assert!(c.hash_get_all("l").await.is_err());
     }
 
     #[tokio::test]
     async fn append_without_entries_sets_the_marker_only() {
         let c = EmbeddedCache::new();
         let ttl = Duration::from_secs(5);
-        assert!(c.append_once("l", &[], 5, ttl, "m", ttl).await.unwrap());
+        let append = || c.append_once("l", &[], 5, ttl, "m", "done", "no", ttl);
+        assert_eq!(append().await.unwrap(), Appended::Appended);
         assert_eq!(c.len(), 1);
-        assert!(!c.append_once("l", &[], 5, ttl, "m", ttl).await.unwrap());
+        assert_eq!(append().await.unwrap(), Appended::AlreadyDone);
     }
 }

@@ -2,13 +2,14 @@
 //! made lazily so a process starts (degraded) while Redis is down. Every call has a short
 //! timeout: a slow or dead Redis degrades a turn, it never stalls one.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 use whisperfleet_shared::config::redact_secret_url;
-use whisperfleet_shared::ports::cache::{Cache, CacheError};
+use whisperfleet_shared::ports::cache::{Appended, Cache, CacheError};
 
 /// Connection trouble is `Unavailable` (callers degrade); anything else is a refused command.
 fn classify(e: redis::RedisError) -> CacheError {
@@ -25,15 +26,61 @@ pub struct RedisCache {
     url: SecretString,
 }
 
+// KEYS: list, record. ARGV: done, unless, record_ttl_ms, keep, list_ttl_ms, entries…
+// Returns 1 appended, 0 already done, 2 refused.
 const APPEND_ONCE: &str = r"
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
-  for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return 1
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 2 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], '1') == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+";
+
+// KEYS: record. ARGV: field, holder, lease_ms, ttl_ms. The value is `<until_ms> <holder>`.
+// Returns false when taken or renewed, else the current holder.
+const LEASE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local sp = string.find(cur, ' ', 1, true)
+  local untl = tonumber(string.sub(cur, 1, sp - 1))
+  local who = string.sub(cur, sp + 1)
+  if who ~= ARGV[2] and untl > now then return who end
+end
+redis.call('HSET', KEYS[1], ARGV[1], tostring(now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return false
+";
+
+// KEYS: record. ARGV: field, holder.
+const RELEASE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local sp = string.find(cur, ' ', 1, true)
+  if string.sub(cur, sp + 1) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
 end
 return 0
 ";
+
+// KEYS: record, list. ARGV: field, value, record_ttl_ms, needle.
+const MARK_AND_PRUNE: &str = r"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local removed = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if string.find(item, ARGV[4], 1, true) then
+    removed = removed + redis.call('LREM', KEYS[2], 0, item)
+  end
+end
+return removed
+";
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
 
 impl RedisCache {
     /// Does not need Redis to be up: the connection is made on first use and remade after
@@ -110,27 +157,134 @@ impl Cache for RedisCache {
         Ok(())
     }
 
+    async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, Vec<u8>>, CacheError> {
+        let mut c = self.conn.clone();
+        redis::cmd("HGETALL")
+            .arg(self.k(key))
+            .query_async(&mut c)
+            .await
+            .map_err(classify)
+    }
+
+    async fn hash_get(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut c = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(self.k(key))
+            .arg(field)
+            .query_async(&mut c)
+            .await
+            .map_err(classify)
+    }
+
+    async fn hash_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let mut c = self.conn.clone();
+        let key = self.k(key);
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(field)
+            .arg(value)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ms(ttl))
+            .ignore()
+            .query_async(&mut c)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn lease(
+        &self,
+        key: &str,
+        field: &str,
+        holder: &str,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Option<String>, CacheError> {
+        let mut c = self.conn.clone();
+        redis::Script::new(LEASE)
+            .key(self.k(key))
+            .arg(field)
+            .arg(holder)
+            .arg(ms(lease))
+            .arg(ms(ttl))
+            .invoke_async(&mut c)
+            .await
+            .map_err(classify)
+    }
+
+    async fn release(&self, key: &str, field: &str, holder: &str) -> Result<(), CacheError> {
+        let mut c = self.conn.clone();
+        let _: i64 = redis::Script::new(RELEASE)
+            .key(self.k(key))
+            .arg(field)
+            .arg(holder)
+            .invoke_async(&mut c)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn append_once(
         &self,
         list: &str,
         entries: &[Vec<u8>],
         keep: usize,
         list_ttl: Duration,
-        marker: &str,
-        marker_ttl: Duration,
-    ) -> Result<bool, CacheError> {
+        record: &str,
+        done: &str,
+        unless: &str,
+        record_ttl: Duration,
+    ) -> Result<Appended, CacheError> {
         let mut c = self.conn.clone();
         let script = redis::Script::new(APPEND_ONCE);
         let mut inv = script.key(self.k(list));
-        inv.key(self.k(marker))
-            .arg(marker_ttl.as_millis().max(1) as u64)
+        inv.key(self.k(record))
+            .arg(done)
+            .arg(unless)
+            .arg(ms(record_ttl))
             .arg(keep.max(1))
-            .arg(list_ttl.as_millis().max(1) as u64);
+            .arg(ms(list_ttl));
         for e in entries {
             inv.arg(e.as_slice());
         }
         let n: i64 = inv.invoke_async(&mut c).await.map_err(classify)?;
-        Ok(n == 1)
+        Ok(match n {
+            1 => Appended::Appended,
+            2 => Appended::Refused,
+            _ => Appended::AlreadyDone,
+        })
+    }
+
+    async fn mark_and_prune(
+        &self,
+        record: &str,
+        field: &str,
+        value: &[u8],
+        record_ttl: Duration,
+        list: &str,
+        needle: &str,
+    ) -> Result<u64, CacheError> {
+        let mut c = self.conn.clone();
+        redis::Script::new(MARK_AND_PRUNE)
+            .key(self.k(record))
+            .key(self.k(list))
+            .arg(field)
+            .arg(value)
+            .arg(ms(record_ttl))
+            .arg(needle)
+            .invoke_async(&mut c)
+            .await
+            .map_err(classify)
     }
 
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError> {

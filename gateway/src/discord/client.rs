@@ -92,9 +92,11 @@ impl DiscordBots {
         });
         let mut characters = Vec::new();
         let mut tasks = Vec::new();
+        let mut runners = Vec::new();
         for bot in bots {
             characters.push(bot.character.clone());
             let runner = Arc::new(Bot {
+                http: Arc::new(build_http(&bot.token, &shared.settings)),
                 character: bot.character,
                 core: core.clone(),
                 shared: shared.clone(),
@@ -103,7 +105,11 @@ impl DiscordBots {
                 forbidden: Mutex::new(ForbiddenChannels::new(FORBIDDEN_FOR)),
                 token_rejected: CancellationToken::new(),
             });
+            runners.push(runner.clone());
             tasks.push(tokio::spawn(run_bot(runner, bot.token, stop.clone())));
+        }
+        if !runners.is_empty() {
+            core.set_late_delivery(Arc::new(LateReplies(runners)));
         }
         if !characters.is_empty() {
             tracing::info!(
@@ -155,6 +161,28 @@ impl Drop for DiscordBots {
     }
 }
 
+/// Late replies go out through the bot of their character.
+struct LateReplies(Vec<Arc<Bot>>);
+
+#[async_trait::async_trait]
+impl crate::gateway::LateDelivery for LateReplies {
+    fn platform(&self) -> &str {
+        "discord"
+    }
+
+    async fn deliver_late(&self, reply: &whisperfleet_shared::wire::TurnReply) -> bool {
+        let name = whisperfleet_shared::character::normalize_name(&reply.character);
+        match self
+            .0
+            .iter()
+            .find(|b| whisperfleet_shared::character::normalize_name(&b.character) == name)
+        {
+            Some(bot) => bot.deliver_late(reply).await,
+            None => false,
+        }
+    }
+}
+
 /// One character bot.
 pub(super) struct Bot {
     pub(super) character: String,
@@ -169,6 +197,9 @@ pub(super) struct Bot {
     /// Cancelled when Discord rejects the token (401): the bot stops instead of piling up
     /// invalid requests.
     pub(super) token_rejected: CancellationToken,
+    /// REST client for sends outside a message event (late replies), ready before the
+    /// bot's gateway connection is, so a restarted gateway can post what waited for it.
+    pub(super) http: Arc<Http>,
 }
 
 enum Ended {

@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use serenity::all::{
-    ChannelId, Context, CreateAllowedMentions, CreateMessage, GuildId, HttpError, Message,
-    MessageId, MessageReference, MessageReferenceKind, ModelError, Nonce, UserId,
+    CacheHttp, ChannelId, Context, CreateAllowedMentions, CreateMessage, GuildId, HttpError,
+    Message, MessageId, MessageReference, MessageReferenceKind, ModelError, Nonce, UserId,
 };
-use whisperfleet_shared::wire::Stage;
+use whisperfleet_shared::wire::{Stage, TurnReply};
 
 use super::FORBIDDEN_FOR;
 use super::client::Bot;
@@ -78,6 +78,19 @@ impl ReplyTarget {
             message: msg.id,
             author: msg.author.id,
         }
+    }
+
+    /// Where a reply goes, from what the reply itself carries (its conversation and the
+    /// platform message id): how a reply is delivered without the message event at hand.
+    pub fn of_reply(reply: &TurnReply) -> Option<Self> {
+        let id = |s: &str| s.parse::<u64>().ok().filter(|n| *n != 0);
+        let c = &reply.conversation;
+        Some(Self {
+            channel: ChannelId::new(id(&c.channel_id)?),
+            guild: c.guild_id.as_deref().and_then(id).map(GuildId::new),
+            message: MessageId::new(id(reply.platform_message_id.as_deref()?)?),
+            author: UserId::new(id(&c.user_id)?),
+        })
     }
 }
 
@@ -160,6 +173,36 @@ impl Bot {
         }
     }
 
+    /// A reply that arrived after its wait ended (or after a gateway restart): posted as it
+    /// would have been, as a reply to the user's message; its timings end at the worker.
+    pub(super) async fn deliver_late(&self, reply: &TurnReply) -> bool {
+        let Some(target) = ReplyTarget::of_reply(reply) else {
+            tracing::warn!(turn_id = %reply.turn_id, "late reply without a Discord address; not delivered");
+            return false;
+        };
+        let footer = render_footer(self.shared.settings.footer, &reply.timings);
+        let chunks = chunk_with_footer(&reply.text, footer.as_deref(), DISCORD_MESSAGE_LIMIT);
+        match self
+            .send_all(&self.http, &target, &chunks, SendKind::Reply)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    character = %self.character,
+                    turn_id = %reply.turn_id,
+                    outcome = reply.outcome.as_str(),
+                    messages = chunks.len(),
+                    "late reply delivered"
+                );
+                true
+            }
+            Err(failure) => {
+                tracing::warn!(character = %self.character, turn_id = %reply.turn_id, ?failure, "late reply not delivered");
+                false
+            }
+        }
+    }
+
     /// A short notice from the gateway itself (rate limit, busy, broker trouble), sent like
     /// a reply. Failures are logged in `send_one`.
     pub(super) async fn say(&self, ctx: &Context, msg: &Message, notice: &str) {
@@ -177,7 +220,7 @@ impl Bot {
     /// earlier one would not make sense.
     async fn send_all(
         &self,
-        ctx: &Context,
+        ctx: &impl CacheHttp,
         target: &ReplyTarget,
         chunks: &[String],
         kind: SendKind,
@@ -190,7 +233,7 @@ impl Bot {
 
     async fn send_one(
         &self,
-        ctx: &Context,
+        ctx: &impl CacheHttp,
         channel: ChannelId,
         message: CreateMessage,
     ) -> Result<(), Failure> {

@@ -237,8 +237,8 @@ pub const CONVERSATION_BUSY_NOTICE: &str = "I'm still working through your earli
 pub const BROKER_DOWN_NOTICE: &str = "Something went wrong on my side and your message didn't \
      get through. Please try again in a moment.";
 
-pub const TIMEOUT_NOTICE: &str = "Sorry, the fleet is slow right now and I couldn't answer in \
-     time. Please try again shortly.";
+pub const TIMEOUT_NOTICE: &str = "Sorry, I'm slow right now: my answer will follow here as soon \
+     as it is ready.";
 
 #[cfg(test)]
 mod tests {

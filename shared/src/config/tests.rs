@@ -134,16 +134,27 @@ fn every_key_loads_into_its_field_in_every_spelling() {
     let default = Config::default();
     for key in keys() {
         let (raw, toml) = sample(key.kind);
-        let file_flat = TempToml::new(&format!("{} = {toml}\n", key.flat));
-        let file_nested = TempToml::new(&format!("[{}]\n{} = {toml}\n", key.section, key.nested()));
+        // A record TTL of 7 s is only valid with a shorter turn deadline (same section).
+        let companion = (key.flat == "turn_record_ttl_s").then_some(("turn_deadline_ms", "1000"));
+        let extra_line = companion.map_or(String::new(), |(k, v)| format!("{k} = {v}\n"));
+        let file_flat = TempToml::new(&format!("{} = {toml}\n{extra_line}", key.flat));
+        let file_nested = TempToml::new(&format!(
+            "[{}]\n{} = {toml}\n{extra_line}",
+            key.section,
+            key.nested()
+        ));
+        let with = |name: &str| {
+            let mut vars = vec![(name.to_string(), raw.to_string())];
+            if let Some((k, v)) = companion {
+                vars.push((format!("WHISPERFLEET_{}", k.to_uppercase()), v.to_string()));
+            }
+            vars
+        };
         let loads = [
-            (
-                key.env(),
-                Config::load_from(None, env(&[(&key.env(), raw)])),
-            ),
+            (key.env(), Config::load_from(None, with(&key.env()))),
             (
                 key.nested_env(),
-                Config::load_from(None, env(&[(&key.nested_env(), raw)])),
+                Config::load_from(None, with(&key.nested_env())),
             ),
             (
                 format!("file {}", key.flat),

@@ -6,7 +6,19 @@
 use crate::retry::{RetryAction, Retryable};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+
+/// What [`Cache::append_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Appended,
+    /// `done` was already set: an earlier delivery appended.
+    AlreadyDone,
+    /// `unless` was set (the turn was abandoned): nothing appended.
+    Refused,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -34,18 +46,59 @@ pub trait Cache: Send + Sync + 'static {
     /// Sets only if absent; true when this call set it.
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError>;
     async fn del(&self, keys: &[&str]) -> Result<(), CacheError>;
-    /// Atomically: unless `marker` exists, append `entries` to the list, keep its last `keep`
-    /// items, refresh its TTL and set `marker`. Returns whether it appended. This is what
-    /// makes a redelivered turn never write its history twice.
+    /// All fields of a hash; empty when the key does not exist.
+    async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, Vec<u8>>, CacheError>;
+    async fn hash_get(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, CacheError>;
+    /// Sets one field and (re)sets the whole key's TTL.
+    async fn hash_set(
+        &self,
+        key: &str,
+        field: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CacheError>;
+    /// Takes or renews a lease kept in `field` of the hash `key`: succeeds (`None`) when the
+    /// field is empty, its lease has run out, or `holder` already holds it; then it is held by
+    /// `holder` for `lease` (the server's clock decides). Otherwise returns the holder.
+    /// Sets the key's TTL to `ttl` either way it is written.
+    async fn lease(
+        &self,
+        key: &str,
+        field: &str,
+        holder: &str,
+        lease: Duration,
+        ttl: Duration,
+    ) -> Result<Option<String>, CacheError>;
+    /// Gives a lease back, if `holder` still holds it.
+    async fn release(&self, key: &str, field: &str, holder: &str) -> Result<(), CacheError>;
+    /// Atomically: unless `record` has `done` or `unless`, append `entries` to the list, keep
+    /// its last `keep` items, refresh its TTL and set `done` in `record` (with `record_ttl`).
+    /// This is what makes a redelivered turn never write its history twice, and a turn
+    /// whose reply nobody will see never write it at all.
+    #[allow(clippy::too_many_arguments)]
     async fn append_once(
         &self,
         list: &str,
         entries: &[Vec<u8>],
         keep: usize,
         list_ttl: Duration,
-        marker: &str,
-        marker_ttl: Duration,
-    ) -> Result<bool, CacheError>;
+        record: &str,
+        done: &str,
+        unless: &str,
+        record_ttl: Duration,
+    ) -> Result<Appended, CacheError>;
+    /// Atomically: sets `field` of `record` to `value` (with `record_ttl`) and removes from
+    /// `list` every item that contains `needle`; returns how many it removed. How a turn is
+    /// marked abandoned and its history taken back in one step.
+    async fn mark_and_prune(
+        &self,
+        record: &str,
+        field: &str,
+        value: &[u8],
+        record_ttl: Duration,
+        list: &str,
+        needle: &str,
+    ) -> Result<u64, CacheError>;
     /// The last `n` items of a list, oldest first.
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError>;
     /// Removes every key matching `pattern` (glob, unprefixed); returns how many.

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use whisperfleet_shared::ports::cache::Cache;
+use whisperfleet_shared::ports::cache::{Appended, Cache};
 
 /// Short TTLs still well above Redis's millisecond (PX) resolution.
 const SHORT: Duration = Duration::from_millis(300);
@@ -26,6 +26,7 @@ pub async fn contract(cache: &dyn Cache) {
     del_several(cache, &k).await;
     append_once(cache, &k).await;
     append_once_ttls(cache, &k).await;
+    records(cache, &k).await;
     patterns(cache, &k).await;
     cache.delete_matching(&k("*")).await.unwrap();
     assert!(cache.keys_matching(&k("*")).await.unwrap().is_empty());
@@ -175,14 +176,24 @@ async fn append_once(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
         let list = list.clone();
         async move {
             cache
-                .append_once(&list, &entries, keep, LONG, &marker, LONG)
+                .append_once(
+                    &list,
+                    &entries,
+                    keep,
+                    LONG,
+                    &marker,
+                    "history",
+                    "abandoned",
+                    LONG,
+                )
                 .await
                 .unwrap()
+                == Appended::Appended
         }
     };
     assert!(append(items(&["e1", "e2"]), 4, k("m1")).await);
     assert!(
-        cache.get(&k("m1")).await.unwrap().is_some(),
+        cache.hash_get(&k("m1"), "history").await.unwrap().is_some(),
         "the marker is set"
     );
     assert!(
@@ -223,14 +234,188 @@ async fn append_once(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
         let marker = k("m-race");
         async move {
             cache
-                .append_once(&list2, &items(&[&format!("r{i}")]), 10, LONG, &marker, LONG)
+                .append_once(
+                    &list2,
+                    &items(&[&format!("r{i}")]),
+                    10,
+                    LONG,
+                    &marker,
+                    "history",
+                    "abandoned",
+                    LONG,
+                )
                 .await
                 .unwrap()
         }
     });
     let won = futures::future::join_all(racers).await;
-    assert_eq!(won.iter().filter(|w| **w).count(), 1);
+    assert_eq!(won.iter().filter(|w| **w == Appended::Appended).count(), 1);
     assert_eq!(cache.list_tail(&list2, 10).await.unwrap().len(), 1);
+    // A record marked `unless` refuses the append and is not marked done.
+    let record = k("m-refused");
+    cache
+        .hash_set(&record, "abandoned", b"gone", LONG)
+        .await
+        .unwrap();
+    let r = cache
+        .append_once(
+            &list,
+            &items(&["z"]),
+            10,
+            LONG,
+            &record,
+            "history",
+            "abandoned",
+            LONG,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, Appended::Refused);
+    assert_eq!(cache.hash_get(&record, "history").await.unwrap(), None);
+    assert!(
+        !cache
+            .list_tail(&list, 10)
+            .await
+            .unwrap()
+            .contains(&b"z".to_vec())
+    );
+}
+
+/// Hashes, leases and `mark_and_prune`: the per-turn record's primitives.
+async fn records(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let rec = k("rec");
+    assert!(cache.hash_get_all(&rec).await.unwrap().is_empty());
+    assert_eq!(cache.hash_get(&rec, "a").await.unwrap(), None);
+    cache.hash_set(&rec, "a", b"1", LONG).await.unwrap();
+    cache.hash_set(&rec, "b", &[0, 255], LONG).await.unwrap();
+    cache.hash_set(&rec, "a", b"2", LONG).await.unwrap();
+    let all = cache.hash_get_all(&rec).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all["a"], b"2");
+    assert_eq!(all["b"], vec![0, 255]);
+    // The whole record expires with its TTL.
+    let short = k("rec-short");
+    cache.hash_set(&short, "a", b"1", SHORT).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    assert!(cache.hash_get_all(&short).await.unwrap().is_empty());
+
+    // Leases: one holder at a time; renewable by its holder; free once given back or run out.
+    let lease = Duration::from_millis(400);
+    assert_eq!(
+        cache.lease(&rec, "lease", "w1", lease, LONG).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        cache.lease(&rec, "lease", "w2", lease, LONG).await.unwrap(),
+        Some("w1".to_string())
+    );
+    assert_eq!(
+        cache.lease(&rec, "lease", "w1", lease, LONG).await.unwrap(),
+        None
+    );
+    cache.release(&rec, "lease", "w2").await.unwrap();
+    assert_eq!(
+        cache.lease(&rec, "lease", "w2", lease, LONG).await.unwrap(),
+        Some("w1".to_string()),
+        "only the holder gives a lease back"
+    );
+    cache.release(&rec, "lease", "w1").await.unwrap();
+    assert_eq!(
+        cache.lease(&rec, "lease", "w2", lease, LONG).await.unwrap(),
+        None
+    );
+    tokio::time::sleep(lease + Duration::from_millis(150)).await;
+    assert_eq!(
+        cache
+            .lease(&rec, "lease", "w3 with spaces", lease, LONG)
+            .await
+            .unwrap(),
+        None,
+        "a lease that ran out is taken over"
+    );
+    assert_eq!(
+        cache.lease(&rec, "lease", "w1", lease, LONG).await.unwrap(),
+        Some("w3 with spaces".to_string())
+    );
+    assert_eq!(
+        cache.hash_get_all(&rec).await.unwrap()["a"],
+        b"2",
+        "other fields kept"
+    );
+    // Concurrent takers: exactly one wins.
+    let race = k("rec-race");
+    let takers = (0..8).map(|i| {
+        let race = race.clone();
+        async move {
+            cache
+                .lease(&race, "lease", &format!("t{i}"), LONG, LONG)
+                .await
+                .unwrap()
+        }
+    });
+    let got = futures::future::join_all(takers).await;
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1);
+
+    // mark_and_prune: sets the field, removes exactly the items containing the needle.
+    let list = k("prune-list");
+    let prec = k("prune-rec");
+    cache
+        .append_once(
+            &list,
+            &items(&[
+                r#"{"turn_id":"t1","x":1}"#,
+                r#"{"turn_id":"t2"}"#,
+                r#"{"turn_id":"t1","x":2}"#,
+            ]),
+            10,
+            LONG,
+            &k("prune-m"),
+            "history",
+            "abandoned",
+            LONG,
+        )
+        .await
+        .unwrap();
+    let removed = cache
+        .mark_and_prune(
+            &prec,
+            "abandoned",
+            b"timeout",
+            LONG,
+            &list,
+            r#""turn_id":"t1""#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(
+        cache.list_tail(&list, 10).await.unwrap(),
+        items(&[r#"{"turn_id":"t2"}"#])
+    );
+    assert_eq!(
+        cache.hash_get(&prec, "abandoned").await.unwrap(),
+        Some(b"timeout".to_vec())
+    );
+    // On a missing list it only marks.
+    let removed = cache
+        .mark_and_prune(
+            &k("prune-rec2"),
+            "abandoned",
+            b"x",
+            LONG,
+            &k("no-list"),
+            "t",
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, 0);
+    assert!(
+        cache
+            .hash_get(&k("prune-rec2"), "abandoned")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn append_once_ttls(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
@@ -238,13 +423,31 @@ async fn append_once_ttls(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     let list = k("hist-ttl");
     let list_ttl = Duration::from_millis(600);
     cache
-        .append_once(&list, &items(&["a"]), 5, list_ttl, &k("mt1"), LONG)
+        .append_once(
+            &list,
+            &items(&["a"]),
+            5,
+            list_ttl,
+            &k("mt1"),
+            "h",
+            "u",
+            LONG,
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     let refreshed = Instant::now();
     cache
-        .append_once(&list, &items(&["b"]), 5, list_ttl, &k("mt2"), LONG)
+        .append_once(
+            &list,
+            &items(&["b"]),
+            5,
+            list_ttl,
+            &k("mt2"),
+            "h",
+            "u",
+            LONG,
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -261,19 +464,21 @@ async fn append_once_ttls(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     // Once the marker expires, the same marker appends again.
     let list = k("hist-marker-ttl");
     let marker = k("mt3");
-    assert!(
+    assert_eq!(
         cache
-            .append_once(&list, &items(&["x"]), 5, LONG, &marker, SHORT)
+            .append_once(&list, &items(&["x"]), 5, LONG, &marker, "h", "u", SHORT)
             .await
-            .unwrap()
+            .unwrap(),
+        Appended::Appended
     );
     tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
-    assert_eq!(cache.get(&marker).await.unwrap(), None);
-    assert!(
+    assert!(cache.hash_get_all(&marker).await.unwrap().is_empty());
+    assert_eq!(
         cache
-            .append_once(&list, &items(&["y"]), 5, LONG, &marker, SHORT)
+            .append_once(&list, &items(&["y"]), 5, LONG, &marker, "h", "u", SHORT)
             .await
-            .unwrap()
+            .unwrap(),
+        Appended::Appended
     );
     assert_eq!(cache.list_tail(&list, 5).await.unwrap(), items(&["x", "y"]));
 }
@@ -295,7 +500,16 @@ async fn patterns(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     }
     // Lists are keys too.
     cache
-        .append_once(&k("p:l:1"), &items(&["x"]), 5, LONG, &k("p-marker"), LONG)
+        .append_once(
+            &k("p:l:1"),
+            &items(&["x"]),
+            5,
+            LONG,
+            &k("p-marker"),
+            "h",
+            "u",
+            LONG,
+        )
         .await
         .unwrap();
     let expect =
@@ -335,7 +549,7 @@ async fn patterns(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     assert!(listed(cache, &k("p:*")).await.is_empty());
     assert!(cache.list_tail(&k("p:l:1"), 5).await.unwrap().is_empty());
     assert!(
-        cache.get(&k("p-marker")).await.unwrap().is_some(),
+        !cache.hash_get_all(&k("p-marker")).await.unwrap().is_empty(),
         "a pattern deleted a key it does not match"
     );
 }

@@ -1,0 +1,156 @@
+//! What the workers really published: a test's own queue bound to `fleet.replies` with a
+//! gateway's routing key, counting replies per `turn_id`. Fault tests assert on it rather
+//! than on what the gateway returns, because the gateway drops duplicates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use uuid::Uuid;
+use whisperfleet_shared::topology;
+use whisperfleet_shared::wire::TurnReply;
+
+pub struct ReplyTap {
+    seen: Arc<Mutex<Vec<TurnReply>>>,
+    _conn: Connection,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyTap {
+    /// Taps the replies routed with `routing_key` (a gateway's id, the turns' `reply_to`).
+    pub async fn bind(amqp_url: &str, routing_key: &str) -> anyhow::Result<Self> {
+        let conn = Connection::connect(
+            amqp_url,
+            ConnectionProperties::default().with_connection_name("test/reply-tap".into()),
+        )
+        .await?;
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        ch.queue_bind(
+            q.name().as_str().into(),
+            topology::REPLIES_EXCHANGE.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut consumer = ch
+            .basic_consume(
+                q.name().as_str().into(),
+                "reply-tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let _ch = ch;
+            while let Some(Ok(d)) = consumer.next().await {
+                match TurnReply::decode(&d.data) {
+                    Ok(r) => sink.lock().unwrap().push(r),
+                    Err(e) => panic!("the tap got an unreadable reply: {e}"),
+                }
+            }
+        });
+        Ok(Self {
+            seen,
+            _conn: conn,
+            task,
+        })
+    }
+
+    /// Replies published for `turn_id` so far.
+    pub fn count(&self, turn_id: Uuid) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.turn_id == turn_id)
+            .count()
+    }
+
+    pub fn replies(&self) -> Vec<TurnReply> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Replies per turn, for "exactly once" over many turns.
+    pub fn per_turn(&self) -> HashMap<Uuid, usize> {
+        let mut out = HashMap::new();
+        for r in self.seen.lock().unwrap().iter() {
+            *out.entry(r.turn_id).or_default() += 1;
+        }
+        out
+    }
+}
+
+impl Drop for ReplyTap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A turn as a gateway would publish it, for tests that drive workers directly.
+pub fn turn_request(
+    reply_to: &str,
+    user_id: &str,
+    text: &str,
+) -> whisperfleet_shared::wire::TurnRequest {
+    use whisperfleet_shared::wire::{Conversation, TurnRequest, WIRE_VERSION};
+    let now = chrono::Utc::now();
+    TurnRequest {
+        v: WIRE_VERSION,
+        turn_id: Uuid::now_v7(),
+        conversation: Conversation {
+            platform: "http".into(),
+            channel_id: format!("dm:{user_id}"),
+            user_id: user_id.into(),
+            guild_id: None,
+            is_dm: true,
+        },
+        character: "Nora Halvorsen".into(),
+        user_name: user_id.into(),
+        text: text.into(),
+        seq: 0,
+        platform_sent_at: None,
+        received_at: now,
+        published_at: now,
+        reply_to: reply_to.into(),
+        platform_message_id: None,
+    }
+}
+
+/// Publishes `req` to `turns` (confirmed), as the gateway does.
+pub async fn publish_turn(
+    broker: &dyn whisperfleet_shared::ports::Broker,
+    req: &whisperfleet_shared::wire::TurnRequest,
+) -> anyhow::Result<()> {
+    use whisperfleet_shared::ports::broker::Message;
+    broker
+        .publish(
+            Message::json(
+                topology::TURNS_EXCHANGE,
+                topology::TURNS_ROUTING_KEY,
+                req.encode(),
+            )
+            .with_id(req.turn_id.to_string()),
+        )
+        .await?;
+    Ok(())
+}
