@@ -19,6 +19,7 @@ use whisperfleet_shared::ports::cache::{Appended, Cache, CacheError};
 use whisperfleet_shared::ports::{MemoryError, MemoryPoint, MemoryScope, VectorMemory};
 use whisperfleet_shared::records;
 use whisperfleet_shared::{shutdown, telemetry};
+use whisperfleet_worker::finish::{MetricEvent, MetricsNotSent, TurnMetrics};
 use whisperfleet_worker::startup::{Application, connect_ports};
 
 use crate::naive::Pipeline;
@@ -42,6 +43,15 @@ pub struct Args {
     /// Every turn waits this long after memory_store, before recording that it ran.
     #[arg(long, default_value_t = 0)]
     pub pause_after_memory_ms: u64,
+    /// Every turn waits this long after its history append, before the reply.
+    #[arg(long, default_value_t = 0)]
+    pub pause_after_history_ms: u64,
+    /// Every turn waits this long after its reply was confirmed and recorded.
+    #[arg(long, default_value_t = 0)]
+    pub pause_after_reply_ms: u64,
+    /// Every turn waits this long after its metric event was published, before the ack.
+    #[arg(long, default_value_t = 0)]
+    pub pause_after_metrics_ms: u64,
     /// On exit, write the vector-memory calls counted at the backend (under every
     /// wrapper) to this file as JSON.
     #[arg(long)]
@@ -77,13 +87,27 @@ async fn build(
         inner: ports.memory.memory,
         counts,
     });
-    let (mut ports, strategies) = pipeline.apply(config, ports)?;
-    if args.pause_after_llm_ms > 0 || args.pause_after_memory_ms > 0 {
-        ports.cache = Arc::new(PausingCache {
-            inner: ports.cache,
-            after_llm: Duration::from_millis(args.pause_after_llm_ms),
-            before_memory_record: Duration::from_millis(args.pause_after_memory_ms),
-        });
+    let (mut ports, mut strategies) = pipeline.apply(config, ports)?;
+    let ms = Duration::from_millis;
+    let pauses = PausingCache {
+        inner: ports.cache.clone(),
+        after_llm: ms(args.pause_after_llm_ms),
+        before_memory_record: ms(args.pause_after_memory_ms),
+        after_history: ms(args.pause_after_history_ms),
+        after_reply: ms(args.pause_after_reply_ms),
+    };
+    if pauses.any() {
+        ports.cache = Arc::new(pauses);
+    }
+    if args.pause_after_metrics_ms > 0 {
+        let inner = strategies
+            .metrics
+            .take()
+            .unwrap_or_else(|| Arc::new(MetricEvent::new(ports.broker.clone())));
+        strategies.metrics = Some(Arc::new(PausingMetrics {
+            inner,
+            after: ms(args.pause_after_metrics_ms),
+        }));
     }
     Application::build_with(
         config,
@@ -154,6 +178,39 @@ struct PausingCache {
     inner: Arc<dyn Cache>,
     after_llm: Duration,
     before_memory_record: Duration,
+    after_history: Duration,
+    after_reply: Duration,
+}
+
+impl PausingCache {
+    fn any(&self) -> bool {
+        [
+            self.after_llm,
+            self.before_memory_record,
+            self.after_history,
+            self.after_reply,
+        ]
+        .iter()
+        .any(|d| !d.is_zero())
+    }
+}
+
+/// Pauses after each turn's metric event left: the window between metrics and ack.
+struct PausingMetrics {
+    inner: Arc<dyn TurnMetrics>,
+    after: Duration,
+}
+
+#[async_trait]
+impl TurnMetrics for PausingMetrics {
+    async fn send(
+        &self,
+        points: Vec<whisperfleet_shared::lineproto::Point>,
+    ) -> Result<(), MetricsNotSent> {
+        let r = self.inner.send(points).await;
+        tokio::time::sleep(self.after).await;
+        r
+    }
 }
 
 #[async_trait]
@@ -185,6 +242,9 @@ impl Cache for PausingCache {
         let r = self.inner.hash_set(key, field, value, ttl).await;
         if record && field == records::LLM && !self.after_llm.is_zero() {
             tokio::time::sleep(self.after_llm).await;
+        }
+        if record && field == records::REPLIED && !self.after_reply.is_zero() {
+            tokio::time::sleep(self.after_reply).await;
         }
         r
     }

@@ -289,3 +289,175 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
         "the unseen turn was remembered"
     );
 }
+
+/// Unacked deliveries of a queue, as RabbitMQ counts them.
+fn unacked(fleet: &Fleet, queue: &str) -> u64 {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            &fleet.vhost,
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(queue)).then(|| w.next()?.parse().ok())?
+        })
+        .next()
+        .unwrap_or(0)
+}
+
+/// Lengths of every conversation's history list in this fleet.
+fn history_lengths(fleet: &Fleet) -> Vec<usize> {
+    const LENGTHS: &str = "local out = {} \
+        for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = redis.call('LLEN', k) end \
+        return out";
+    let out = std::process::Command::new("redis-cli")
+        .args(["EVAL", LENGTHS, "0", &format!("{}hist:*", fleet.prefix)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// After which step of a turn the worker is killed, and how a test sees that every turn got there.
+#[derive(Clone, Copy)]
+enum Boundary {
+    Llm,
+    History,
+    Reply,
+    Metrics,
+}
+
+/// 20 conversations' turns are all paused at `boundary` on worker A, which is killed -9;
+/// worker B finishes them. Every turn is answered exactly once (counted at the broker), the
+/// LLM is paid once per turn when its answer was recorded before the kill, history holds
+/// each turn once, and nothing is left unacked.
+async fn killed_at(boundary: Boundary, test: &str) {
+    const TURNS: usize = 20;
+    let mut s = setup(test, mock_latency(0)).await;
+    let flag = match boundary {
+        Boundary::Llm => "--pause-after-llm-ms",
+        Boundary::History => "--pause-after-history-ms",
+        Boundary::Reply => "--pause-after-reply-ms",
+        Boundary::Metrics => "--pause-after-metrics-ms",
+    };
+    s.fleet
+        .spawn_args(
+            "testkit-worker",
+            "worker-a",
+            &[flag, "120000"],
+            &[("WHISPERFLEET_WORKER_CONCURRENCY", "32".to_string())],
+        )
+        .unwrap();
+    let broker = broker_for(&s.fleet).await;
+    let key = format!("gw-{test}");
+    let tap = whisperfleet_testkit::tap::ReplyTap::bind(&s.fleet.amqp_url(), &key)
+        .await
+        .unwrap();
+    let reqs: Vec<_> = (0..TURNS)
+        .map(|c| {
+            whisperfleet_testkit::tap::turn_request(
+                &key,
+                &format!("u{c}"),
+                &format!("conv {c} hello"),
+            )
+        })
+        .collect();
+    for r in &reqs {
+        whisperfleet_testkit::tap::publish_turn(broker.as_ref(), r)
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every turn at the boundary",
+        || async {
+            match boundary {
+                Boundary::Llm => s.fleet.turn_records_with("llm") == TURNS,
+                Boundary::History => s.fleet.turn_records_with("history") == TURNS,
+                Boundary::Reply => s.fleet.turn_records_with("replied") == TURNS,
+                Boundary::Metrics => s.fleet.turn_records_with("memory") == TURNS,
+            }
+        },
+    )
+    .await;
+    s.fleet.signal("worker-a", "KILL").unwrap();
+    s.fleet
+        .wait_exit("worker-a", Duration::from_secs(5))
+        .await
+        .unwrap();
+    s.fleet.spawn("worker", "worker-b", &[]).unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "every turn finished and acked",
+        || async {
+            let st = broker
+                .queue_stats(topology::TURNS_QUEUE)
+                .await
+                .unwrap()
+                .unwrap();
+            st.ready == 0
+                && unacked(&s.fleet, topology::TURNS_QUEUE) == 0
+                && s.fleet.turn_records_with("memory") == TURNS
+                && tap.per_turn().len() == TURNS
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let per_turn = tap.per_turn();
+    for r in &reqs {
+        assert_eq!(
+            per_turn.get(&r.turn_id),
+            Some(&1),
+            "replies of {}",
+            r.turn_id
+        );
+    }
+    assert_eq!(
+        s.mock.stats.requests(),
+        TURNS as u64,
+        "the LLM was paid once per turn"
+    );
+    let lengths = history_lengths(&s.fleet);
+    assert_eq!(lengths.len(), TURNS, "{lengths:?}");
+    assert!(
+        lengths.iter().all(|&n| n == 2),
+        "each turn once in its history: {lengths:?}"
+    );
+    let dead = broker
+        .queue_stats(topology::TURNS_DEAD_QUEUE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.ready, 0, "nothing dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_after_llm_under_twenty_conversations() {
+    killed_at(Boundary::Llm, "kill-after-llm").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_after_history_append_under_twenty_conversations() {
+    killed_at(Boundary::History, "kill-after-history").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_after_reply_publish_under_twenty_conversations() {
+    killed_at(Boundary::Reply, "kill-after-reply").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_after_metric_publish_under_twenty_conversations() {
+    killed_at(Boundary::Metrics, "kill-after-metrics").await;
+}
