@@ -10,7 +10,10 @@ pub mod contracts;
 pub mod discord;
 pub mod mock_llm;
 pub mod naive;
+pub mod proxy;
 pub mod worker;
+
+pub use proxy::TcpProxy;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
