@@ -89,7 +89,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let worker_bin = sibling_binary("testkit-worker")?;
     let mut character: Character = serde_norway::from_str(BENCH_CHARACTER)?;
     character.validate().map_err(|e| anyhow::anyhow!(e))?;
-    let store = PgCharacterStore::connect(db.clone(), 2).await?;
+    let store = PgCharacterStore::connect(db.clone(), 2, config.backends.database_timeout).await?;
     store
         .migrate()
         .await
