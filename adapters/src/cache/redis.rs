@@ -50,6 +50,27 @@ end
 return 0
 ";
 
+// KEYS: registry. ARGV: member, ttl_ms. Scored by the server's clock (milliseconds), so
+// the clocks of the processes that beat and read never have to agree.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+";
+
+// KEYS: registry. ARGV: max_age_ms. Drops members at least max_age old, returns the rest.
+const ALIVE: &str = r"
+local t = redis.call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. oldest, '+inf')
+";
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
 impl RedisCache {
     /// Does not need Redis to be up: the connection is made on first use and remade after
     /// failures, so a worker starts (degraded) while Redis is down. `timeout` bounds every
@@ -214,13 +235,25 @@ impl Cache for RedisCache {
         Ok(removed)
     }
 
-    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
-        Ok(self
-            .scan(pattern)
-            .await?
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string))
-            .collect())
+    async fn heartbeat(
+        &self,
+        registry: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(HEARTBEAT);
+        let mut inv = script.key(self.k(registry));
+        inv.arg(member).arg(ms(ttl));
+        self.bounded(g, inv.invoke_async(&mut c)).await
+    }
+
+    async fn alive(&self, registry: &str, max_age: Duration) -> Result<Vec<String>, CacheError> {
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(ALIVE);
+        let mut inv = script.key(self.k(registry));
+        inv.arg(ms(max_age));
+        self.bounded(g, inv.invoke_async(&mut c)).await
     }
 
     fn describe(&self) -> String {
@@ -234,7 +267,8 @@ impl Cache for RedisCache {
 
 impl RedisCache {
     /// Every (prefixed) key matching `pattern` (unprefixed), by `SCAN`: each round trip is
-    /// bounded, the whole walk is as long as the keyspace.
+    /// bounded, the whole walk is as long as the keyspace. For `delete_matching` only (the
+    /// privacy command and tests), never on a turn's or a sample's path.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
         let mut cursor: u64 = 0;
         let mut out = Vec::new();
