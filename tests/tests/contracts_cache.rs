@@ -8,8 +8,8 @@ use std::time::Duration;
 use whisperfleet_adapters::cache::embedded::glob_match;
 use whisperfleet_adapters::cache::redis::RedisCache;
 use whisperfleet_shared::ports::cache::Cache;
-use whisperfleet_testkit::REDIS_URL;
 use whisperfleet_testkit::contracts::cache::{contract, isolated};
+use whisperfleet_testkit::{REDIS_URL, TcpProxy};
 
 /// A RedisCache under a prefix of its own, so runs never see each other's keys.
 fn redis(tag: &str) -> RedisCache {
@@ -107,5 +107,44 @@ async fn embedded_glob_matches_what_redis_matches() {
     }
     eprintln!("{splitting} of {} patterns split the keys", patterns.len());
     assert!(splitting >= 40, "only {splitting} patterns split the keys");
+    cache.delete_matching("*").await.unwrap();
+}
+
+/// Through a black hole every call fails within its bound — a connection made during the
+/// black hole (its handshake unanswered) included — and once the proxy forwards again the
+/// cache works again, although the connection it had stays dead.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_calls_are_bounded_in_a_black_hole_and_work_again_after_it() {
+    let proxy = TcpProxy::start("127.0.0.1:6379").await.unwrap();
+    let timeout = Duration::from_millis(300);
+    let url = format!("redis://{}", proxy.addr());
+    let cache = RedisCache::new(url.clone().into(), &prefix("bh"), timeout).unwrap();
+    let ttl = Duration::from_secs(60);
+    cache.set("k", b"v", ttl).await.unwrap();
+    // Generous against the timeout; a call that waits on the dead connection never returns.
+    let bound = timeout * 10;
+    proxy.black_hole();
+    let fresh = RedisCache::new(url.into(), &prefix("bh-fresh"), timeout).unwrap();
+    for cache in [&cache, &fresh] {
+        for _ in 0..3 {
+            let r = tokio::time::timeout(bound, cache.get("k"))
+                .await
+                .expect("a call through the black hole did not return within its bound");
+            assert!(r.is_err(), "an answer through a black hole: {r:?}");
+        }
+    }
+    proxy.restore();
+    let mut answered = None;
+    for _ in 0..5 {
+        if let Ok(Ok(v)) = tokio::time::timeout(bound, cache.get("k")).await {
+            answered = Some(v);
+            break;
+        }
+    }
+    assert_eq!(
+        answered,
+        Some(Some(b"v".to_vec())),
+        "still failing after the proxy forwards again"
+    );
     cache.delete_matching("*").await.unwrap();
 }
