@@ -124,6 +124,7 @@ pub fn cache(
                 let c = crate::cache::redis::RedisCache::new(
                     url.clone(),
                     &config.backends.redis_prefix,
+                    config.backends.redis_timeout,
                 )
                 .map_err(|e| ConnectError::backend("opening Redis (WHISPERFLEET_REDIS_URL)", e))?;
                 Ok(Arc::new(c))
@@ -199,6 +200,7 @@ pub async fn characters(
                     // load): a few connections serve many turns, and a fleet of workers must
                     // stay well under the server's max_connections.
                     u32::from(config.worker.concurrency).clamp(2, 8),
+                    config.backends.database_timeout,
                 )
                 .await
                 .map_err(|e| {
@@ -311,6 +313,7 @@ fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, ConnectError> {
                     config.backends.embeddings_dims,
                 );
                 cfg.api_key = config.backends.embeddings_api_key.clone();
+                cfg.timeout = config.backends.embeddings_timeout;
                 let e = OpenAiEmbedder::new(cfg)
                     .map_err(|e| ConnectError::backend("building the embeddings client", e))?;
                 Ok(Arc::new(e))
@@ -346,6 +349,7 @@ async fn vector_memory(config: &Config) -> Result<Arc<dyn VectorMemory>, Connect
                     config.backends.qdrant_api_key.clone(),
                     &config.backends.qdrant_collection,
                     config.backends.embeddings_dims,
+                    config.backends.qdrant_timeout,
                 )
                 .map_err(|e| {
                     ConnectError::backend("connecting to Qdrant (WHISPERFLEET_QDRANT_URL)", e)

@@ -1,7 +1,8 @@
 //! Builds the gateway (`Application::build`) and runs it until shutdown
 //! (`run_until_stopped`): HTTP adapter, Discord bots (one per configured character, none
-//! without tokens), reply router, and a heartbeat that registers this gateway's reply queue
-//! in Redis so the metrics-writer can sample it.
+//! without tokens), reply router, and a heartbeat that registers this gateway in Redis's
+//! gateway registry ([`topology::GATEWAY_REGISTRY`]) so the metrics-writer samples its reply
+//! queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,15 +13,10 @@ use tokio_util::sync::CancellationToken;
 use whisperfleet_adapters::connect::{self, Missing};
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::{Broker, Cache};
+use whisperfleet_shared::topology;
 
 use crate::discord::{self, DiscordBots, DiscordSettings};
 use crate::gateway::{Connected, GatewayCore};
-
-const HEARTBEAT: Duration = Duration::from_secs(20);
-
-pub fn gateway_key(id: &str) -> String {
-    format!("gateway:{id}")
-}
 
 pub struct Application {
     core: Arc<GatewayCore>,
@@ -51,7 +47,7 @@ impl Application {
             .await
             .context("declaring the topology and consuming this gateway's replies")?;
         let core = connected.core.clone();
-        let reply_queue = whisperfleet_shared::topology::reply_queue(&config.gateway.id);
+        let reply_queue = topology::reply_queue(&config.gateway.id);
         let listener = TcpListener::bind(&config.gateway.http_addr)
             .await
             .with_context(|| {
@@ -97,16 +93,17 @@ impl Application {
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let heartbeat = self.cache.clone().map(|cache| {
             let id = self.core.id.clone();
-            let queue = whisperfleet_shared::topology::reply_queue(&id);
             tokio::spawn(async move {
                 loop {
+                    // The registry outlives its last beat by as long as a member counts as
+                    // alive, so it vanishes with the last gateway.
                     if let Err(e) = cache
-                        .set(&gateway_key(&id), queue.as_bytes(), HEARTBEAT * 3)
+                        .heartbeat(topology::GATEWAY_REGISTRY, &id, topology::GATEWAY_ALIVE)
                         .await
                     {
                         tracing::debug!(error = %e, "gateway heartbeat not written");
                     }
-                    tokio::time::sleep(HEARTBEAT).await;
+                    tokio::time::sleep(topology::GATEWAY_HEARTBEAT).await;
                 }
             })
         });

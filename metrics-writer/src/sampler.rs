@@ -1,6 +1,7 @@
 //! Queue-depth sampling: every `metrics_sample_interval_ms`, the ready count and consumers
 //! of every fleet queue (`turns`, `turns.dead`, `metrics`, `metrics.dead` and each gateway's
-//! `replies.*`, found through the gateways' Redis heartbeats), plus unacked counts from the
+//! `replies.*`, found in the gateways' heartbeat registry: one Redis call per sample, however
+//! large the keyspace grows with per-turn records), plus unacked counts from the
 //! management API where it is configured, as `fleet_queue` points; and the writer's own
 //! `metrics_writer` health point. The samples are published as a metric event like any
 //! other, so they get the same batching, retries and acks.
@@ -34,12 +35,11 @@ pub async fn fleet_queues(
     .map(|s| s.to_string())
     .collect();
     if let Some(cache) = cache {
-        match cache.keys_matching("gateway:*").await {
-            Ok(keys) => names.extend(
-                keys.iter()
-                    .filter_map(|k| k.strip_prefix("gateway:"))
-                    .map(topology::reply_queue),
-            ),
+        match cache
+            .alive(topology::GATEWAY_REGISTRY, topology::GATEWAY_ALIVE)
+            .await
+        {
+            Ok(ids) => names.extend(ids.iter().map(|id| topology::reply_queue(id))),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot list gateways; sampling fixed queues only")
             }

@@ -36,6 +36,14 @@ pub fn reply_queue(gateway_id: &str) -> String {
     format!("{REPLY_QUEUE_PREFIX}{gateway_id}")
 }
 
+/// The cache registry (one sorted set) of running gateways, by id: each gateway beats every
+/// [`GATEWAY_HEARTBEAT`], and the queue-depth sampler reads the ids alive within
+/// [`GATEWAY_ALIVE`] to find every `replies.<id>` queue without scanning the keyspace.
+pub const GATEWAY_REGISTRY: &str = "gateways";
+pub const GATEWAY_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Three heartbeats: one late or lost beat does not drop a gateway from the samples.
+pub const GATEWAY_ALIVE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Arguments every process must agree on.
 #[derive(Debug, Clone)]
 pub struct TopologySettings {

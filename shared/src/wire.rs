@@ -176,6 +176,10 @@ pub struct Counters {
     pub memory_searches: u32,
     pub llm_calls: u32,
     pub redis_round_trips: u32,
+    /// Context parts the prompt went without because their backend failed or timed out
+    /// (history, memories, emotional states, relationship). Absent from older senders.
+    #[serde(default)]
+    pub context_degraded: u32,
 }
 
 /// The answer to one turn.

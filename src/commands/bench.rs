@@ -89,7 +89,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let worker_bin = sibling_binary("testkit-worker")?;
     let mut character: Character = serde_norway::from_str(BENCH_CHARACTER)?;
     character.validate().map_err(|e| anyhow::anyhow!(e))?;
-    let store = PgCharacterStore::connect(db.clone(), 2).await?;
+    let store = PgCharacterStore::connect(db.clone(), 2, config.backends.database_timeout).await?;
     store
         .migrate()
         .await
@@ -358,6 +358,10 @@ async fn run_one(
     let _ = writer_task.await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let loads = character_loads(store).await? - loads_before;
+    let footprint = match &config.backends.redis_url {
+        Some(url) => redis_footprint(url, &prefix).await?,
+        None => RedisFootprint::default(),
+    };
     let influx_requests = influx.requests.load(Ordering::Relaxed) - influx_before;
     // Recent-emotional-state queries as the workers' memory backends received them.
     let mut recent_queries = 0u64;
@@ -411,8 +415,54 @@ async fn run_one(
             "influx_writes": influx_requests as f64 / n,
             "redis_round_trips": mean("redis_round_trips"),
             "llm_calls": mean("llm_calls"),
+            "redis_keys": footprint.keys as f64 / (n + warmup as f64),
+            "redis_bytes": footprint.bytes as f64 / (n + warmup as f64),
+            "redis_record_bytes": footprint.record_bytes as f64 / (n + warmup as f64),
         },
     }))
+}
+
+/// What the run left in Redis under its prefix, right after it: keys, and bytes as
+/// `MEMORY USAGE` counts them, all and the turn records (`turn:*`) alone. Divided by the
+/// turns it is what a turn costs Redis while its record lives (`TURN_RECORD_TTL_S`);
+/// conversations' history lists are per conversation, not per turn.
+#[derive(Default)]
+struct RedisFootprint {
+    keys: u64,
+    bytes: u64,
+    record_bytes: u64,
+}
+
+async fn redis_footprint(
+    url: &secrecy::SecretString,
+    prefix: &str,
+) -> anyhow::Result<RedisFootprint> {
+    use secrecy::ExposeSecret;
+    const FOOTPRINT: &str = r"
+local n, b, r = 0, 0, 0
+for _, k in ipairs(redis.call('KEYS', ARGV[1] .. '*')) do
+  local u = redis.call('MEMORY', 'USAGE', k) or 0
+  n = n + 1
+  b = b + u
+  if string.sub(k, 1, #ARGV[1] + 5) == ARGV[1] .. 'turn:' then r = r + u end
+end
+return {n, b, r}
+";
+    let client = redis::Client::open(url.expose_secret()).context("opening Redis")?;
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to Redis")?;
+    let (keys, bytes, record_bytes): (u64, u64, u64) = redis::Script::new(FOOTPRINT)
+        .arg(prefix)
+        .invoke_async(&mut c)
+        .await
+        .context("measuring the run's Redis keys")?;
+    Ok(RedisFootprint {
+        keys,
+        bytes,
+        record_bytes,
+    })
 }
 
 /// Sends `turns` with at most `concurrency` in flight; shows progress on stderr when asked.

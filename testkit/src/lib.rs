@@ -10,8 +10,11 @@ pub mod contracts;
 pub mod discord;
 pub mod mock_llm;
 pub mod naive;
+pub mod proxy;
 pub mod tap;
 pub mod worker;
+
+pub use proxy::TcpProxy;
 
 use std::collections::HashMap;
 use std::net::TcpListener;

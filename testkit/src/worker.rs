@@ -303,8 +303,16 @@ impl Cache for PausingCache {
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError> {
         self.inner.delete_matching(pattern).await
     }
-    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
-        self.inner.keys_matching(pattern).await
+    async fn heartbeat(
+        &self,
+        registry: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        self.inner.heartbeat(registry, member, ttl).await
+    }
+    async fn alive(&self, registry: &str, max_age: Duration) -> Result<Vec<String>, CacheError> {
+        self.inner.alive(registry, max_age).await
     }
     fn describe(&self) -> String {
         self.inner.describe()

@@ -140,8 +140,14 @@ async fn sigterm_finishes_and_acks_in_flight_turns_before_exit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn request_cache_shares_one_load_per_key_and_survives_redelivery_via_redis() {
     let prefix = format!("wf_rc_{}:", uuid::Uuid::new_v4().simple());
-    let redis: Arc<dyn Cache> =
-        Arc::new(RedisCache::new(REDIS_URL.to_string().into(), &prefix).unwrap());
+    let redis: Arc<dyn Cache> = Arc::new(
+        RedisCache::new(
+            REDIS_URL.to_string().into(),
+            &prefix,
+            Duration::from_millis(500),
+        )
+        .unwrap(),
+    );
     let calls = AtomicUsize::new(0);
     let rc = RequestCache::new("turn-1", Some(redis.clone()));
     let loads = futures::stream::iter(0..32)

@@ -8,9 +8,13 @@ use whisperfleet_testkit::contracts::store::contract;
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_store_meets_the_contract() {
     let fleet = Fleet::new("contract_store").unwrap();
-    let store = PgCharacterStore::connect(fleet.database_url().into(), 4)
-        .await
-        .unwrap();
+    let store = PgCharacterStore::connect(
+        fleet.database_url().into(),
+        4,
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     store.migrate().await.unwrap();
     contract(&store).await;
 }

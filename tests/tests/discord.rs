@@ -9,20 +9,16 @@
 //! and the gateway measured from the `metrics` queue of the test's vhost, read with lapin's
 //! `basic_get` (no metrics-writer runs here, so the events stay queued).
 //!
-//! Broker outages go through a TCP proxy of this file in front of the shared RabbitMQ
-//! ([`TcpProxy`]; the harness's `FaultProxy` is an HTTP proxy for InfluxDB writes), so the
-//! shared broker is never stopped. `discord_overhead_through_the_standin` is a measurement:
+//! Broker outages go through the harness's TCP proxy in front of the shared RabbitMQ
+//! ([`TcpProxy`]; its `FaultProxy` is an HTTP proxy for InfluxDB writes), so the shared
+//! broker is never stopped. `discord_overhead_through_the_standin` is a measurement:
 //! it prints the adapter's end-to-end latency and overhead and asserts only their sanity.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use whisperfleet_gateway::discord::text::{BROKER_DOWN_NOTICE, DISCORD_MESSAGE_LIMIT};
 use whisperfleet_shared::ports::broker::Broker;
 use whisperfleet_shared::topology;
@@ -284,68 +280,6 @@ impl MetricsQueue {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-/// A TCP proxy in front of a shared service: `cut` refuses new connections (accepted and
-/// closed at once, as a broker that is down resets them) and closes the live ones; `restore`
-/// lets connections through again.
-struct TcpProxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl TcpProxy {
-    async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let upstream = upstream.to_string();
-        let (o, l) = (open.clone(), links.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !o.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                let mut links = l.lock().expect("links");
-                links.retain(|h| !h.is_finished());
-                links.push(link);
-            }
-        });
-        Self {
-            addr,
-            open,
-            links,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for link in self.links.lock().expect("links").drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
     }
 }
 
@@ -686,11 +620,11 @@ async fn rate_limit_answers_politely_and_publishes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_is_reported_and_recovered_from() {
     let upstream = AMQP_BASE.rsplit('@').next().expect("host:port").to_string();
-    let proxy = TcpProxy::start(&upstream).await;
+    let proxy = TcpProxy::start(&upstream).await.unwrap();
     let r = rig(
         "discord_outage",
         RigOptions {
-            amqp_via: Some(proxy.addr),
+            amqp_via: Some(proxy.addr()),
             ..Default::default()
         },
     )

@@ -368,3 +368,68 @@ async fn queues_json_shows_unconsumed_turns() {
     assert_eq!(turns["ready"], 100);
     assert_eq!(turns["consumers"], 0);
 }
+
+/// The sampler finds reply queues in the gateways' registry (one Redis call per sample, no
+/// keyspace scan): a running gateway's queue is sampled; a gateway whose heartbeats stopped
+/// is left out, though its queue still exists, and is pruned from the registry.
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_queues_to_sample_come_from_the_gateway_registry() {
+    use whisperfleet_adapters::cache::redis::RedisCache;
+    use whisperfleet_metrics_writer::sampler::fleet_queues;
+
+    let mut fleet = Fleet::new("mw_registry").unwrap();
+    let broker = broker_for(&fleet).await;
+    let cache = RedisCache::new(
+        REDIS_URL.to_string().into(),
+        &fleet.prefix,
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let gone = "gw-gone";
+    broker.ensure_reply_queue(gone).await.unwrap();
+    // Its last heartbeat, two minutes ago by Redis's clock.
+    let mut redis = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let registry = format!("{}{}", fleet.prefix, topology::GATEWAY_REGISTRY);
+    let _: () = redis::cmd("ZADD")
+        .arg(&registry)
+        .arg((secs - 120) * 1000)
+        .arg(gone)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    fleet.spawn_gateway(&[]).await.unwrap();
+    let live = topology::reply_queue(&fleet.env["WHISPERFLEET_GATEWAY_ID"]);
+    let sampled = || async {
+        fleet_queues(broker.as_ref(), Some(&cache))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|q| q.queue)
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the gateway's reply queue sampled",
+        || async { sampled().await.contains(&live) },
+    )
+    .await;
+    let names = sampled().await;
+    assert!(
+        !names.contains(&topology::reply_queue(gone)),
+        "a gateway without heartbeats is sampled: {names:?}"
+    );
+    assert!(names.contains(&topology::TURNS_QUEUE.to_string()));
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&registry)
+        .arg(gone)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(score, None, "the stale gateway stays in the registry");
+}

@@ -494,6 +494,7 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     counters.emotion_queries = counting.recents.load(Ordering::Relaxed);
     counters.memory_searches = counting.searches.load(Ordering::Relaxed);
     counters.memories_used = gathered.memories.len() as u32;
+    counters.context_degraded = gathered.degraded.len() as u32;
     for d in &gathered.degraded {
         tracing::warn!(degraded = %d, "context part missing; the prompt goes without it");
     }
@@ -800,6 +801,7 @@ pub fn turn_points(
         .int("memory_searches", i64::from(c.memory_searches))
         .int("llm_calls", i64::from(c.llm_calls))
         .int("redis_round_trips", i64::from(c.redis_round_trips))
+        .int("context_degraded", i64::from(c.context_degraded))
         .int("text_chars", req.text.chars().count() as i64)
         .int("reply_chars", reply.text.chars().count() as i64);
     let cache = Point::new("cache", now)

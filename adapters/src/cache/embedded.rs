@@ -5,7 +5,7 @@
 //! tell the two apart (the contract in `whisperfleet_testkit::contracts::cache` runs against both):
 //! millisecond TTLs after which a key is invisible, `SET NX`, `append_once` exactly like the
 //! Lua script of [`whisperfleet_shared::ports::cache::RedisCache`], `LRANGE`-style tails, and Redis's own glob
-//! matching (`stringmatchlen`) for key listing and deletion.
+//! matching (`stringmatchlen`) for deletion by pattern, and heartbeat registries scored like a sorted set.
 //!
 //! Memory stays bounded: expired keys are removed as writes pass their expiry time (a
 //! min-heap of deadlines, so no periodic full scan stalls callers), and above `max_entries`
@@ -33,6 +33,8 @@ enum Value {
     /// Never empty: like Redis, a list without elements does not exist.
     List(VecDeque<Vec<u8>>),
     Hash(HashMap<String, Vec<u8>>),
+    /// A heartbeat registry (Redis: a sorted set scored by heartbeat time): member → last beat.
+    Registry(HashMap<String, Instant>),
 }
 
 struct Entry {
@@ -464,15 +466,50 @@ impl Cache for EmbeddedCache {
         Ok((before - st.entries.len()) as u64 - expired)
     }
 
-    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+    async fn heartbeat(
+        &self,
+        registry: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
         let now = Instant::now();
-        let st = self.lock();
-        Ok(st
-            .entries
-            .iter()
-            .filter(|(k, e)| e.expires_at > now && glob_match(pattern.as_bytes(), k.as_bytes()))
-            .map(|(k, _)| k.clone())
-            .collect())
+        let mut st = self.lock();
+        match st.live(registry, now) {
+            Some(Entry {
+                value: Value::Registry(members),
+                ..
+            }) => {
+                members.insert(member.to_string(), now);
+                st.set_deadline(registry, deadline(now, ttl));
+            }
+            Some(_) => return Err(CacheError::Command(WRONGTYPE.into())),
+            None => {
+                let members = HashMap::from([(member.to_string(), now)]);
+                st.put(registry, Value::Registry(members), deadline(now, ttl));
+            }
+        }
+        st.maintain(now, self.max_entries);
+        Ok(())
+    }
+
+    async fn alive(&self, registry: &str, max_age: Duration) -> Result<Vec<String>, CacheError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let members = match st.live(registry, now) {
+            None => return Ok(Vec::new()),
+            Some(Entry {
+                value: Value::Registry(members),
+                ..
+            }) => members,
+            Some(_) => return Err(CacheError::Command(WRONGTYPE.into())),
+        };
+        members.retain(|_, beat| now.duration_since(*beat) < max_age);
+        let alive = members.keys().cloned().collect();
+        // Like a sorted set, a registry without members does not exist.
+        if members.is_empty() {
+            st.entries.remove(registry);
+        }
+        Ok(alive)
     }
 
     fn describe(&self) -> String {

@@ -1,8 +1,18 @@
 //! The Redis cache (the fleet's): one multiplexed, auto-reconnecting connection per process,
 //! made lazily so a process starts (degraded) while Redis is down. Every call has a short
 //! timeout: a slow or dead Redis degrades a turn, it never stalls one.
+//!
+//! **Bounded, and never stuck on a dead connection.** Each call — waiting for a connection
+//! (re)made by the manager included — runs under `REDIS_TIMEOUT_MS` ([`RedisCache::bounded`]).
+//! The manager reconnects by itself only when a connection reports an error; a connection
+//! that merely stops answering (a hung server, a network or proxy that drops packets) would
+//! time out every call forever while looking alive. So a call that times out replaces the
+//! whole manager with a fresh lazy one: the next call connects anew, and the old connection
+//! is closed once the calls still on it have timed out.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +31,12 @@ fn classify(e: redis::RedisError) -> CacheError {
 }
 
 pub struct RedisCache {
-    conn: ConnectionManager,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The current manager and its generation (so that of many calls timing out on one dead
+    /// connection, only the first replaces it).
+    conn: Mutex<(u64, ConnectionManager)>,
+    timeout: Duration,
     prefix: String,
     url: SecretString,
 }
@@ -78,27 +93,95 @@ end
 return removed
 ";
 
+// KEYS: registry. ARGV: member, ttl_ms. Scored by the server's clock (milliseconds), so
+// the clocks of the processes that beat and read never have to agree.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+";
+
+// KEYS: registry. ARGV: max_age_ms. Drops members at least max_age old, returns the rest.
+const ALIVE: &str = r"
+local t = redis.call('TIME')
+local oldest = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. oldest, '+inf')
+";
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
 impl RedisCache {
     /// Does not need Redis to be up: the connection is made on first use and remade after
-    /// failures, so a worker starts (degraded) while Redis is down.
-    pub fn new(url: SecretString, prefix: &str) -> Result<Self, CacheError> {
+    /// failures, so a worker starts (degraded) while Redis is down. `timeout` bounds every
+    /// call (`REDIS_TIMEOUT_MS`).
+    pub fn new(url: SecretString, prefix: &str, timeout: Duration) -> Result<Self, CacheError> {
         let client = redis::Client::open(url.expose_secret())
             .map_err(|e| CacheError::Command(format!("invalid redis url: {e}")))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(classify)?;
         Ok(Self {
-            conn,
+            client,
+            config,
+            conn: Mutex::new((0, conn)),
+            timeout,
             prefix: prefix.to_string(),
             url,
         })
+    }
+
+    /// The current connection (a cheap clone of the manager) and its generation.
+    fn conn(&self) -> (u64, ConnectionManager) {
+        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        (guard.0, guard.1.clone())
+    }
+
+    /// Runs one call made on the connection of generation `generation`, within the timeout;
+    /// a timeout (ours or the manager's) replaces that connection, see the module doc.
+    async fn bounded<T>(
+        &self,
+        generation: u64,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, CacheError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_timeout() {
+                    self.replace(generation);
+                }
+                Err(classify(e))
+            }
+            Err(_) => {
+                self.replace(generation);
+                Err(CacheError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// A fresh lazy manager instead of generation `generation`, unless already replaced.
+    fn replace(&self, generation: u64) {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => {
+                *guard = (generation + 1, fresh);
+                tracing::debug!("redis timed out; the next call connects anew");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not make a new redis connection manager"),
+        }
     }
 
     fn k(&self, key: &str) -> String {
@@ -109,38 +192,30 @@ impl RedisCache {
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let mut c = self.conn.clone();
-        Ok(redis::cmd("GET")
-            .arg(self.k(key))
-            .query_async(&mut c)
+        let (g, mut c) = self.conn();
+        self.bounded(g, redis::cmd("GET").arg(self.k(key)).query_async(&mut c))
             .await
-            .map_err(classify)?)
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
-        let mut c = self.conn.clone();
-        let () = redis::cmd("SET")
-            .arg(self.k(key))
+        let (g, mut c) = self.conn();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.k(key))
             .arg(value)
             .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)?;
-        Ok(())
+            .arg(ttl.as_millis().max(1) as u64);
+        self.bounded(g, cmd.query_async(&mut c)).await
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, CacheError> {
-        let mut c = self.conn.clone();
-        let r: Option<String> = redis::cmd("SET")
-            .arg(self.k(key))
+        let (g, mut c) = self.conn();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.k(key))
             .arg(value)
             .arg("NX")
             .arg("PX")
-            .arg(ttl.as_millis().max(1) as u64)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)?;
+            .arg(ttl.as_millis().max(1) as u64);
+        let r: Option<String> = self.bounded(g, cmd.query_async(&mut c)).await?;
         Ok(r.is_some())
     }
 
@@ -148,32 +223,27 @@ impl Cache for RedisCache {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut c = self.conn.clone();
+        let (g, mut c) = self.conn();
         let mut cmd = redis::cmd("DEL");
         for k in keys {
             cmd.arg(self.k(k));
         }
-        let _: i64 = cmd.query_async(&mut c).await.map_err(classify)?;
+        let _: i64 = self.bounded(g, cmd.query_async(&mut c)).await?;
         Ok(())
     }
 
     async fn hash_get_all(&self, key: &str) -> Result<HashMap<String, Vec<u8>>, CacheError> {
-        let mut c = self.conn.clone();
-        redis::cmd("HGETALL")
-            .arg(self.k(key))
-            .query_async(&mut c)
-            .await
-            .map_err(classify)
+        let (g, mut c) = self.conn();
+        let mut cmd = redis::cmd("HGETALL");
+        cmd.arg(self.k(key));
+        self.bounded(g, cmd.query_async(&mut c)).await
     }
 
     async fn hash_get(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        let mut c = self.conn.clone();
-        redis::cmd("HGET")
-            .arg(self.k(key))
-            .arg(field)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)
+        let (g, mut c) = self.conn();
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.k(key)).arg(field);
+        self.bounded(g, cmd.query_async(&mut c)).await
     }
 
     async fn hash_set(
@@ -183,10 +253,10 @@ impl Cache for RedisCache {
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), CacheError> {
-        let mut c = self.conn.clone();
+        let (g, mut c) = self.conn();
         let key = self.k(key);
-        let _: () = redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("HSET")
             .arg(&key)
             .arg(field)
@@ -195,10 +265,8 @@ impl Cache for RedisCache {
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(ms(ttl))
-            .ignore()
-            .query_async(&mut c)
-            .await
-            .map_err(classify)?;
+            .ignore();
+        let _: () = self.bounded(g, pipe.query_async(&mut c)).await?;
         Ok(())
     }
 
@@ -210,27 +278,19 @@ impl Cache for RedisCache {
         lease: Duration,
         ttl: Duration,
     ) -> Result<Option<String>, CacheError> {
-        let mut c = self.conn.clone();
-        redis::Script::new(LEASE)
-            .key(self.k(key))
-            .arg(field)
-            .arg(holder)
-            .arg(ms(lease))
-            .arg(ms(ttl))
-            .invoke_async(&mut c)
-            .await
-            .map_err(classify)
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(LEASE);
+        let mut inv = script.key(self.k(key));
+        inv.arg(field).arg(holder).arg(ms(lease)).arg(ms(ttl));
+        self.bounded(g, inv.invoke_async(&mut c)).await
     }
 
     async fn release(&self, key: &str, field: &str, holder: &str) -> Result<(), CacheError> {
-        let mut c = self.conn.clone();
-        let _: i64 = redis::Script::new(RELEASE)
-            .key(self.k(key))
-            .arg(field)
-            .arg(holder)
-            .invoke_async(&mut c)
-            .await
-            .map_err(classify)?;
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(RELEASE);
+        let mut inv = script.key(self.k(key));
+        inv.arg(field).arg(holder);
+        let _: i64 = self.bounded(g, inv.invoke_async(&mut c)).await?;
         Ok(())
     }
 
@@ -245,7 +305,7 @@ impl Cache for RedisCache {
         unless: &str,
         record_ttl: Duration,
     ) -> Result<Appended, CacheError> {
-        let mut c = self.conn.clone();
+        let (g, mut c) = self.conn();
         let script = redis::Script::new(APPEND_ONCE);
         let mut inv = script.key(self.k(list));
         inv.key(self.k(record))
@@ -257,7 +317,7 @@ impl Cache for RedisCache {
         for e in entries {
             inv.arg(e.as_slice());
         }
-        let n: i64 = inv.invoke_async(&mut c).await.map_err(classify)?;
+        let n: i64 = self.bounded(g, inv.invoke_async(&mut c)).await?;
         Ok(match n {
             1 => Appended::Appended,
             2 => Appended::Refused,
@@ -274,76 +334,59 @@ impl Cache for RedisCache {
         list: &str,
         needle: &str,
     ) -> Result<u64, CacheError> {
-        let mut c = self.conn.clone();
-        redis::Script::new(MARK_AND_PRUNE)
-            .key(self.k(record))
-            .key(self.k(list))
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(MARK_AND_PRUNE);
+        let mut inv = script.key(self.k(record));
+        inv.key(self.k(list))
             .arg(field)
             .arg(value)
             .arg(ms(record_ttl))
-            .arg(needle)
-            .invoke_async(&mut c)
-            .await
-            .map_err(classify)
+            .arg(needle);
+        self.bounded(g, inv.invoke_async(&mut c)).await
     }
 
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError> {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let mut c = self.conn.clone();
-        Ok(redis::cmd("LRANGE")
-            .arg(self.k(list))
-            .arg(-(n as i64))
-            .arg(-1)
-            .query_async(&mut c)
-            .await
-            .map_err(classify)?)
+        let (g, mut c) = self.conn();
+        let mut cmd = redis::cmd("LRANGE");
+        cmd.arg(self.k(list)).arg(-(n as i64)).arg(-1);
+        self.bounded(g, cmd.query_async(&mut c)).await
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError> {
-        let keys: Vec<String> = self
-            .keys_matching(pattern)
-            .await?
-            .iter()
-            .map(|k| self.k(k))
-            .collect();
-        let mut c = self.conn.clone();
+        let keys = self.scan(pattern).await?;
         let mut removed = 0u64;
         for chunk in keys.chunks(500) {
-            let n: u64 = redis::cmd("DEL")
-                .arg(chunk)
-                .query_async(&mut c)
-                .await
-                .map_err(classify)?;
+            let (g, mut c) = self.conn();
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(chunk);
+            let n: u64 = self.bounded(g, cmd.query_async(&mut c)).await?;
             removed += n;
         }
         Ok(removed)
     }
 
-    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
-        let mut c = self.conn.clone();
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.k(pattern))
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut c)
-                .await
-                .map_err(classify)?;
-            out.extend(
-                keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_string)),
-            );
-            if next == 0 {
-                return Ok(out);
-            }
-            cursor = next;
-        }
+    async fn heartbeat(
+        &self,
+        registry: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(HEARTBEAT);
+        let mut inv = script.key(self.k(registry));
+        inv.arg(member).arg(ms(ttl));
+        self.bounded(g, inv.invoke_async(&mut c)).await
+    }
+
+    async fn alive(&self, registry: &str, max_age: Duration) -> Result<Vec<String>, CacheError> {
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(ALIVE);
+        let mut inv = script.key(self.k(registry));
+        inv.arg(ms(max_age));
+        self.bounded(g, inv.invoke_async(&mut c)).await
     }
 
     fn describe(&self) -> String {
@@ -352,5 +395,30 @@ impl Cache for RedisCache {
             redact_secret_url(&self.url),
             self.prefix
         )
+    }
+}
+
+impl RedisCache {
+    /// Every (prefixed) key matching `pattern` (unprefixed), by `SCAN`: each round trip is
+    /// bounded, the whole walk is as long as the keyspace. For `delete_matching` only (the
+    /// privacy command and tests), never on a turn's or a sample's path.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (g, mut c) = self.conn();
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(self.k(pattern))
+                .arg("COUNT")
+                .arg(500);
+            let (next, keys): (u64, Vec<String>) = self.bounded(g, cmd.query_async(&mut c)).await?;
+            out.extend(keys);
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
     }
 }

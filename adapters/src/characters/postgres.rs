@@ -9,13 +9,30 @@
 //! mapping code to drift from the model.
 //!
 //! Queries are runtime-checked (`sqlx::query`), so a fresh clone builds without a database.
+//!
+//! **Every call bounded** by `DATABASE_TIMEOUT_MS` (T), three ways, because a database that
+//! stops answering (a black hole, not a refusal) defeats each one alone:
+//! - the server's `statement_timeout` = T cancels a slow statement cleanly (a lock wait, a bad
+//!   plan), leaving the connection usable;
+//! - the pool's acquire timeout = T bounds waiting for a connection, opening one included
+//!   (TCP, TLS, startup, auth: sqlx has no separate connect timeout);
+//! - each call runs within 2T on the client ([`PgCharacterStore::bounded`]), for when the
+//!   server's answer never arrives. Giving up drops the query mid-flight; sqlx then pings the
+//!   connection before reusing it, and that ping has no timeout of its own, so `after_release`
+//!   pings first within T and closes the connection when it gets no answer — otherwise each
+//!   abandoned connection would hold a pool slot forever and the pool would stay empty after
+//!   the database came back.
+//!
+//! Migrations run on a connection of their own without `statement_timeout` (DDL may take
+//! longer than a turn's query), bounded by [`MIGRATION_BOUND`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Postgres;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgQueryResult};
+use sqlx::{Connection, Postgres};
 use whisperfleet_shared::character::{
     Character, CharacterSummary, Relationship, RelationshipDelta,
 };
@@ -26,9 +43,19 @@ use super::sql::{Dialect, Sql, upsert_character_sql};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Bound of applying migrations at startup (connecting included).
+pub const MIGRATION_BOUND: Duration = Duration::from_secs(60);
+
+/// A character upsert is a transaction of many statements: its bound is this many calls'.
+const UPSERT_CALLS: u32 = 5;
+
 pub struct PgCharacterStore {
     pool: PgPool,
     url: SecretString,
+    /// The URL's options without `statement_timeout`, for migrations.
+    plain: PgConnectOptions,
+    /// Client-side bound of one call (2 × `DATABASE_TIMEOUT_MS`).
+    call_bound: Duration,
 }
 
 fn db_err(e: sqlx::Error) -> StoreError {
@@ -83,22 +110,82 @@ WHERE c.normalized_name = $1
 "#;
 
 impl PgCharacterStore {
-    /// Connects (lazily: a down database fails turns with a fallback, not the process) and
-    /// applies pending migrations when `migrate` is set and the database is reachable.
-    pub async fn connect(url: SecretString, max_connections: u32) -> Result<Self, StoreError> {
+    /// Connects lazily (a down database fails turns with a fallback, not the process), every
+    /// call bounded by `timeout` as the module doc says.
+    pub async fn connect(
+        url: SecretString,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let plain: PgConnectOptions = url
+            .expose_secret()
+            .parse()
+            .map_err(|e| StoreError::Data(format!("invalid database url: {e}")))?;
+        let timeout = timeout.max(Duration::from_millis(1));
+        let options = plain
+            .clone()
+            .options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(url.expose_secret())
-            .map_err(|e| StoreError::Data(format!("invalid database url: {e}")))?;
-        Ok(Self { pool, url })
+            .acquire_timeout(timeout)
+            .after_release(move |conn, _| {
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, conn.ping()).await {
+                        Ok(answered) => answered.map(|()| true),
+                        // An error (not `false`) makes sqlx drop the socket without the
+                        // goodbye a graceful close would wait on.
+                        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to a ping on release",
+                        ))),
+                    }
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            url,
+            plain,
+            call_bound: timeout * 2,
+        })
     }
 
+    /// Applies pending migrations, on a connection of its own without `statement_timeout`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+        let run = async {
+            let mut conn = PgConnection::connect_with(&self.plain)
+                .await
+                .map_err(db_err)?;
+            let applied = MIGRATOR
+                .run(&mut conn)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")));
+            let _ = conn.close().await;
+            applied
+        };
+        tokio::time::timeout(MIGRATION_BOUND, run)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("migrations failed: {e}")))
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "migrations did not finish within {} s",
+                    MIGRATION_BOUND.as_secs()
+                ))
+            })?
+    }
+
+    /// Runs one call within `calls` × the client-side bound.
+    async fn bounded<T>(
+        &self,
+        calls: u32,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let bound = self.call_bound * calls;
+        tokio::time::timeout(bound, call).await.map_err(|_| {
+            StoreError::Unavailable(format!(
+                "no answer from PostgreSQL within {} ms",
+                bound.as_millis()
+            ))
+        })?
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -123,18 +210,22 @@ impl Dialect for Postgres {
 #[async_trait]
 impl CharacterStore for PgCharacterStore {
     async fn load(&self, normalized_name: &str) -> Result<Option<Character>, StoreError> {
-        Sql::<Postgres>::load(&self.pool, normalized_name).await
+        self.bounded(1, Sql::<Postgres>::load(&self.pool, normalized_name))
+            .await
     }
 
     async fn upsert(&self, character: &Character) -> Result<i64, StoreError> {
         let mut c = character.clone();
         c.validate().map_err(StoreError::Data)?;
-        let tx = self.pool.begin().await.map_err(db_err)?;
-        Sql::<Postgres>::write(tx, &c).await
+        self.bounded(UPSERT_CALLS, async {
+            let tx = self.pool.begin().await.map_err(db_err)?;
+            Sql::<Postgres>::write(tx, &c).await
+        })
+        .await
     }
 
     async fn list(&self) -> Result<Vec<CharacterSummary>, StoreError> {
-        Sql::<Postgres>::list(&self.pool).await
+        self.bounded(1, Sql::<Postgres>::list(&self.pool)).await
     }
 
     async fn relationship(
@@ -142,7 +233,11 @@ impl CharacterStore for PgCharacterStore {
         user_id: &str,
         character: &str,
     ) -> Result<Option<Relationship>, StoreError> {
-        Sql::<Postgres>::relationship(&self.pool, user_id, character).await
+        self.bounded(
+            1,
+            Sql::<Postgres>::relationship(&self.pool, user_id, character),
+        )
+        .await
     }
 
     async fn apply_relationship(
@@ -157,7 +252,8 @@ impl CharacterStore for PgCharacterStore {
         // One statement: the turn is recorded and the row moved together, or neither.
         // Concurrent turns of one user serialise on the row lock of the upsert, and each adds
         // its delta to the value it finds, so no update is lost.
-        let row = sqlx::query(
+        let row = self.bounded(1, async {
+            sqlx::query(
             "WITH first AS ( \
                  INSERT INTO relationship_turns (turn_id) VALUES ($1) \
                  ON CONFLICT DO NOTHING RETURNING turn_id), \
@@ -182,14 +278,20 @@ impl CharacterStore for PgCharacterStore {
         .bind(d.attunement)
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_err)?;
+        .map_err(db_err)
+        })
+        .await?;
         row.map(|r| Sql::<Postgres>::relationship_of(&r))
             .transpose()
             .map_err(db_err)
     }
 
     async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError> {
-        Sql::<Postgres>::forget_user(&self.pool, user_id, character).await
+        self.bounded(
+            1,
+            Sql::<Postgres>::forget_user(&self.pool, user_id, character),
+        )
+        .await
     }
 
     fn describe(&self) -> String {

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -108,6 +109,7 @@ impl QdrantMemory {
         api_key: Option<SecretString>,
         collection: &str,
         dims: usize,
+        timeout: Duration,
     ) -> Result<Self, MemoryError> {
         if dims == 0 {
             return Err(MemoryError::Other("vector size must be at least 1".into()));
@@ -169,7 +171,12 @@ impl QdrantMemory {
         }
         // No compatibility check: it blocks on a private runtime and prints to stdout;
         // incompatibilities show up as errors of the first operation instead.
-        let mut builder = Qdrant::from_url(url).skip_compatibility_check();
+        // Per request and for connecting (gRPC deadlines): a Qdrant that stops answering
+        // costs a turn its memories, never the turn.
+        let mut builder = Qdrant::from_url(url)
+            .skip_compatibility_check()
+            .timeout(timeout)
+            .connect_timeout(timeout);
         if let Some(k) = key {
             builder = builder.api_key(k);
         }

@@ -15,11 +15,22 @@ section! {
         redis_url: Option<SecretString> = None => "redis_url",
         /// Prefix of every Redis key this fleet writes (lets fleets/tests share one Redis).
         redis_prefix: String = "wf:".into() => "redis_prefix",
+        /// Bound of every Redis call, connecting included: Redis sits on every turn's path,
+        /// and a turn without it (no request cache, no history) beats a stalled one.
+        #[serde(deserialize_with = "millis")]
+        redis_timeout: Duration = Duration::from_millis(500) => "redis_timeout_ms",
         database_url: Option<SecretString> = None => "database_url",
+        /// PostgreSQL's `statement_timeout`, the pool's acquire timeout (connecting
+        /// included), and half the client's bound of each store call.
+        #[serde(deserialize_with = "millis")]
+        database_timeout: Duration = Duration::from_millis(2_000) => "database_timeout_ms",
         qdrant_url: Option<String> = None => "qdrant_url",
         qdrant_api_key: Option<SecretString> = None => "qdrant_api_key",
         /// The one collection all characters' memories share (multi-tenant by payload).
         qdrant_collection: String = "whisperfleet_memories".into() => "qdrant_collection",
+        /// Per Qdrant request, and for connecting.
+        #[serde(deserialize_with = "millis")]
+        qdrant_timeout: Duration = Duration::from_millis(2_000) => "qdrant_timeout_ms",
         llm_base_url: Option<String> = None => "llm_base_url",
         llm_api_key: Option<SecretString> = None => "llm_api_key",
         /// The default model (characters may override).
@@ -31,6 +42,9 @@ section! {
         embeddings_url: Option<String> = None => "embeddings_url",
         embeddings_model: Option<String> = None => "embeddings_model",
         embeddings_api_key: Option<SecretString> = None => "embeddings_api_key",
+        /// Per embeddings attempt (connect, send, whole answer); retried twice with backoff.
+        #[serde(deserialize_with = "millis")]
+        embeddings_timeout: Duration = Duration::from_millis(5_000) => "embeddings_timeout_ms",
         /// Vector length of the embedder (built-in: 384; must match the model when
         /// `EMBEDDINGS_URL` is set).
         embeddings_dims: usize = 384 => "embeddings_dims",

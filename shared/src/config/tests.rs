@@ -187,8 +187,12 @@ fn known_keys_are_todays_names() {
     let mut today = vec![
         "amqp_url",
         "redis_url",
+        "redis_timeout_ms",
         "database_url",
+        "database_timeout_ms",
         "qdrant_url",
+        "qdrant_timeout_ms",
+        "embeddings_timeout_ms",
         "qdrant_api_key",
         "qdrant_collection",
         "llm_base_url",

@@ -101,10 +101,21 @@ pub trait Cache: Send + Sync + 'static {
     ) -> Result<u64, CacheError>;
     /// The last `n` items of a list, oldest first.
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError>;
-    /// Removes every key matching `pattern` (glob, unprefixed); returns how many.
+    /// Removes every key matching `pattern` (glob, unprefixed); returns how many. Walks the
+    /// keyspace: for rare administrative work (`memory forget`), never a turn's path.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError>;
-    /// Keys matching `pattern` (glob, unprefixed), returned unprefixed.
-    async fn keys_matching(&self, pattern: &str) -> Result<Vec<String>, CacheError>;
+    /// Registers `member` in the registry `registry` as alive now, by the cache's own clock,
+    /// and keeps the registry `ttl` longer. A registry is one key (a sorted set scored by
+    /// heartbeat time in Redis), so reading who is alive costs one call, not a keyspace scan.
+    async fn heartbeat(
+        &self,
+        registry: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError>;
+    /// The members of `registry` whose last heartbeat is younger than `max_age` (by the
+    /// cache's clock); older ones are removed on the way.
+    async fn alive(&self, registry: &str, max_age: Duration) -> Result<Vec<String>, CacheError>;
     fn describe(&self) -> String;
     /// Whether other processes see what this cache holds (Redis: yes; the embedded cache:
     /// no). A per-process cache cannot carry news from other processes, such as a character

@@ -28,13 +28,18 @@ pub async fn contract(cache: &dyn Cache) {
     append_once_ttls(cache, &k).await;
     records(cache, &k).await;
     patterns(cache, &k).await;
+    registry(cache, &k).await;
     cache.delete_matching(&k("*")).await.unwrap();
-    assert!(cache.keys_matching(&k("*")).await.unwrap().is_empty());
+    assert_eq!(
+        cache.delete_matching(&k("*")).await.unwrap(),
+        0,
+        "deleting by pattern left keys behind"
+    );
 }
 
 /// Asserts that `a` and `b` are isolated from each other (two Redis prefixes, two embedded
-/// instances): the same unprefixed key is two keys, and listing or deleting by pattern in
-/// one never sees the other's.
+/// instances): the same unprefixed key is two keys, and deleting by pattern in one never
+/// touches the other's.
 pub async fn isolated(a: &dyn Cache, b: &dyn Cache) {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let key = format!("contract:{run}:shared");
@@ -43,7 +48,6 @@ pub async fn isolated(a: &dyn Cache, b: &dyn Cache) {
     assert_eq!(a.get(&key).await.unwrap().as_deref(), Some(&b"a"[..]));
     assert_eq!(b.get(&key).await.unwrap().as_deref(), Some(&b"b"[..]));
     let pattern = format!("contract:{run}:*");
-    assert_eq!(a.keys_matching(&pattern).await.unwrap(), vec![key.clone()]);
     assert_eq!(a.delete_matching(&pattern).await.unwrap(), 1);
     assert_eq!(a.get(&key).await.unwrap(), None);
     assert_eq!(
@@ -62,13 +66,6 @@ pub async fn isolated(a: &dyn Cache, b: &dyn Cache) {
 async fn missing_keys(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     assert_eq!(cache.get(&k("missing")).await.unwrap(), None);
     assert!(cache.list_tail(&k("missing"), 5).await.unwrap().is_empty());
-    assert!(
-        cache
-            .keys_matching(&k("missing*"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
     assert_eq!(cache.delete_matching(&k("missing*")).await.unwrap(), 0);
     cache.del(&[&k("missing"), &k("missing2")]).await.unwrap();
     cache.del(&[]).await.unwrap();
@@ -115,13 +112,10 @@ async fn ttl_expiry(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
         None,
         "visible after its TTL"
     );
-    assert!(
-        !cache
-            .keys_matching(&k("ttl*"))
-            .await
-            .unwrap()
-            .contains(&key),
-        "an expired key is listed"
+    assert_eq!(
+        cache.delete_matching(&k("ttl")).await.unwrap(),
+        0,
+        "an expired key is counted as deleted"
     );
     assert!(
         cache.set_nx(&key, b"again", LONG).await.unwrap(),
@@ -483,46 +477,65 @@ async fn append_once_ttls(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     assert_eq!(cache.list_tail(&list, 5).await.unwrap(), items(&["x", "y"]));
 }
 
-async fn listed(cache: &dyn Cache, pattern: &str) -> BTreeSet<String> {
-    // A set: SCAN may return a key twice.
-    cache
-        .keys_matching(pattern)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
+const PATTERN_KEYS: [&str; 7] = ["a:1", "a:2", "a:10", "b:1", "lit*star", "litXstar", "br]x"];
 
-async fn patterns(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
-    let names = ["a:1", "a:2", "a:10", "b:1", "lit*star", "litXstar", "br]x"];
-    for n in names {
+/// What `delete_matching(pattern)` removes of the `p:` keys (all set first, a list among
+/// them: lists are keys too), as full keys; the count it returns must agree.
+async fn deleted(
+    cache: &dyn Cache,
+    k: &impl Fn(&str) -> String,
+    pattern: &str,
+) -> BTreeSet<String> {
+    for n in PATTERN_KEYS {
         cache.set(&k(&format!("p:{n}")), b"v", LONG).await.unwrap();
     }
-    // Lists are keys too.
+    let marker = k(&format!("p-marker-{}", uuid::Uuid::new_v4().simple()));
     cache
         .append_once(
             &k("p:l:1"),
             &items(&["x"]),
             5,
             LONG,
-            &k("p-marker"),
+            &marker,
             "h",
             "u",
             LONG,
         )
         .await
         .unwrap();
+    let count = cache.delete_matching(&k(pattern)).await.unwrap();
+    let mut gone = BTreeSet::new();
+    for n in PATTERN_KEYS {
+        let key = k(&format!("p:{n}"));
+        if cache.get(&key).await.unwrap().is_none() {
+            gone.insert(key);
+        }
+    }
+    if cache.list_tail(&k("p:l:1"), 5).await.unwrap().is_empty() {
+        gone.insert(k("p:l:1"));
+    }
+    assert!(
+        !cache.hash_get_all(&marker).await.unwrap().is_empty(),
+        "{pattern:?} deleted a key it does not match"
+    );
+    assert_eq!(
+        count as usize,
+        gone.len(),
+        "delete_matching({pattern:?}) miscounted"
+    );
+    gone
+}
+
+async fn patterns(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     let expect =
         |ns: &[&str]| -> BTreeSet<String> { ns.iter().map(|n| k(&format!("p:{n}"))).collect() };
-    let all = [
-        "a:1", "a:2", "a:10", "b:1", "lit*star", "litXstar", "br]x", "l:1",
-    ];
-    assert_eq!(
-        listed(cache, &k("p:*")).await,
-        expect(&all),
-        "keys come back unprefixed and complete"
-    );
-    let cases: [(&str, &[&str]); 9] = [
+    let cases: [(&str, &[&str]); 10] = [
+        (
+            "p:*",
+            &[
+                "a:1", "a:2", "a:10", "b:1", "lit*star", "litXstar", "br]x", "l:1",
+            ],
+        ),
         ("p:a:*", &["a:1", "a:2", "a:10"]),
         ("p:a:?", &["a:1", "a:2"]),
         ("p:[ab]:1", &["a:1", "b:1"]),
@@ -535,21 +548,54 @@ async fn patterns(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     ];
     for (pattern, want) in cases {
         assert_eq!(
-            listed(cache, &k(pattern)).await,
+            deleted(cache, k, pattern).await,
             expect(want),
-            "keys_matching({pattern:?})"
+            "delete_matching({pattern:?})"
         );
     }
-    assert_eq!(cache.delete_matching(&k("p:a:?")).await.unwrap(), 2);
-    assert_eq!(cache.get(&k("p:a:1")).await.unwrap(), None);
-    assert_eq!(listed(cache, &k("p:a:*")).await, expect(&["a:10"]));
-    assert_eq!(cache.delete_matching(&k(r"p:lit\*star")).await.unwrap(), 1);
-    assert!(cache.get(&k("p:litXstar")).await.unwrap().is_some());
-    assert_eq!(cache.delete_matching(&k("p:*")).await.unwrap(), 5);
-    assert!(listed(cache, &k("p:*")).await.is_empty());
-    assert!(cache.list_tail(&k("p:l:1"), 5).await.unwrap().is_empty());
-    assert!(
-        !cache.hash_get_all(&k("p-marker")).await.unwrap().is_empty(),
-        "a pattern deleted a key it does not match"
+    cache.delete_matching(&k("p:*")).await.unwrap();
+}
+
+async fn registry(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let reg = k("registry");
+    let alive = |max_age: Duration| {
+        let reg = reg.clone();
+        async move {
+            let mut v = cache.alive(&reg, max_age).await.unwrap();
+            v.sort();
+            v
+        }
+    };
+    assert!(alive(LONG).await.is_empty(), "a missing registry is empty");
+    for member in ["gw-a", "gw-b", "gw-a"] {
+        cache.heartbeat(&reg, member, LONG).await.unwrap();
+    }
+    assert_eq!(alive(LONG).await, ["gw-a", "gw-b"], "one member per name");
+    // A member older than max_age is left out, and pruned: it stays out under a longer one.
+    tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
+    let beat = Instant::now();
+    cache.heartbeat(&reg, "gw-b", LONG).await.unwrap();
+    let fresh = alive(SHORT).await;
+    if beat.elapsed() < SHORT {
+        assert_eq!(
+            fresh,
+            ["gw-b"],
+            "a stale member is alive, or a fresh one is not"
+        );
+    }
+    assert_eq!(
+        alive(LONG).await,
+        ["gw-b"],
+        "the stale member was not pruned"
     );
+    // The registry itself expires `ttl` after its last heartbeat.
+    let short = k("registry-ttl");
+    cache.heartbeat(&short, "gw", SHORT).await.unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(150)).await;
+    assert!(cache.alive(&short, LONG).await.unwrap().is_empty());
+    // A key of another kind is refused, as Redis does.
+    let text = k("registry-text");
+    cache.set(&text, b"v", LONG).await.unwrap();
+    assert!(cache.heartbeat(&text, "gw", LONG).await.is_err());
+    assert!(cache.alive(&text, LONG).await.is_err());
 }

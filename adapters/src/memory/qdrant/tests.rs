@@ -5,6 +5,9 @@ use qdrant_client::qdrant::condition::ConditionOneOf;
 use qdrant_client::qdrant::vectors_output::VectorsOptions;
 use qdrant_client::qdrant::{DenseVector, VectorOutput};
 
+/// Per-request timeout of the clients in these tests.
+const T: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn sample() -> MemoryPoint {
     MemoryPoint {
         id: Uuid::new_v4(),
@@ -211,6 +214,7 @@ fn credentials_stay_out_of_describe_debug_and_errors() {
         Some(SecretString::from("sk-topsecret\n".to_owned())),
         "memories",
         8,
+        T,
     )
     .unwrap();
     assert_eq!(
@@ -230,9 +234,11 @@ fn credentials_stay_out_of_describe_debug_and_errors() {
         ),
         "bad key [REDACTED] at https://[REDACTED]@q"
     );
-    assert!(QdrantMemory::connect("http://q:6334", Some("a b".to_owned().into()), "c", 8).is_err());
-    assert!(QdrantMemory::connect("q:6334", None, "c", 8).is_err());
-    assert!(QdrantMemory::connect("http://q:6334", None, "c", 0).is_err());
+    assert!(
+        QdrantMemory::connect("http://q:6334", Some("a b".to_owned().into()), "c", 8, T).is_err()
+    );
+    assert!(QdrantMemory::connect("q:6334", None, "c", 8, T).is_err());
+    assert!(QdrantMemory::connect("http://q:6334", None, "c", 0, T).is_err());
 }
 
 #[tokio::test]
@@ -243,6 +249,7 @@ async fn an_unreachable_server_is_unavailable() {
         Some(SecretString::from("sk-topsecret".to_owned())),
         "memories",
         8,
+        T,
     )
     .unwrap();
     let scope = MemoryScope {
@@ -280,7 +287,7 @@ where
     let outcome = std::panic::AssertUnwindSafe(body(url.clone(), key.clone(), collection.clone()))
         .catch_unwind()
         .await;
-    let mem = QdrantMemory::connect(&url, key, &collection, 8).unwrap();
+    let mem = QdrantMemory::connect(&url, key, &collection, 8, T).unwrap();
     let dropped = mem.drop_collection().await;
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
@@ -293,18 +300,18 @@ where
 async fn qdrant_memory_keeps_the_contract() {
     with_fresh_collection(|url, key, collection| async move {
         // Two workers setting up the same new collection at once both succeed.
-        let a = QdrantMemory::connect(&url, key.clone(), &collection, 8).unwrap();
-        let b = QdrantMemory::connect(&url, key.clone(), &collection, 8).unwrap();
+        let a = QdrantMemory::connect(&url, key.clone(), &collection, 8, T).unwrap();
+        let b = QdrantMemory::connect(&url, key.clone(), &collection, 8, T).unwrap();
         let (ra, rb) = tokio::join!(a.ensure_collection(), b.ensure_collection());
         ra.expect("first worker");
         rb.expect("second worker");
         // And a third finds everything in place.
-        let mem = QdrantMemory::connect(&url, key.clone(), &collection, 8).unwrap();
+        let mem = QdrantMemory::connect(&url, key.clone(), &collection, 8, T).unwrap();
         mem.ensure_collection().await.expect("existing collection");
 
         whisperfleet_testkit::contracts::memory::run(&mem).await;
 
-        let wrong = QdrantMemory::connect(&url, key, &collection, 16).unwrap();
+        let wrong = QdrantMemory::connect(&url, key, &collection, 16, T).unwrap();
         match wrong.ensure_collection().await {
             Err(MemoryError::Other(m)) => assert!(m.contains("dimensions"), "{m}"),
             other => panic!("a vector size mismatch must be refused: {other:?}"),
@@ -317,7 +324,7 @@ async fn qdrant_memory_keeps_the_contract() {
 #[ignore = "needs a Qdrant server: set WHISPERFLEET_TEST_QDRANT_URL"]
 async fn qdrant_breaks_ties_like_the_embedded_store() {
     with_fresh_collection(|url, key, collection| async move {
-        let mem = QdrantMemory::connect(&url, key, &collection, 8).unwrap();
+        let mem = QdrantMemory::connect(&url, key, &collection, 8, T).unwrap();
         let embedded = crate::memory::sqlite::SqliteMemory::open(std::path::Path::new(":memory:"))
             .await
             .unwrap();
