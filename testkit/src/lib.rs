@@ -11,6 +11,7 @@ pub mod discord;
 pub mod mock_llm;
 pub mod naive;
 pub mod proxy;
+pub mod report;
 pub mod tap;
 pub mod worker;
 

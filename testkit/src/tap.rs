@@ -15,6 +15,7 @@ use whisperfleet_shared::wire::TurnReply;
 
 pub struct ReplyTap {
     seen: Arc<Mutex<Vec<TurnReply>>>,
+    arrived: Arc<Mutex<HashMap<Uuid, chrono::DateTime<chrono::Utc>>>>,
     _conn: Connection,
     task: tokio::task::JoinHandle<()>,
 }
@@ -59,18 +60,28 @@ impl ReplyTap {
             )
             .await?;
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Mutex::new(HashMap::new()));
         let sink = seen.clone();
+        let first = arrived.clone();
         let task = tokio::spawn(async move {
             let _ch = ch;
             while let Some(Ok(d)) = consumer.next().await {
                 match TurnReply::decode(&d.data) {
-                    Ok(r) => sink.lock().unwrap().push(r),
+                    Ok(r) => {
+                        first
+                            .lock()
+                            .unwrap()
+                            .entry(r.turn_id)
+                            .or_insert_with(chrono::Utc::now);
+                        sink.lock().unwrap().push(r)
+                    }
                     Err(e) => panic!("the tap got an unreadable reply: {e}"),
                 }
             }
         });
         Ok(Self {
             seen,
+            arrived,
             _conn: conn,
             task,
         })
@@ -84,6 +95,22 @@ impl ReplyTap {
             .iter()
             .filter(|r| r.turn_id == turn_id)
             .count()
+    }
+
+    /// Receipt → first reply of each of `reqs` that got one, in ms (for a p99).
+    pub fn latencies_ms(&self, reqs: &[whisperfleet_shared::wire::TurnRequest]) -> Vec<f64> {
+        let arrived = self.arrived.lock().unwrap();
+        reqs.iter()
+            .filter_map(|r| {
+                let at = arrived.get(&r.turn_id)?;
+                Some((*at - r.received_at).num_microseconds()? as f64 / 1000.0)
+            })
+            .collect()
+    }
+
+    /// Replies beyond the first, over all turns.
+    pub fn duplicates(&self) -> usize {
+        self.per_turn().values().map(|n| n.saturating_sub(1)).sum()
     }
 
     pub fn replies(&self) -> Vec<TurnReply> {

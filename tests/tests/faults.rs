@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use whisperfleet_shared::ports::Broker;
 use whisperfleet_shared::topology;
+use whisperfleet_testkit::report;
 use whisperfleet_testkit::*;
 
 /// A reply queue that is deleted under a running gateway (an operator, or `x-expires` after
@@ -132,12 +133,18 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
         st.ready == 0 && s.fleet.turn_records_with("replied") == 1
     })
     .await;
-    assert!(
-        tokio::time::timeout(Duration::from_secs(2), replies.rx.recv())
-            .await
-            .is_err(),
-        "a second reply reached the reply queue"
-    );
+    let second = tokio::time::timeout(Duration::from_secs(2), replies.rx.recv()).await;
+    report::record(&report::Row {
+        fault: "broker nacks the reply (reply queue refusing publishes), then accepts".into(),
+        load: "1 turn, LLM 0 ms".into(),
+        turns: 1,
+        answered: 1,
+        duplicate_replies: usize::from(second.is_ok()),
+        unseen_in_history: 0,
+        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
+    });
+    assert!(second.is_err(), "a second reply reached the reply queue");
     assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
 }
 
@@ -194,6 +201,16 @@ async fn a_redelivered_answered_turn_is_not_answered_again() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    report::record(&report::Row {
+        fault: "worker kill -9 after the reply, before the memory record; redelivered past the deadline".into(),
+        load: "1 turn, LLM 0 ms".into(),
+        turns: 1,
+        answered: usize::from(tap.count(req.turn_id) >= 1),
+        duplicate_replies: tap.duplicates(),
+        unseen_in_history: 0,
+        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
+    });
     assert_eq!(
         tap.count(req.turn_id),
         1,
@@ -241,6 +258,16 @@ async fn one_turn_runs_on_one_worker_at_a_time() {
     .await;
     // The second copy waits for the lease, then finds the turn done.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    report::record(&report::Row {
+        fault: "the same turn published twice (lost confirm), two workers".into(),
+        load: "1 turn × 2 copies, LLM 1500 ms".into(),
+        turns: 1,
+        answered: usize::from(tap.count(req.turn_id) >= 1),
+        duplicate_replies: tap.duplicates(),
+        unseen_in_history: 0,
+        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
+    });
     assert_eq!(tap.count(req.turn_id), 1, "{:?}", tap.replies());
     assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
 }
@@ -279,6 +306,22 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
     .await;
     let prompts = recorded(&s.record);
     let second = prompt_text(&prompts[1]);
+    // The second turn is in flight (its prompt was recorded): wait until it was settled.
+    eventually(Duration::from_secs(20), "the second turn settled", || async {
+        unacked(&s.fleet, topology::TURNS_QUEUE) == 0
+    })
+    .await;
+    let remembered = s.fleet.memory_points().await;
+    report::record(&report::Row {
+        fault: "HTTP reply timeout shorter than the turn (504), then the next message".into(),
+        load: "2 turns of one conversation, LLM 2500 ms, REPLY_TIMEOUT_MS 1000".into(),
+        turns: 2,
+        answered: 0,
+        duplicate_replies: 0,
+        unseen_in_history: usize::from(second.contains("AMBER-17")) + usize::from(remembered > 0),
+        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        p99_ms: 1000.0,
+    });
     assert!(
         !second.contains("AMBER-17"),
         "the unseen turn is in the next prompt:\n{second}"
@@ -415,6 +458,27 @@ async fn killed_at(boundary: Boundary, test: &str) {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let per_turn = tap.per_turn();
+    let lengths = history_lengths(&s.fleet);
+    report::record(&report::Row {
+        fault: format!(
+            "worker kill -9 after {}",
+            match boundary {
+                Boundary::Llm => "the LLM answered",
+                Boundary::History => "the history append",
+                Boundary::Reply => "the reply publish",
+                Boundary::Metrics => "the metric publish",
+            }
+        ),
+        load: format!("{TURNS} conversations, all in flight, LLM 0 ms"),
+        turns: TURNS,
+        answered: per_turn.len(),
+        duplicate_replies: tap.duplicates(),
+        // Every turn here was answered, so none is unseen; a history entry twice would be
+        // a turn presented twice.
+        unseen_in_history: lengths.iter().map(|n| n.saturating_sub(2) / 2).sum(),
+        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        p99_ms: report::p99(&tap.latencies_ms(&reqs)),
+    });
     for r in &reqs {
         assert_eq!(
             per_turn.get(&r.turn_id),
