@@ -2,7 +2,8 @@
 //! database, Redis prefix and gateway id on the machine's real services, runs the real
 //! binaries from the target directory (built by `scripts/test` first), and cleans up after
 //! itself. Also the parts tests are built from: the contract suites every port's
-//! implementations share, the mock LLM server, the Discord stand-in and the TCP fault proxy;
+//! implementations share, the mock LLM server, the Discord stand-in, the TCP fault proxy and
+//! RabbitMQ faults (a memory alarm, closed connections: [`rabbitmq`]);
 //! and the testkit worker (`worker`, with the seed's "before" in `naive`), which the bench
 //! and the fault-injection tests run instead of the fleet's `worker` binary.
 
@@ -10,7 +11,10 @@ pub mod contracts;
 pub mod discord;
 pub mod mock_llm;
 pub mod naive;
+pub mod rabbitmq;
 pub mod worker;
+
+pub use rabbitmq::MemoryAlarm;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
