@@ -656,6 +656,11 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The broker timeout of the adapters tests build themselves: the fleet's default.
+fn broker_timeout() -> Duration {
+    whisperfleet_shared::config::Backends::default().broker_timeout
+}
+
 /// Connects to the fleet's vhost with the real broker adapter and declares the topology.
 pub async fn broker_for(
     fleet: &Fleet,
@@ -665,6 +670,7 @@ pub async fn broker_for(
         fleet.amqp_url().into(),
         "test",
         Default::default(),
+        broker_timeout(),
     )
     .await
     .expect("broker");
@@ -697,6 +703,7 @@ pub async fn broker_with(
         fleet.amqp_url().into(),
         "test",
         topology,
+        broker_timeout(),
     )
     .await
     .expect("broker")
