@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use whisperfleet_shared::lineproto::{self, Point};
-use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
+use whisperfleet_shared::ports::broker::{Broker, BrokerError, Consuming, Message};
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{
@@ -49,6 +50,20 @@ pub enum SubmitError {
     Timeout(Duration),
 }
 
+/// Why the gateway cannot take turns right now (`/readyz`).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// Unreachable, or blocking publishers (a resource alarm): turns would be refused.
+    #[error("{0}")]
+    Broker(BrokerError),
+    /// Turns could be published, but their replies would not come back here.
+    #[error(
+        "not consuming the reply queue {0} (reconnecting, or the queue is missing and about \
+         to be declared again)"
+    )]
+    RepliesNotConsumed(String),
+}
+
 /// A reply, ready to deliver, with the gateway's stages so far.
 #[derive(Debug)]
 pub struct Pending {
@@ -73,6 +88,11 @@ pub struct GatewayCore {
     reply_timeout: Duration,
     max_waiting: usize,
     publish_retry: RetryPolicy,
+    /// The reply queue and whether its consumer is subscribed right now (readiness).
+    replies: Option<(String, Consuming)>,
+    /// Set by the first turn refused for a broker outage, cleared by the next one published:
+    /// the outage is logged once, not once per turn.
+    refusing: AtomicBool,
 }
 
 impl GatewayCore {
@@ -95,7 +115,35 @@ impl GatewayCore {
             // Three attempts, 100 ms–1 s apart: a blip is ridden out, the user is not kept
             // waiting through an outage.
             publish_retry: RetryPolicy::new(2, Duration::from_millis(100), Duration::from_secs(1)),
+            replies: None,
+            refusing: AtomicBool::new(false),
         }
+    }
+
+    /// Makes readiness cover the consumer of `queue` (this gateway's reply queue).
+    pub fn with_reply_consumer(mut self, queue: String, consuming: Consuming) -> Self {
+        self.replies = Some((queue, consuming));
+        self
+    }
+
+    /// Whether turns can go out and their replies come back right now: the broker takes
+    /// publishes (reachable, not blocking publishers) and the reply queue is consumed.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
+        self.broker.readiness().await.map_err(NotReady::Broker)?;
+        match &self.replies {
+            Some((queue, consuming)) if !consuming.now() => {
+                Err(NotReady::RepliesNotConsumed(queue.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives up a turn this gateway will not deliver (its publish failed, or its reply did
+    /// not come in time): forgets its waiter. A turn whose publish failed may still reach
+    /// the queue (a lost confirm, a blocked broker taking it after the alarm), so everything
+    /// that keeps such a turn from being processed as seen belongs here.
+    pub fn abandon_turn(&self, turn_id: Uuid) {
+        self.router.abandon(turn_id);
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
@@ -140,7 +188,7 @@ impl GatewayCore {
         };
         let waiter = self.router.expect(turn_id);
         if let Err(e) = self.publish_turn(&req).await {
-            self.router.abandon(turn_id);
+            self.abandon_turn(turn_id);
             return Err(SubmitError::BrokerDown(e));
         }
         let ingress_ms = input.received.elapsed().as_secs_f64() * 1000.0;
@@ -150,7 +198,7 @@ impl GatewayCore {
         let arrived = match tokio::time::timeout(self.reply_timeout, waiter).await {
             Ok(Ok(a)) => a,
             _ => {
-                self.router.abandon(turn_id);
+                self.abandon_turn(turn_id);
                 return Err(SubmitError::Timeout(self.reply_timeout));
             }
         };
@@ -172,10 +220,29 @@ impl GatewayCore {
             req.encode(),
         )
         .with_id(req.turn_id.to_string());
-        retry(&self.publish_retry, "turn publish", |_| {
+        let res = retry(&self.publish_retry, "turn publish", |_| {
             self.broker.publish(msg.clone())
         })
-        .await
+        .await;
+        self.note_publish(&res);
+        res
+    }
+
+    /// Logs a broker outage (unreachable, or blocking publishers) once per period: the first
+    /// turn refused warns with the reason, the first one published afterwards says it is over.
+    fn note_publish(&self, res: &Result<(), BrokerError>) {
+        match res {
+            Err(e) => {
+                if !self.refusing.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "answering turns with 503 until the broker takes them again");
+                }
+            }
+            Ok(()) => {
+                if self.refusing.swap(false, Ordering::SeqCst) {
+                    tracing::info!("the broker takes turns again");
+                }
+            }
+        }
     }
 
     /// The gateway's stages for a delivered reply, merged with the worker's; call when the
@@ -263,16 +330,20 @@ impl Connected {
         let reply_queue = broker.ensure_reply_queue(&config.gateway.id).await?;
         let replies = broker.consume(&reply_queue, REPLY_PREFETCH).await?;
         let stop_replies = replies.stop.clone();
+        let consuming = replies.consuming.clone();
         let router = ReplyRouter::new();
         let router_task = tokio::spawn(router.clone().run(replies));
-        let core = Arc::new(GatewayCore::new(
-            config.gateway.id.clone(),
-            broker,
-            router,
-            config.gateway.max_text_chars,
-            config.gateway.reply_timeout,
-            config.gateway.max_queued_per_conversation,
-        ));
+        let core = Arc::new(
+            GatewayCore::new(
+                config.gateway.id.clone(),
+                broker,
+                router,
+                config.gateway.max_text_chars,
+                config.gateway.reply_timeout,
+                config.gateway.max_queued_per_conversation,
+            )
+            .with_reply_consumer(reply_queue, consuming),
+        );
         Ok(Self {
             core,
             stop_replies,
