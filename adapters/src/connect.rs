@@ -83,6 +83,7 @@ pub async fn broker(
                     url.clone(),
                     &format!("{client}@{}", config.gateway.id),
                     topology,
+                    config.backends.broker_timeout,
                 )
                 .await
                 .map_err(|e| {

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use whisperfleet_shared::lineproto::{self, Point};
-use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
+use whisperfleet_shared::ports::broker::{Broker, BrokerError, Consuming, Message};
 use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::records;
 use whisperfleet_shared::retry::{RetryPolicy, retry};
@@ -51,6 +52,20 @@ pub enum SubmitError {
     Timeout(Duration),
 }
 
+/// Why the gateway cannot take turns right now (`/readyz`).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// Unreachable, or blocking publishers (a resource alarm): turns would be refused.
+    #[error("{0}")]
+    Broker(BrokerError),
+    /// Turns could be published, but their replies would not come back here.
+    #[error(
+        "not consuming the reply queue {0} (reconnecting, or the queue is missing and about \
+         to be declared again)"
+    )]
+    RepliesNotConsumed(String),
+}
+
 /// A reply, ready to deliver, with the gateway's stages so far.
 #[derive(Debug)]
 pub struct Pending {
@@ -75,6 +90,11 @@ pub struct GatewayCore {
     reply_timeout: Duration,
     max_waiting: usize,
     publish_retry: RetryPolicy,
+    /// The reply queue and whether its consumer is subscribed right now (readiness).
+    replies: Option<(String, Consuming)>,
+    /// Set by the first turn refused for a broker outage, cleared by the next one published:
+    /// the outage is logged once, not once per turn.
+    refusing: AtomicBool,
     records: Option<Records>,
     late: std::sync::OnceLock<Arc<dyn LateDelivery>>,
 }
@@ -152,6 +172,8 @@ impl GatewayCore {
             publish_retry: RetryPolicy::new(2, Duration::from_millis(100), Duration::from_secs(1)),
             records: None,
             late: std::sync::OnceLock::new(),
+            replies: None,
+            refusing: AtomicBool::new(false),
         }
     }
 
@@ -169,6 +191,24 @@ impl GatewayCore {
     pub fn with_records(mut self, cache: Option<Arc<dyn Cache>>, ttl: Duration) -> Self {
         self.records = cache.map(|cache| Records { cache, ttl });
         self
+    }
+
+    /// Makes readiness cover the consumer of `queue` (this gateway's reply queue).
+    pub fn with_reply_consumer(mut self, queue: String, consuming: Consuming) -> Self {
+        self.replies = Some((queue, consuming));
+        self
+    }
+
+    /// Whether turns can go out and their replies come back right now: the broker takes
+    /// publishes (reachable, not blocking publishers) and the reply queue is consumed.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
+        self.broker.readiness().await.map_err(NotReady::Broker)?;
+        match &self.replies {
+            Some((queue, consuming)) if !consuming.now() => {
+                Err(NotReady::RepliesNotConsumed(queue.clone()))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
@@ -282,10 +322,29 @@ impl GatewayCore {
             req.encode(),
         )
         .with_id(req.turn_id.to_string());
-        retry(&self.publish_retry, "turn publish", |_| {
+        let res = retry(&self.publish_retry, "turn publish", |_| {
             self.broker.publish(msg.clone())
         })
-        .await
+        .await;
+        self.note_publish(&res);
+        res
+    }
+
+    /// Logs a broker outage (unreachable, or blocking publishers) once per period: the first
+    /// turn refused warns with the reason, the first one published afterwards says it is over.
+    fn note_publish(&self, res: &Result<(), BrokerError>) {
+        match res {
+            Err(e) => {
+                if !self.refusing.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "answering turns with 503 until the broker takes them again");
+                }
+            }
+            Ok(()) => {
+                if self.refusing.swap(false, Ordering::SeqCst) {
+                    tracing::info!("the broker takes turns again");
+                }
+            }
+        }
     }
 
     /// The gateway's stages for a delivered reply, merged with the worker's; call when the
@@ -376,6 +435,7 @@ impl Connected {
         let reply_queue = broker.ensure_reply_queue(&config.gateway.id).await?;
         let replies = broker.consume(&reply_queue, REPLY_PREFETCH).await?;
         let stop_replies = replies.stop.clone();
+        let consuming = replies.consuming.clone();
         let (unclaimed_tx, unclaimed) = tokio::sync::mpsc::unbounded_channel();
         let router = ReplyRouter::with_unclaimed(unclaimed_tx);
         let router_task = tokio::spawn(router.clone().run(replies));
@@ -388,7 +448,8 @@ impl Connected {
                 config.gateway.reply_timeout,
                 config.gateway.max_queued_per_conversation,
             )
-            .with_records(cache, config.worker.turn_record_ttl),
+            .with_records(cache, config.worker.turn_record_ttl)
+            .with_reply_consumer(reply_queue, consuming),
         );
         if config.gateway.reply_timeout <= config.worker.turn_deadline {
             tracing::warn!(

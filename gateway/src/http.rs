@@ -1,5 +1,7 @@
 //! The HTTP adapter: `POST /v1/turns` (one turn, answered when its reply arrives),
-//! `GET /healthz` (process alive), `GET /readyz` (broker reachable). Every error is JSON
+//! `GET /healthz` (process alive), `GET /readyz` (turns can go out and come back: the broker
+//! takes publishes — reachable, not blocking publishers — and the reply queue is consumed;
+//! otherwise 503 saying which). Every error is JSON
 //! `{"error": code, "message": text}` with a status that says what to do: 400/413 fix the
 //! request, 404 unknown character, 429 slow down, 503 retry later, 504 the fleet is slow.
 
@@ -17,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 use whisperfleet_shared::wire::{Conversation, Outcome};
 
-use crate::gateway::{GatewayCore, SubmitError, TurnInput};
+use crate::gateway::{GatewayCore, NotReady, SubmitError, TurnInput};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,14 +57,17 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 async fn ready(State(core): State<Arc<GatewayCore>>) -> Response {
-    if core.broker().is_ready().await {
-        Json(json!({"status": "ready", "broker": core.broker().describe()})).into_response()
-    } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker_unavailable",
-            "the message broker cannot be reached",
-        )
+    match core.readiness().await {
+        Ok(()) => {
+            Json(json!({"status": "ready", "broker": core.broker().describe()})).into_response()
+        }
+        Err(e) => {
+            let code = match e {
+                NotReady::Broker(_) => "broker_unavailable",
+                NotReady::RepliesNotConsumed(_) => "replies_not_consumed",
+            };
+            error(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! database, Redis prefix and gateway id on the machine's real services, runs the real
 //! binaries from the target directory (built by `scripts/test` first), and cleans up after
 //! itself. Also the parts tests are built from: the contract suites every port's
-//! implementations share, the mock LLM server, the Discord stand-in and the TCP fault proxy;
+//! implementations share, the mock LLM server, the Discord stand-in, the TCP fault proxy and
+//! RabbitMQ faults (a memory alarm, closed connections: [`rabbitmq`]);
 //! and the testkit worker (`worker`, with the seed's "before" in `naive`), which the bench
 //! and the fault-injection tests run instead of the fleet's `worker` binary.
 
@@ -11,11 +12,13 @@ pub mod discord;
 pub mod mock_llm;
 pub mod naive;
 pub mod proxy;
+pub mod rabbitmq;
 pub mod report;
 pub mod tap;
 pub mod worker;
 
 pub use proxy::TcpProxy;
+pub use rabbitmq::MemoryAlarm;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -671,6 +674,11 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The broker timeout of the adapters tests build themselves: the fleet's default.
+fn broker_timeout() -> Duration {
+    whisperfleet_shared::config::Backends::default().broker_timeout
+}
+
 /// Connects to the fleet's vhost with the real broker adapter and declares the topology.
 pub async fn broker_for(
     fleet: &Fleet,
@@ -680,6 +688,7 @@ pub async fn broker_for(
         fleet.amqp_url().into(),
         "test",
         Default::default(),
+        broker_timeout(),
     )
     .await
     .expect("broker");
@@ -712,6 +721,7 @@ pub async fn broker_with(
         fleet.amqp_url().into(),
         "test",
         topology,
+        broker_timeout(),
     )
     .await
     .expect("broker")

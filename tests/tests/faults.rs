@@ -307,9 +307,11 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
     let prompts = recorded(&s.record);
     let second = prompt_text(&prompts[1]);
     // The second turn is in flight (its prompt was recorded): wait until it was settled.
-    eventually(Duration::from_secs(20), "the second turn settled", || async {
-        unacked(&s.fleet, topology::TURNS_QUEUE) == 0
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the second turn settled",
+        || async { unacked(&s.fleet, topology::TURNS_QUEUE) == 0 },
+    )
     .await;
     let remembered = s.fleet.memory_points().await;
     report::record(&report::Row {

@@ -37,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use whisperfleet_shared::ports::broker::{
-    Acker, Broker, BrokerError, Delivery, Message, QueueStats, Subscription,
+    Acker, Broker, BrokerError, Consuming, Delivery, Message, QueueStats, Subscription,
 };
 use whisperfleet_shared::topology::{self, TopologySettings};
 
@@ -215,20 +215,29 @@ impl EmbeddedBroker {
         })?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
+        // In-process, a subscription consumes from the moment it exists until it is stopped.
+        let (consuming_tx, consuming) = Consuming::channel();
+        consuming_tx.send_replace(true);
         // Holds the broker like amqp.rs' consumer task does, until the receiver is gone.
         tokio::spawn(async move {
             tokio::select! {
                 _ = stopped.cancelled() => {
+                    consuming_tx.send_replace(false);
                     me.with_state(|s, g| s.deactivate(id, g));
                     // Delivered messages can still be settled until the owner drops `rx`.
                     watch.closed().await;
                 }
                 _ = watch.closed() => {}
             }
+            consuming_tx.send_replace(false);
             drop(watch);
             me.with_state(|s, g| s.remove_consumer(id, g));
         });
-        Ok(Subscription { rx, stop })
+        Ok(Subscription {
+            rx,
+            stop,
+            consuming,
+        })
     }
 }
 
@@ -702,8 +711,9 @@ impl Broker for EmbeddedBroker {
         }))
     }
 
-    async fn is_ready(&self) -> bool {
-        true
+    async fn readiness(&self) -> Result<(), BrokerError> {
+        // In-process: nothing to reach, nothing that blocks publishers.
+        Ok(())
     }
 
     fn describe(&self) -> String {

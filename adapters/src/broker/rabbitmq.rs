@@ -8,9 +8,21 @@
 //! - Connections are re-established lazily on the next use after a failure; consumers run
 //!   in a task that reconnects with jittered exponential backoff and resubscribes, so a
 //!   broker restart needs no process restart. Unacked deliveries of a lost connection are
-//!   redelivered by RabbitMQ, which is why every consumer must be idempotent.
+//!   redelivered by RabbitMQ, which is why every consumer must be idempotent. Each
+//!   [`Subscription`] says whether it is subscribed right now ([`Consuming`]), for readiness.
+//! - Every wait is bounded by one timeout (`WHISPERFLEET_BROKER_TIMEOUT_MS`): connecting,
+//!   opening a channel, declaring, publishing and its confirm, settling a delivery. A broker
+//!   that does not answer is `Unavailable`, never a caller held forever.
+//! - `connection.blocked`: a memory or disk alarm makes RabbitMQ stop reading from every
+//!   connection that publishes (lapin then stops writing to it too). The publish connection
+//!   keeps the reason it was given while blocked; publishes fail at once with
+//!   `Unavailable("broker is blocking publishers: …")` (one already waiting for its confirm
+//!   fails as soon as the notice arrives) and [`Broker::readiness`] reports it. Declarations,
+//!   queue stats and acks go over the consume connection, which never publishes, so RabbitMQ
+//!   never blocks it: consumers keep consuming and resubscribing during an alarm.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,14 +35,15 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Event, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use whisperfleet_shared::config::redact_secret_url;
 use whisperfleet_shared::ports::broker::{
-    Acker, Broker, BrokerError, Delivery, Message, QueueStats, Subscription,
+    Acker, Broker, BrokerError, Consuming, Delivery, Message, QueueStats, Subscription,
 };
 use whisperfleet_shared::retry::Backoff;
 use whisperfleet_shared::topology::{self, TopologySettings};
@@ -41,6 +54,8 @@ pub struct RabbitBroker {
     url: SecretString,
     name: String,
     topology: TopologySettings,
+    /// Bound on every single wait for the broker.
+    timeout: Duration,
     publish: Holder,
     consume: Holder,
     next_channel: AtomicUsize,
@@ -57,12 +72,90 @@ struct Holder {
 struct Live {
     conn: Arc<Connection>,
     channels: Vec<Channel>,
+    /// The broker's reason while it blocks this connection (`connection.blocked`), kept by
+    /// the task [`watch_blocked`] starts.
+    blocked: watch::Receiver<Option<String>>,
 }
 
 impl Live {
     fn healthy(&self) -> bool {
         self.conn.status().connected() && self.channels.iter().all(|c| c.status().connected())
     }
+
+    /// Why the broker blocks this connection, while it does. lapin's own flag is set a
+    /// moment before the event with the reason arrives: either counts.
+    fn blocked(&self) -> Option<String> {
+        let reason = self.blocked.borrow().clone();
+        reason.or_else(|| {
+            self.conn
+                .status()
+                .blocked()
+                .then(|| "no reason given yet".to_string())
+        })
+    }
+
+    /// Fails at once while the broker blocks this connection: anything sent now would wait
+    /// until the alarm clears.
+    fn unblocked(&self) -> Result<(), BrokerError> {
+        match self.blocked() {
+            Some(reason) => Err(blocked_error(&reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// The error a publish gets once the broker blocks this connection (at once if it does
+    /// already); never resolves when the connection goes away without being blocked.
+    async fn until_blocked(&self) -> BrokerError {
+        let mut blocked = self.blocked.clone();
+        // The reason is copied out: the watch's guard must not live across an await.
+        let reason = match blocked.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => blocked_error(&reason),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn blocked_error(reason: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("broker is blocking publishers: {reason}"))
+}
+
+/// Follows the connection's `connection.blocked` / `connection.unblocked` notices (a memory
+/// or disk alarm on the broker) into the returned state, logging each change once. The task
+/// ends with the connection's event stream or when every [`Live`] of it is gone.
+fn watch_blocked(conn: &Connection, role: &'static str) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(None);
+    // Listen before anything can be blocked: lapin drops events nobody listens to.
+    let events = conn.events_listener();
+    tokio::spawn(async move {
+        tokio::pin!(events);
+        loop {
+            let event = tokio::select! {
+                e = events.next() => e,
+                _ = tx.closed() => break,
+            };
+            match event {
+                None => break,
+                Some(Event::ConnectionBlocked(reason)) => {
+                    tracing::warn!(
+                        role,
+                        reason,
+                        "the broker blocks publishers (a resource alarm): publishing fails until it clears"
+                    );
+                    tx.send_replace(Some(reason));
+                }
+                Some(Event::ConnectionUnblocked) => {
+                    tracing::info!(role, "the broker takes publishes again");
+                    tx.send_replace(None);
+                }
+                Some(_) => {}
+            }
+        }
+    });
+    rx
 }
 
 fn unavailable(e: lapin::Error) -> BrokerError {
@@ -76,17 +169,68 @@ fn protocol_code(e: &lapin::Error) -> Option<u16> {
     }
 }
 
+/// A bounded broker call that did not succeed: the broker's error (some callers need its
+/// reply code) or no answer in time.
+enum CallError {
+    Broker(lapin::Error),
+    TimedOut(String),
+}
+
+impl CallError {
+    fn code(&self) -> Option<u16> {
+        match self {
+            Self::Broker(e) => protocol_code(e),
+            Self::TimedOut(_) => None,
+        }
+    }
+}
+
+impl From<CallError> for BrokerError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Broker(e) => unavailable(e),
+            CallError::TimedOut(m) => BrokerError::Unavailable(m),
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broker(e) => e.fmt(f),
+            Self::TimedOut(m) => f.write_str(m),
+        }
+    }
+}
+
+/// `fut`, or [`CallError::TimedOut`] naming `what` after `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(res) => res.map_err(CallError::Broker),
+        Err(_) => Err(CallError::TimedOut(format!(
+            "{what}: no answer from the broker within {limit:?}"
+        ))),
+    }
+}
+
 impl RabbitBroker {
-    /// Connects once to fail fast on a wrong URL or credentials.
+    /// Connects once to fail fast on a wrong URL or credentials. `timeout` bounds every
+    /// single wait for the broker (`WHISPERFLEET_BROKER_TIMEOUT_MS`).
     pub async fn connect(
         url: SecretString,
         name: &str,
         topology: TopologySettings,
+        timeout: Duration,
     ) -> Result<Arc<Self>, BrokerError> {
         let broker = Arc::new_cyclic(|me| Self {
             url,
             name: name.to_string(),
             topology,
+            timeout,
             publish: Holder {
                 live: Mutex::new(None),
                 role: "publish",
@@ -113,50 +257,102 @@ impl RabbitBroker {
         *guard = None;
         let props = ConnectionProperties::default()
             .with_connection_name(format!("{}/{}", self.name, holder.role).into());
-        let conn = Connection::connect(self.url.expose_secret(), props)
-            .await
-            .map_err(|e| {
-                BrokerError::Unavailable(format!(
-                    "cannot connect to {}: {e}",
-                    redact_secret_url(&self.url)
-                ))
-            })?;
-        let mut channels = Vec::new();
+        let conn = bounded(
+            self.timeout,
+            "connecting",
+            Connection::connect(self.url.expose_secret(), props),
+        )
+        .await
+        .map_err(|e| {
+            BrokerError::Unavailable(format!(
+                "cannot connect to {}: {e}",
+                redact_secret_url(&self.url)
+            ))
+        })?;
+        let blocked = watch_blocked(&conn, holder.role);
         let n = if holder.role == "publish" {
             PUBLISH_CHANNELS
         } else {
             0
         };
-        for _ in 0..n {
-            let ch = conn.create_channel().await.map_err(unavailable)?;
-            ch.confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(unavailable)?;
-            channels.push(ch);
+        let channels = async {
+            let mut channels = Vec::new();
+            for _ in 0..n {
+                let ch = bounded(self.timeout, "opening a channel", conn.create_channel()).await?;
+                bounded(
+                    self.timeout,
+                    "enabling publisher confirms",
+                    ch.confirm_select(ConfirmSelectOptions::default()),
+                )
+                .await?;
+                channels.push(ch);
+            }
+            Ok::<_, CallError>(channels)
         }
+        .await;
+        let channels = match channels {
+            Ok(c) => c,
+            Err(e) => {
+                // Half set up: do not leave the connection open behind us.
+                let limit = self.timeout;
+                tokio::spawn(async move {
+                    let _ = bounded(limit, "closing", conn.close(200, "OK".into())).await;
+                });
+                return Err(e.into());
+            }
+        };
         let live = Live {
             conn: Arc::new(conn),
             channels,
+            blocked,
         };
         *guard = Some(live.clone());
         Ok(live)
     }
 
-    async fn publish_channel(&self) -> Result<Channel, BrokerError> {
+    /// The publish connection and one of its channels, or at once the reason it cannot
+    /// publish now.
+    async fn publishing(&self) -> Result<(Live, Channel), BrokerError> {
         let live = self.live(&self.publish).await?;
+        live.unblocked()?;
         let i = self.next_channel.fetch_add(1, Ordering::Relaxed) % live.channels.len();
-        Ok(live.channels[i].clone())
+        let ch = live.channels[i].clone();
+        Ok((live, ch))
     }
 
     /// A fresh channel for one-off operations (declarations, passive declares that may
-    /// close the channel with 404).
+    /// close the channel with 404), on the consume connection: it never publishes, so a
+    /// resource alarm never blocks it.
     async fn scratch_channel(&self) -> Result<Channel, BrokerError> {
-        let live = self.live(&self.publish).await?;
-        live.conn.create_channel().await.map_err(unavailable)
+        let live = self.live(&self.consume).await?;
+        Ok(bounded(
+            self.timeout,
+            "opening a channel",
+            live.conn.create_channel(),
+        )
+        .await?)
+    }
+
+    /// Closes a scratch channel without holding the caller for the broker's close-ok.
+    fn close_later(&self, ch: Channel) {
+        let limit = self.timeout;
+        tokio::spawn(async move {
+            let _ = bounded(limit, "closing a channel", ch.close(200, "OK".into())).await;
+        });
+    }
+
+    /// A failed publish, explained: a connection blocked meanwhile is the reason that
+    /// matters to the caller, not the timeout it caused.
+    fn explain(live: &Live, e: impl Into<BrokerError>) -> BrokerError {
+        match live.blocked() {
+            Some(reason) => blocked_error(&reason),
+            None => e.into(),
+        }
     }
 
     async fn send(
         &self,
+        live: &Live,
         ch: &Channel,
         msg: &Message,
     ) -> Result<lapin::PublisherConfirm, BrokerError> {
@@ -174,22 +370,45 @@ impl RabbitBroker {
         if let Some(id) = &msg.message_id {
             props = props.with_message_id(id.as_str().into());
         }
-        ch.basic_publish(
-            msg.exchange.as_str().into(),
-            msg.routing_key.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &msg.body,
-            props,
-        )
-        .await
-        .map_err(unavailable)
+        let sent = bounded(
+            self.timeout,
+            "publishing",
+            ch.basic_publish(
+                msg.exchange.as_str().into(),
+                msg.routing_key.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &msg.body,
+                props,
+            ),
+        );
+        tokio::select! {
+            res = sent => res.map_err(|e| Self::explain(live, e)),
+            e = live.until_blocked() => Err(e),
+        }
     }
 
-    async fn settle(confirm: lapin::PublisherConfirm, msg: &Message) -> Result<(), BrokerError> {
-        let c = confirm.await.map_err(unavailable)?;
+    /// Waits for the broker's confirm of one message until `deadline`, or until the broker
+    /// blocks the connection (then the confirm would only come after the alarm; the message
+    /// may still be taken then, which is why consumers are idempotent by message id).
+    async fn settle(
+        live: &Live,
+        confirm: lapin::PublisherConfirm,
+        msg: &Message,
+        deadline: Instant,
+    ) -> Result<(), BrokerError> {
+        let c = tokio::select! {
+            c = confirm => c.map_err(unavailable)?,
+            e = live.until_blocked() => return Err(e),
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(Self::explain(live, BrokerError::Unavailable(format!(
+                    "no confirm from the broker for a message to {}/{} in time",
+                    msg.exchange, msg.routing_key
+                ))));
+            }
+        };
         if c.is_nack() {
             return Err(BrokerError::Rejected(format!(
                 "broker nacked message to {}/{}",
@@ -291,16 +510,22 @@ impl RabbitBroker {
         prefetch: u16,
     ) -> Result<(Channel, lapin::Consumer, String), BrokerError> {
         let live = self.live(&self.consume).await?;
-        let ch = live.conn.create_channel().await.map_err(unavailable)?;
-        ch.basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(unavailable)?;
+        let t = self.timeout;
+        let ch = bounded(t, "opening a channel", live.conn.create_channel()).await?;
+        bounded(
+            t,
+            "setting the prefetch",
+            ch.basic_qos(prefetch, BasicQosOptions::default()),
+        )
+        .await?;
         let queue = match target {
             Target::Queue(q) => q.clone(),
             Target::Control => {
                 // Server-named, exclusive to this connection: gone when the process is.
-                let q = ch
-                    .queue_declare(
+                let q = bounded(
+                    t,
+                    "declaring the control queue",
+                    ch.queue_declare(
                         "".into(),
                         QueueDeclareOptions {
                             exclusive: true,
@@ -308,35 +533,52 @@ impl RabbitBroker {
                             ..Default::default()
                         },
                         FieldTable::default(),
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                let name = q.name().as_str().to_string();
-                ch.queue_bind(
-                    name.as_str().into(),
-                    topology::CONTROL_EXCHANGE.into(),
-                    "".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
+                    ),
                 )
-                .await
-                .map_err(unavailable)?;
+                .await?;
+                let name = q.name().as_str().to_string();
+                bounded(
+                    t,
+                    "binding the control queue",
+                    ch.queue_bind(
+                        name.as_str().into(),
+                        topology::CONTROL_EXCHANGE.into(),
+                        "".into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    ),
+                )
+                .await?;
                 name
             }
         };
-        let consumer = ch
-            .basic_consume(
+        let consumer = bounded(
+            t,
+            "subscribing",
+            ch.basic_consume(
                 queue.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await
-            .map_err(|e| match protocol_code(&e) {
-                Some(404) => BrokerError::Fatal(format!("queue {queue} does not exist")),
-                _ => unavailable(e),
-            })?;
+            ),
+        )
+        .await
+        .map_err(|e| match e.code() {
+            Some(404) => BrokerError::Fatal(format!("queue {queue} does not exist")),
+            _ => e.into(),
+        })?;
         Ok((ch, consumer, queue))
+    }
+
+    /// Cancels a subscription on the broker, within the timeout (a consumer task that is
+    /// ending must not hang on a broker that stopped answering).
+    async fn cancel(&self, ch: &Channel, consumer: &lapin::Consumer) {
+        let _ = bounded(
+            self.timeout,
+            "cancelling a consumer",
+            ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()),
+        )
+        .await;
     }
 
     /// Runs the consumer task. Its first subscription attempt is reported on the returned
@@ -348,6 +590,7 @@ impl RabbitBroker {
         prefetch: u16,
     ) -> (Subscription, oneshot::Receiver<Result<(), BrokerError>>) {
         let (tx, rx) = mpsc::channel(usize::from(prefetch.max(1)));
+        let (consuming_tx, consuming) = Consuming::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let mut ready = Some(ready_tx);
         let stop = CancellationToken::new();
@@ -383,6 +626,7 @@ impl RabbitBroker {
                     }
                 };
                 backoff.reset();
+                consuming_tx.send_replace(true);
                 if let Some(r) = ready.take() {
                     let _ = r.send(Ok(()));
                 }
@@ -390,7 +634,8 @@ impl RabbitBroker {
                 loop {
                     tokio::select! {
                         _ = stop2.cancelled() => {
-                            let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                            consuming_tx.send_replace(false);
+                            me.cancel(&ch, &consumer).await;
                             // Deliveries already handed out are acked on this channel: keep it
                             // open until their owner drops the subscription.
                             tx.closed().await;
@@ -400,13 +645,14 @@ impl RabbitBroker {
                         // The subscription was dropped without `stop`: cancel the consumer
                         // and close the channel, so RabbitMQ redelivers what it still holds.
                         _ = tx.closed() => {
-                            let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                            consuming_tx.send_replace(false);
+                            me.cancel(&ch, &consumer).await;
                             drop(ch);
                             break 'connect;
                         }
                         next = consumer.next() => match next {
                             Some(Ok(d)) => {
-                                if tx.send(convert(&queue, d)).await.is_err() {
+                                if tx.send(convert(&queue, d, me.timeout)).await.is_err() {
                                     break 'connect;
                                 }
                             }
@@ -421,13 +667,22 @@ impl RabbitBroker {
                         }
                     }
                 }
+                consuming_tx.send_replace(false);
                 tokio::select! {
                     _ = stop2.cancelled() => break,
                     _ = tokio::time::sleep(backoff.next_delay()) => {},
                 }
             }
+            consuming_tx.send_replace(false);
         });
-        (Subscription { rx, stop }, ready_rx)
+        (
+            Subscription {
+                rx,
+                stop,
+                consuming,
+            },
+            ready_rx,
+        )
     }
 }
 
@@ -480,7 +735,7 @@ fn header_string(v: &AMQPValue) -> Option<String> {
     })
 }
 
-fn convert(queue: &str, d: lapin::message::Delivery) -> Delivery {
+fn convert(queue: &str, d: lapin::message::Delivery, timeout: Duration) -> Delivery {
     let mut headers = BTreeMap::new();
     if let Some(table) = d.properties.headers() {
         for (k, v) in table.inner() {
@@ -500,44 +755,50 @@ fn convert(queue: &str, d: lapin::message::Delivery) -> Delivery {
         redelivered: d.redelivered,
         delivery_count,
         body: d.data,
-        acker: Box::new(LapinAcker(d.acker)),
+        acker: Box::new(LapinAcker {
+            acker: d.acker,
+            timeout,
+        }),
     }
 }
 
-struct LapinAcker(lapin::Acker);
+/// Settles one delivery within the broker timeout.
+struct LapinAcker {
+    acker: lapin::Acker,
+    timeout: Duration,
+}
 
 #[async_trait]
 impl Acker for LapinAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
-        self.0
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        let a = &self.acker;
+        bounded(self.timeout, "acking", a.ack(BasicAckOptions::default())).await?;
+        Ok(())
     }
     async fn ack_up_to(&self) -> Result<(), BrokerError> {
-        self.0
-            .ack(BasicAckOptions { multiple: true })
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        let a = &self.acker;
+        bounded(
+            self.timeout,
+            "acking",
+            a.ack(BasicAckOptions { multiple: true }),
+        )
+        .await?;
+        Ok(())
     }
     async fn requeue(&self) -> Result<(), BrokerError> {
-        self.0
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        let a = &self.acker;
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        bounded(self.timeout, "requeueing", a.nack(requeue)).await?;
+        Ok(())
     }
     async fn reject(&self) -> Result<(), BrokerError> {
-        self.0
-            .reject(BasicRejectOptions { requeue: false })
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        let a = &self.acker;
+        let reject = BasicRejectOptions { requeue: false };
+        bounded(self.timeout, "rejecting", a.reject(reject)).await?;
+        Ok(())
     }
 }
 
@@ -545,14 +806,19 @@ impl Acker for LapinAcker {
 impl Broker for RabbitBroker {
     async fn ensure_topology(&self) -> Result<(), BrokerError> {
         let ch = self.scratch_channel().await?;
-        let res = self.declare_all(&ch).await;
-        let _ = ch.close(200, "OK".into()).await;
-        res.map_err(|e| match protocol_code(&e) {
+        let res = bounded(
+            self.timeout,
+            "declaring the topology",
+            self.declare_all(&ch),
+        )
+        .await;
+        self.close_later(ch);
+        res.map_err(|e| match e.code() {
             Some(406) => BrokerError::Fatal(format!(
                 "a fleet queue exists with other arguments than this process declares \
                  (delivery limit or type changed?): {e}"
             )),
-            _ => unavailable(e),
+            _ => e.into(),
         })
     }
 
@@ -564,7 +830,7 @@ impl Broker for RabbitBroker {
             "x-expires".into(),
             AMQPValue::LongLongInt(self.topology.reply_queue_expires.as_millis() as i64),
         );
-        let res = async {
+        let declare = async {
             ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
                 .await?;
             ch.queue_bind(
@@ -575,27 +841,29 @@ impl Broker for RabbitBroker {
                 FieldTable::default(),
             )
             .await
-        }
-        .await;
-        let _ = ch.close(200, "OK".into()).await;
-        res.map_err(unavailable)?;
+        };
+        let res = bounded(self.timeout, "declaring the reply queue", declare).await;
+        self.close_later(ch);
+        res?;
         Ok(queue)
     }
 
     async fn publish(&self, msg: Message) -> Result<(), BrokerError> {
-        let ch = self.publish_channel().await?;
-        let confirm = self.send(&ch, &msg).await?;
-        Self::settle(confirm, &msg).await
+        let (live, ch) = self.publishing().await?;
+        let confirm = self.send(&live, &ch, &msg).await?;
+        Self::settle(&live, confirm, &msg, Instant::now() + self.timeout).await
     }
 
     async fn publish_many(&self, msgs: Vec<Message>) -> Result<(), BrokerError> {
-        let ch = self.publish_channel().await?;
+        let (live, ch) = self.publishing().await?;
         let mut pending = Vec::with_capacity(msgs.len());
         for msg in &msgs {
-            pending.push(self.send(&ch, msg).await?);
+            pending.push(self.send(&live, &ch, msg).await?);
         }
+        // One bound for the whole batch: its confirms come back together.
+        let deadline = Instant::now() + self.timeout;
         for (confirm, msg) in pending.into_iter().zip(&msgs) {
-            Self::settle(confirm, msg).await?;
+            Self::settle(&live, confirm, msg, deadline).await?;
         }
         Ok(())
     }
@@ -614,29 +882,43 @@ impl Broker for RabbitBroker {
 
     async fn queue_stats(&self, queue: &str) -> Result<Option<QueueStats>, BrokerError> {
         let ch = self.scratch_channel().await?;
-        let res = ch
-            .queue_declare(
+        let res = bounded(
+            self.timeout,
+            "reading a queue's depth",
+            ch.queue_declare(
                 queue.into(),
                 QueueDeclareOptions::durable().passive(),
                 FieldTable::default(),
-            )
-            .await;
+            ),
+        )
+        .await;
         match res {
             Ok(q) => {
-                let _ = ch.close(200, "OK".into()).await;
+                self.close_later(ch);
                 Ok(Some(QueueStats {
                     queue: queue.to_string(),
                     ready: u64::from(q.message_count()),
                     consumers: q.consumer_count(),
                 }))
             }
-            Err(e) if protocol_code(&e) == Some(404) => Ok(None),
-            Err(e) => Err(unavailable(e)),
+            // The 404 closed the channel already.
+            Err(e) if e.code() == Some(404) => Ok(None),
+            Err(e) => {
+                self.close_later(ch);
+                Err(e.into())
+            }
         }
     }
 
-    async fn is_ready(&self) -> bool {
-        self.live(&self.publish).await.is_ok()
+    async fn readiness(&self) -> Result<(), BrokerError> {
+        // A reconnect in progress holds the connection's lock: wait for it only so long.
+        match tokio::time::timeout(self.timeout, self.live(&self.publish)).await {
+            Ok(live) => live?.unblocked(),
+            Err(_) => Err(BrokerError::Unavailable(format!(
+                "no connection to the broker within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     fn describe(&self) -> String {

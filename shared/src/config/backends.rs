@@ -12,6 +12,11 @@ section! {
     /// Backends: RabbitMQ, Redis, PostgreSQL, Qdrant, the LLM, embeddings, InfluxDB.
     pub struct Backends in "backends" {
         amqp_url: Option<SecretString> = None => "amqp_url",
+        /// Bound on every wait for RabbitMQ: connecting, opening a channel, a declaration,
+        /// a publish's confirm. Past it the broker counts as unavailable (a caller retries or
+        /// answers 503) instead of holding its caller.
+        #[serde(deserialize_with = "millis")]
+        broker_timeout: Duration = Duration::from_millis(5_000) => "broker_timeout_ms",
         redis_url: Option<SecretString> = None => "redis_url",
         /// Prefix of every Redis key this fleet writes (lets fleets/tests share one Redis).
         redis_prefix: String = "wf:".into() => "redis_prefix",

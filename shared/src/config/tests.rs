@@ -226,6 +226,7 @@ fn known_keys_are_todays_names() {
         "delivery_limit",
         "llm_model",
         "llm_timeout_ms",
+        "broker_timeout_ms",
         "llm_max_retries",
         "history_len",
         "prompt_budget_tokens",

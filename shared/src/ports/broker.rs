@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::retry::{RetryAction, Retryable};
@@ -125,10 +125,40 @@ impl std::fmt::Debug for Delivery {
 }
 
 /// A running consumer: deliveries arrive on `rx`; `stop` cancels the subscription (already
-/// delivered messages stay in `rx` to be finished and acked).
+/// delivered messages stay in `rx` to be finished and acked); `consuming` says whether it is
+/// subscribed on the broker right now.
 pub struct Subscription {
     pub rx: mpsc::Receiver<Delivery>,
     pub stop: CancellationToken,
+    /// Cloned out before `rx` is handed to whatever drains it, for readiness probes.
+    pub consuming: Consuming,
+}
+
+/// Whether a subscription's consumer is subscribed on the broker right now: false while it
+/// reconnects, while its queue is missing (re-declared on the next attempt), and after it
+/// ended. A readiness probe reads it instead of trusting a connection that is up but
+/// consumes nothing. Cheap to clone and to read.
+#[derive(Debug, Clone)]
+pub struct Consuming(watch::Receiver<bool>);
+
+impl Consuming {
+    /// The consumer task's end (it says when it subscribed and when it lost the
+    /// subscription) and the readers' end. Starts as not consuming.
+    pub fn channel() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Subscribed right now. A consumer task that ended (its sender dropped) left `false`.
+    pub fn now(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the consumer is (or is no longer) subscribed; returns at once when the
+    /// consumer task ended while waiting for `true`.
+    pub async fn wait_for(&mut self, consuming: bool) {
+        let _ = self.0.wait_for(|c| *c == consuming).await;
+    }
 }
 
 /// Depth of one queue as the broker reports it.
@@ -155,8 +185,14 @@ pub trait Broker: Send + Sync + 'static {
     async fn subscribe_control(&self) -> Result<Subscription, BrokerError>;
     /// Ready count and consumers of a queue; `None` when it does not exist.
     async fn queue_stats(&self, queue: &str) -> Result<Option<QueueStats>, BrokerError>;
-    /// Whether the broker is reachable right now (for readiness probes).
-    async fn is_ready(&self) -> bool;
+    /// Whether the broker takes publishes right now, and if not why (for readiness probes):
+    /// unreachable, or blocking publishers (RabbitMQ's `connection.blocked`, a memory or
+    /// disk alarm). Never waits longer than the broker's timeout.
+    async fn readiness(&self) -> Result<(), BrokerError>;
+    /// [`Broker::readiness`] without the reason.
+    async fn is_ready(&self) -> bool {
+        self.readiness().await.is_ok()
+    }
     /// `rabbitmq at amqp://host:5672/vhost` or `embedded`, without credentials.
     fn describe(&self) -> String;
 }

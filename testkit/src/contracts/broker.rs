@@ -74,6 +74,7 @@ pub async fn run(b: &dyn Broker, expect: &Expect) {
         check("a dropped unsettled delivery returns", dropped_delivery(b)).await;
     }
     check("stop keeps delivered messages ackable", stop(b)).await;
+    check("a subscription says whether it consumes", consuming(b)).await;
     check("ack_up_to settles a batch", ack_up_to(b)).await;
     check("queue_stats", queue_stats(b)).await;
 }
@@ -366,6 +367,25 @@ async fn fifo(b: &dyn Broker) {
     }
     nothing(&mut sub, "fifo").await;
     close(sub);
+}
+
+async fn consuming(b: &dyn Broker) {
+    let queue = b
+        .ensure_reply_queue("contract-consuming")
+        .await
+        .expect("queue");
+    let sub = consume(b, &queue, 1).await;
+    // Taken out before the subscription goes, as a readiness probe does.
+    let mut consuming = sub.consuming.clone();
+    assert!(consuming.now(), "consuming once consume() returned");
+    let control = b.subscribe_control().await.expect("control subscription");
+    assert!(control.consuming.now(), "a control subscription consumes");
+    close(control);
+    close(sub);
+    timeout(ARRIVES, consuming.wait_for(false))
+        .await
+        .expect("a stopped subscription no longer says it consumes");
+    assert!(!consuming.now());
 }
 
 async fn prefetch(b: &dyn Broker) {
