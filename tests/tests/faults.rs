@@ -201,16 +201,13 @@ async fn a_redelivered_answered_turn_is_not_answered_again() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    report::record(&report::Row {
-        fault: "worker kill -9 after the reply, before the memory record; redelivered past the deadline".into(),
-        load: "1 turn, LLM 0 ms".into(),
-        turns: 1,
-        answered: usize::from(tap.count(req.turn_id) >= 1),
-        duplicate_replies: tap.duplicates(),
-        unseen_in_history: 0,
-        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
-        p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
-    });
+    report_one_turn(
+        "worker kill -9 after the reply, before the memory record; redelivered past the deadline",
+        "1 turn, LLM 0 ms",
+        &tap,
+        &req,
+        &s.fleet,
+    );
     assert_eq!(
         tap.count(req.turn_id),
         1,
@@ -258,16 +255,13 @@ async fn one_turn_runs_on_one_worker_at_a_time() {
     .await;
     // The second copy waits for the lease, then finds the turn done.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    report::record(&report::Row {
-        fault: "the same turn published twice (lost confirm), two workers".into(),
-        load: "1 turn × 2 copies, LLM 1500 ms".into(),
-        turns: 1,
-        answered: usize::from(tap.count(req.turn_id) >= 1),
-        duplicate_replies: tap.duplicates(),
-        unseen_in_history: 0,
-        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
-        p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
-    });
+    report_one_turn(
+        "the same turn published twice (lost confirm), two workers",
+        "1 turn × 2 copies, LLM 1500 ms",
+        &tap,
+        &req,
+        &s.fleet,
+    );
     assert_eq!(tap.count(req.turn_id), 1, "{:?}", tap.replies());
     assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
 }
@@ -333,6 +327,26 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
         0,
         "the unseen turn was remembered"
     );
+}
+
+/// The report row of a one-turn scenario observed through `tap`.
+fn report_one_turn(
+    fault: &str,
+    load: &str,
+    tap: &whisperfleet_testkit::tap::ReplyTap,
+    req: &whisperfleet_shared::wire::TurnRequest,
+    fleet: &Fleet,
+) {
+    report::record(&report::Row {
+        fault: fault.into(),
+        load: load.into(),
+        turns: 1,
+        answered: usize::from(tap.count(req.turn_id) >= 1),
+        duplicate_replies: tap.duplicates(),
+        unseen_in_history: 0,
+        stuck_unacked: unacked(fleet, topology::TURNS_QUEUE),
+        p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(req))),
+    });
 }
 
 /// Unacked deliveries of a queue, as RabbitMQ counts them.
