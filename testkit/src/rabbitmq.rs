@@ -132,6 +132,19 @@ fn wait_for_alarm(raised: bool) -> anyhow::Result<()> {
 }
 
 impl Fleet {
+    /// Deletes `queue` in this fleet's vhost, as an operator (or `x-expires`) would.
+    pub fn delete_queue(&self, queue: &str) {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["delete_queue", "--vhost", &self.vhost, queue])
+            .output()
+            .expect("running rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "deleting {queue}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Closes this fleet's broker connections whose client-given name (`<process>/publish`,
     /// `<process>/consume`) contains `name_contains`, as an operator or a network failure
     /// would; returns how many were closed. Only this fleet's vhost is touched, so tests that

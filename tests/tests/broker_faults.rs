@@ -201,15 +201,7 @@ async fn readyz_is_not_ready_while_the_reply_queue_is_not_consumed() {
     };
     permissions("^$");
     let queue = topology::reply_queue(&s.fleet.env["WHISPERFLEET_GATEWAY_ID"]);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["delete_queue", "--vhost", &s.fleet.vhost, &queue])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.fleet.delete_queue(&queue);
     eventually(HANG, "readyz says the reply queue is not consumed", || {
         let (client, base, queue) = (client.clone(), base.clone(), queue.clone());
         async move {

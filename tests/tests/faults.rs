@@ -22,15 +22,7 @@ async fn a_deleted_reply_queue_is_declared_again_and_replies_flow() {
     assert_eq!(status, 200, "{body}");
 
     let queue = topology::reply_queue(&s.fleet.env["WHISPERFLEET_GATEWAY_ID"]);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["delete_queue", "--vhost", &s.fleet.vhost, &queue])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.fleet.delete_queue(&queue);
 
     let broker = broker_for(&s.fleet).await;
     eventually(Duration::from_secs(20), "the reply queue is back with its consumer", || {
@@ -101,15 +93,7 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
     .await;
     // The reply queue takes messages again.
     let queue = topology::reply_queue(key);
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["delete_queue", "--vhost", &s.fleet.vhost, &queue])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.fleet.delete_queue(&queue);
     broker.ensure_reply_queue(key).await.unwrap();
     let mut replies = broker.consume(&queue, 10).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(30), replies.rx.recv())
@@ -125,11 +109,7 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
     );
     got.acker.ack().await.unwrap();
     eventually(Duration::from_secs(20), "turn settled", || async {
-        let st = broker
-            .queue_stats(topology::TURNS_QUEUE)
-            .await
-            .unwrap()
-            .unwrap();
+        let st = turns_stats(broker.as_ref()).await;
         st.ready == 0 && s.fleet.turn_records_with("replied") == 1
     })
     .await;
@@ -192,11 +172,7 @@ async fn a_redelivered_answered_turn_is_not_answered_again() {
     )
     .await;
     eventually(Duration::from_secs(10), "turn settled", || async {
-        let st = broker
-            .queue_stats(topology::TURNS_QUEUE)
-            .await
-            .unwrap()
-            .unwrap();
+        let st = turns_stats(broker.as_ref()).await;
         st.ready == 0
     })
     .await;
@@ -226,11 +202,7 @@ async fn one_turn_runs_on_one_worker_at_a_time() {
     s.fleet.spawn("worker", "worker-2", &[]).unwrap();
     let broker = broker_for(&s.fleet).await;
     eventually(Duration::from_secs(20), "two consumers", || async {
-        let st = broker
-            .queue_stats(topology::TURNS_QUEUE)
-            .await
-            .unwrap()
-            .unwrap();
+        let st = turns_stats(broker.as_ref()).await;
         st.consumers == 2
     })
     .await;
@@ -245,11 +217,7 @@ async fn one_turn_runs_on_one_worker_at_a_time() {
             .unwrap();
     }
     eventually(Duration::from_secs(30), "both copies settled", || async {
-        let st = broker
-            .queue_stats(topology::TURNS_QUEUE)
-            .await
-            .unwrap()
-            .unwrap();
+        let st = turns_stats(broker.as_ref()).await;
         st.ready == 0 && tap.count(req.turn_id) >= 1 && s.fleet.turn_records_with("memory") == 1
     })
     .await;
@@ -327,6 +295,15 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
         0,
         "the unseen turn was remembered"
     );
+}
+
+/// Ready count and consumers of `turns`.
+async fn turns_stats(broker: &dyn Broker) -> whisperfleet_shared::ports::broker::QueueStats {
+    broker
+        .queue_stats(topology::TURNS_QUEUE)
+        .await
+        .unwrap()
+        .expect("the turns queue exists")
 }
 
 /// The report row of a one-turn scenario observed through `tap`.
@@ -460,11 +437,7 @@ async fn killed_at(boundary: Boundary, test: &str) {
         Duration::from_secs(60),
         "every turn finished and acked",
         || async {
-            let st = broker
-                .queue_stats(topology::TURNS_QUEUE)
-                .await
-                .unwrap()
-                .unwrap();
+            let st = turns_stats(broker.as_ref()).await;
             st.ready == 0
                 && unacked(&s.fleet, topology::TURNS_QUEUE) == 0
                 && s.fleet.turn_records_with("memory") == TURNS
