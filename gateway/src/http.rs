@@ -104,6 +104,7 @@ async fn turn(
     let input = TurnInput {
         conversation: Conversation {
             platform: "http".into(),
+            namespace: String::new(),
             channel_id,
             user_id: body.user_id.clone(),
             guild_id: body.guild_id.clone(),

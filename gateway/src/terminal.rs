@@ -213,6 +213,7 @@ impl Chat {
         let input = TurnInput {
             conversation: Conversation {
                 platform: "terminal".into(),
+                namespace: String::new(),
                 channel_id: format!("terminal:{}", opts.user_id),
                 user_id: opts.user_id.clone(),
                 guild_id: None,

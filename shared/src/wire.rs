@@ -92,6 +92,10 @@ impl std::fmt::Display for Stage {
 pub struct Conversation {
     /// `discord`, `http`, `terminal`, …
     pub platform: String,
+    /// Who vouches for `user_id` within the platform: empty for Discord and the terminal,
+    /// the API key's name for HTTP clients. A user is (platform, namespace, user_id).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     pub channel_id: String,
     pub user_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,6 +315,7 @@ mod tests {
             turn_id: Uuid::now_v7(),
             conversation: Conversation {
                 platform: "http".into(),
+                namespace: String::new(),
                 channel_id: "c1".into(),
                 user_id: "u1".into(),
                 guild_id: None,

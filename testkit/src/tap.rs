@@ -146,6 +146,7 @@ pub fn turn_request(
         turn_id: Uuid::now_v7(),
         conversation: Conversation {
             platform: "http".into(),
+            namespace: String::new(),
             channel_id: format!("dm:{user_id}"),
             user_id: user_id.into(),
             guild_id: None,

@@ -80,6 +80,7 @@ fn turn_input(
     TurnInput {
         conversation: Conversation {
             platform: "discord".into(),
+            namespace: String::new(),
             channel_id: msg.channel_id.to_string(),
             user_id: msg.author.id.to_string(),
             guild_id: msg.guild_id.map(|g| g.to_string()),
