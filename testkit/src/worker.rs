@@ -172,7 +172,8 @@ impl VectorMemory for CountedMemory {
 }
 
 /// Fault injection at the turn's record: the turn writes its `llm` field (the LLM answer)
-/// right after the LLM answered and before the reply, and its `memory` field right after
+/// right after the LLM answered and before the reply, its `history` field together with the
+/// history append, `replied` after the reply's confirm, and its `memory` field right after
 /// memory_store, so pausing there opens exactly the windows the tests need.
 struct PausingCache {
     inner: Arc<dyn Cache>,
@@ -291,11 +292,17 @@ impl Cache for PausingCache {
         unless: &str,
         record_ttl: Duration,
     ) -> Result<Appended, CacheError> {
-        self.inner
+        let r = self
+            .inner
             .append_once(
                 list, entries, keep, list_ttl, record, done, unless, record_ttl,
             )
-            .await
+            .await;
+        if record.starts_with("turn:") && done == records::HISTORY && !self.after_history.is_zero()
+        {
+            tokio::time::sleep(self.after_history).await;
+        }
+        r
     }
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError> {
         self.inner.list_tail(list, n).await
