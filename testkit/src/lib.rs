@@ -697,6 +697,17 @@ pub async fn broker_for(
     b
 }
 
+/// Ready count and consumers of `turns`, as the broker adapter reads them.
+pub async fn turns_stats(
+    broker: &dyn whisperfleet_shared::ports::Broker,
+) -> whisperfleet_shared::ports::broker::QueueStats {
+    broker
+        .queue_stats(whisperfleet_shared::topology::TURNS_QUEUE)
+        .await
+        .unwrap()
+        .expect("the turns queue exists")
+}
+
 /// Waits until `check` returns true, polling; fails after `timeout`.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
 where

@@ -132,6 +132,30 @@ fn wait_for_alarm(raised: bool) -> anyhow::Result<()> {
 }
 
 impl Fleet {
+    /// Deliveries of `queue` handed to a consumer and not settled yet, as RabbitMQ counts
+    /// them (0 when the queue is not there). A quorum queue refreshes this count every few
+    /// seconds: wait for it with `eventually`, do not read it once.
+    pub fn unacked(&self, queue: &str) -> u64 {
+        let listed = run(Command::new("rabbitmqctl").args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "-p",
+            &self.vhost,
+            "name",
+            "messages_unacknowledged",
+        ]))
+        .expect("listing queues");
+        listed
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(queue)).then(|| w.next()?.parse().ok())?
+            })
+            .next()
+            .unwrap_or(0)
+    }
+
     /// Deletes `queue` in this fleet's vhost, as an operator (or `x-expires`) would.
     pub fn delete_queue(&self, queue: &str) {
         let out = std::process::Command::new("rabbitmqctl")

@@ -222,3 +222,107 @@ async fn readyz_is_not_ready_while_the_reply_queue_is_not_consumed() {
         .unwrap();
     assert_eq!(status, 200, "{body}");
 }
+
+/// A worker's reply publish fails while its consume connection stays up: the broker blocks
+/// publishers and the worker's publish connection is closed under it, for longer than the
+/// turn's budget. The delivery is not left unsettled (it once stayed unacked for good, the
+/// worker a prefetch slot short): the worker keeps trying, gives the turn back when its
+/// budget is spent, and once the broker takes publishes again the turn is answered exactly
+/// once from its recorded LLM answer. A worker with a single slot then answers the next turn,
+/// so the slot came back; nothing stays unacked or dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn alarm_reply_publish_failing_while_consuming_strands_nothing() {
+    use whisperfleet_testkit::{report, tap};
+    let mut s = setup("alarm-reply-publish", mock_latency(3000)).await;
+    s.fleet
+        .spawn(
+            "worker",
+            "worker-1",
+            &[
+                ("WHISPERFLEET_WORKER_CONCURRENCY", "1".to_string()),
+                ("WHISPERFLEET_TURN_DEADLINE_MS", "6000".to_string()),
+            ],
+        )
+        .unwrap();
+    let broker = broker_for(&s.fleet).await;
+    let key = "gw-alarm-reply";
+    let taps = tap::ReplyTap::bind(&s.fleet.amqp_url(), key).await.unwrap();
+    let first = tap::turn_request(key, "u-1", "hello while it lasts");
+    let sent = std::time::Instant::now();
+    tap::publish_turn(broker.as_ref(), &first).await.unwrap();
+    eventually(HANG, "the LLM is asked", || async {
+        s.mock.stats.requests() >= 1
+    })
+    .await;
+
+    // Raised while the LLM is still writing, so the reply cannot leave once it is there.
+    let alarm = MemoryAlarm::raise().unwrap();
+    assert_eq!(
+        taps.count(first.turn_id),
+        0,
+        "the alarm came before the reply"
+    );
+    eventually(
+        HANG,
+        "the LLM answered and the answer was recorded",
+        || async { s.fleet.turn_records_with("llm") == 1 },
+    )
+    .await;
+    let publisher = format!("worker@{}/publish", s.fleet.env["WHISPERFLEET_GATEWAY_ID"]);
+    assert_eq!(
+        s.fleet.close_connections(&publisher).unwrap(),
+        1,
+        "the worker's publish connection"
+    );
+    // Blocked past the turn's budget: the worker has to give the delivery back.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(sent.elapsed())).await;
+    assert_eq!(
+        taps.count(first.turn_id),
+        0,
+        "no reply got out while blocked"
+    );
+    alarm.clear().unwrap();
+
+    eventually(
+        Duration::from_secs(40),
+        "the first turn is answered",
+        || async { taps.count(first.turn_id) >= 1 },
+    )
+    .await;
+    let second = tap::turn_request(key, "u-2", "and the next one");
+    tap::publish_turn(broker.as_ref(), &second).await.unwrap();
+    eventually(
+        HANG,
+        "the next turn is answered by the one-slot worker",
+        || async { taps.count(second.turn_id) >= 1 },
+    )
+    .await;
+    eventually(HANG, "nothing left unacked or ready", || async {
+        turns_stats(broker.as_ref()).await.ready == 0 && s.fleet.unacked(topology::TURNS_QUEUE) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report::record(&report::Row {
+        fault: "broker blocks publishers and the worker's publish connection is closed, past the turn's budget".into(),
+        load: "1 turn, then 1 more, one-slot worker, LLM 3000 ms, budget 6 s".into(),
+        turns: 2,
+        answered: taps.per_turn().len(),
+        duplicate_replies: taps.duplicates(),
+        unseen_in_history: 0,
+        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        p99_ms: report::p99(&taps.latencies_ms(&[first.clone(), second.clone()])),
+    });
+    assert_eq!(taps.count(first.turn_id), 1, "the first turn answered once");
+    assert_eq!(
+        taps.count(second.turn_id),
+        1,
+        "the second turn answered once"
+    );
+    assert_eq!(s.mock.stats.requests(), 2, "the LLM was paid once per turn");
+    let dead = broker
+        .queue_stats(topology::TURNS_DEAD_QUEUE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.ready, 0, "nothing dead-lettered");
+}

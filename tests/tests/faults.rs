@@ -121,7 +121,7 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
         answered: 1,
         duplicate_replies: usize::from(second.is_ok()),
         unseen_in_history: 0,
-        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
         p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
     });
     assert!(second.is_err(), "a second reply reached the reply queue");
@@ -272,7 +272,7 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
     eventually(
         Duration::from_secs(20),
         "the second turn settled",
-        || async { unacked(&s.fleet, topology::TURNS_QUEUE) == 0 },
+        || async { s.fleet.unacked(topology::TURNS_QUEUE) == 0 },
     )
     .await;
     let remembered = s.fleet.memory_points().await;
@@ -283,7 +283,7 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
         answered: 0,
         duplicate_replies: 0,
         unseen_in_history: usize::from(second.contains("AMBER-17")) + usize::from(remembered > 0),
-        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
         p99_ms: 1000.0,
     });
     assert!(
@@ -295,15 +295,6 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
         0,
         "the unseen turn was remembered"
     );
-}
-
-/// Ready count and consumers of `turns`.
-async fn turns_stats(broker: &dyn Broker) -> whisperfleet_shared::ports::broker::QueueStats {
-    broker
-        .queue_stats(topology::TURNS_QUEUE)
-        .await
-        .unwrap()
-        .expect("the turns queue exists")
 }
 
 /// The report row of a one-turn scenario observed through `tap`.
@@ -321,33 +312,9 @@ fn report_one_turn(
         answered: usize::from(tap.count(req.turn_id) >= 1),
         duplicate_replies: tap.duplicates(),
         unseen_in_history: 0,
-        stuck_unacked: unacked(fleet, topology::TURNS_QUEUE),
+        stuck_unacked: fleet.unacked(topology::TURNS_QUEUE),
         p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(req))),
     });
-}
-
-/// Unacked deliveries of a queue, as RabbitMQ counts them.
-fn unacked(fleet: &Fleet, queue: &str) -> u64 {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "-p",
-            &fleet.vhost,
-            "name",
-            "messages_unacknowledged",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(queue)).then(|| w.next()?.parse().ok())?
-        })
-        .next()
-        .unwrap_or(0)
 }
 
 /// Lengths of every conversation's history list in this fleet.
@@ -434,7 +401,7 @@ async fn killed_at(boundary: Boundary, test: &str) {
     eventually(
         Duration::from_secs(15),
         "worker A holds every turn unacked",
-        || async { unacked(&s.fleet, topology::TURNS_QUEUE) == TURNS as u64 },
+        || async { s.fleet.unacked(topology::TURNS_QUEUE) == TURNS as u64 },
     )
     .await;
     if matches!(boundary, Boundary::Llm | Boundary::History) {
@@ -455,7 +422,7 @@ async fn killed_at(boundary: Boundary, test: &str) {
         || async {
             let st = turns_stats(broker.as_ref()).await;
             st.ready == 0
-                && unacked(&s.fleet, topology::TURNS_QUEUE) == 0
+                && s.fleet.unacked(topology::TURNS_QUEUE) == 0
                 && s.fleet.turn_records_with("memory") == TURNS
                 && tap.per_turn().len() == TURNS
         },
@@ -481,7 +448,7 @@ async fn killed_at(boundary: Boundary, test: &str) {
         // Every turn here was answered, so none is unseen; a history entry twice would be
         // a turn presented twice.
         unseen_in_history: lengths.iter().map(|n| n.saturating_sub(2) / 2).sum(),
-        stuck_unacked: unacked(&s.fleet, topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
         p99_ms: report::p99(&tap.latencies_ms(&reqs)),
     });
     for r in &reqs {

@@ -17,7 +17,9 @@
 //!   connection that publishes (lapin then stops writing to it too). The publish connection
 //!   keeps the reason it was given while blocked; publishes fail at once with
 //!   `Unavailable("broker is blocking publishers: …")` (one already waiting for its confirm
-//!   fails as soon as the notice arrives) and [`Broker::readiness`] reports it. Declarations,
+//!   fails as soon as the notice arrives, and its confirm is kept, so that publishing the
+//!   same message id again waits for that copy instead of sending a second one:
+//!   `unconfirmed.rs`) and [`Broker::readiness`] reports it. Declarations,
 //!   queue stats and acks go over the consume connection, which never publishes, so RabbitMQ
 //!   never blocks it: consumers keep consuming and resubscribing during an alarm.
 
@@ -47,8 +49,10 @@ use whisperfleet_shared::retry::Backoff;
 use whisperfleet_shared::topology::{self, TopologySettings};
 
 mod delivery;
+mod unconfirmed;
 
 use delivery::convert;
+use unconfirmed::{Resumed, Unconfirmed};
 
 const PUBLISH_CHANNELS: usize = 4;
 
@@ -61,6 +65,8 @@ pub struct RabbitBroker {
     publish: Holder,
     consume: Holder,
     next_channel: AtomicUsize,
+    /// Messages written before the broker blocked the connection, not yet confirmed.
+    unconfirmed: Unconfirmed,
     me: std::sync::Weak<RabbitBroker>,
 }
 
@@ -119,6 +125,23 @@ impl Live {
             None => std::future::pending().await,
         }
     }
+}
+
+/// A confirm's verdict: a nack is a refusal, a returned message had no queue to go to.
+fn check_confirm(c: lapin::Confirmation, msg: &Message) -> Result<(), BrokerError> {
+    if c.is_nack() {
+        return Err(BrokerError::Rejected(format!(
+            "broker nacked message to {}/{}",
+            msg.exchange, msg.routing_key
+        )));
+    }
+    if c.take_message().is_some() {
+        return Err(BrokerError::Unroutable(format!(
+            "no queue is bound to {} with key {:?}",
+            msg.exchange, msg.routing_key
+        )));
+    }
+    Ok(())
 }
 
 fn blocked_error(reason: &str) -> BrokerError {
@@ -242,6 +265,7 @@ impl RabbitBroker {
                 role: "consume",
             },
             next_channel: AtomicUsize::new(0),
+            unconfirmed: Unconfirmed::default(),
             me: me.clone(),
         });
         broker.live(&broker.publish).await?;
@@ -393,17 +417,23 @@ impl RabbitBroker {
     }
 
     /// Waits for the broker's confirm of one message until `deadline`, or until the broker
-    /// blocks the connection (then the confirm would only come after the alarm; the message
-    /// may still be taken then, which is why consumers are idempotent by message id).
+    /// blocks the connection: then the confirm would only come after the alarm, and the
+    /// message may still be taken then, so its confirm is kept for a retry of the same id
+    /// ([`Unconfirmed`]).
     async fn settle(
+        &self,
         live: &Live,
         confirm: lapin::PublisherConfirm,
         msg: &Message,
         deadline: Instant,
     ) -> Result<(), BrokerError> {
+        let mut confirm = Box::pin(confirm);
         let c = tokio::select! {
-            c = confirm => c.map_err(unavailable)?,
-            e = live.until_blocked() => return Err(e),
+            c = &mut confirm => c.map_err(unavailable)?,
+            e = live.until_blocked() => {
+                self.unconfirmed.keep(live, msg, confirm);
+                return Err(e);
+            }
             () = tokio::time::sleep_until(deadline) => {
                 return Err(Self::explain(live, BrokerError::Unavailable(format!(
                     "no confirm from the broker for a message to {}/{} in time",
@@ -411,19 +441,7 @@ impl RabbitBroker {
                 ))));
             }
         };
-        if c.is_nack() {
-            return Err(BrokerError::Rejected(format!(
-                "broker nacked message to {}/{}",
-                msg.exchange, msg.routing_key
-            )));
-        }
-        if c.take_message().is_some() {
-            return Err(BrokerError::Unroutable(format!(
-                "no queue is bound to {} with key {:?}",
-                msg.exchange, msg.routing_key
-            )));
-        }
-        Ok(())
+        check_confirm(c, msg)
     }
 
     async fn declare_all(&self, ch: &Channel) -> Result<(), lapin::Error> {
@@ -770,9 +788,13 @@ impl Broker for RabbitBroker {
     }
 
     async fn publish(&self, msg: Message) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + self.timeout;
         let (live, ch) = self.publishing().await?;
+        if let Resumed::Settled(r) = self.unconfirmed.resume(&live, &msg, deadline).await {
+            return r;
+        }
         let confirm = self.send(&live, &ch, &msg).await?;
-        Self::settle(&live, confirm, &msg, Instant::now() + self.timeout).await
+        self.settle(&live, confirm, &msg, deadline).await
     }
 
     async fn publish_many(&self, msgs: Vec<Message>) -> Result<(), BrokerError> {
@@ -784,7 +806,7 @@ impl Broker for RabbitBroker {
         // One bound for the whole batch: its confirms come back together.
         let deadline = Instant::now() + self.timeout;
         for (confirm, msg) in pending.into_iter().zip(&msgs) {
-            Self::settle(&live, confirm, msg, deadline).await?;
+            self.settle(&live, confirm, msg, deadline).await?;
         }
         Ok(())
     }
