@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Connection;
+use whisperfleet_testkit::report;
 use whisperfleet_testkit::*;
 
 /// The backend timeout the tests configure (ms); small, so a test does not wait long.
@@ -106,6 +107,55 @@ async fn fleet_through(
     (s, base)
 }
 
+/// What one backend-fault scenario observed, for its row of docs/RELIABILITY.md: the turns
+/// sent while the backend was gone (each answered, or the test failed), their latencies, and
+/// the replies workers published (a tap on the gateway's routing key), once every delivery of
+/// `turns` was settled.
+struct Observed {
+    tap: whisperfleet_testkit::tap::ReplyTap,
+    during_ms: Vec<f64>,
+}
+
+impl Observed {
+    async fn bind(s: &Setup) -> Self {
+        let key = &s.fleet.env["WHISPERFLEET_GATEWAY_ID"];
+        let tap = whisperfleet_testkit::tap::ReplyTap::bind(&s.fleet.amqp_url(), key)
+            .await
+            .unwrap();
+        Self {
+            tap,
+            during_ms: Vec::new(),
+        }
+    }
+
+    /// A turn during the fault: bounded, answered, timed.
+    async fn turn(&mut self, client: &reqwest::Client, base: &str, text: &str) -> Value {
+        let started = Instant::now();
+        let reply = bounded_turn(client, base, text).await;
+        self.during_ms
+            .push(started.elapsed().as_secs_f64() * 1000.0);
+        reply
+    }
+
+    async fn report(self, s: &Setup, fault: &str) {
+        eventually(Duration::from_secs(20), "every turn settled", || async {
+            s.fleet.unacked(whisperfleet_shared::topology::TURNS_QUEUE) == 0
+        })
+        .await;
+        report::record(&report::Row {
+            fault: fault.into(),
+            load: format!("one turn at a time, backend timeouts {TIMEOUT_MS} ms"),
+            turns: self.during_ms.len(),
+            answered: self.during_ms.len(),
+            duplicate_replies: self.tap.duplicates(),
+            unseen_in_history: 0,
+            stuck_unacked: s.fleet.unacked(whisperfleet_shared::topology::TURNS_QUEUE),
+            p99_ms: report::p99(&self.during_ms),
+        });
+        assert_eq!(self.tap.duplicates(), 0, "{fault}: a turn answered twice");
+    }
+}
+
 /// `relationships` held exclusively by a transaction on a direct connection, until released.
 struct TableLock(sqlx::PgConnection);
 
@@ -143,13 +193,16 @@ async fn lock_waits(db: &str) -> i64 {
 async fn a_worker_whose_redis_black_holes_or_resets_keeps_answering_and_recovers() {
     let proxy = TcpProxy::start("127.0.0.1:6379").await.unwrap();
     let via = format!("redis://{}", proxy.addr());
-    let (_s, base) = fleet_through("redis-black-hole", "WHISPERFLEET_REDIS_URL", |_| via).await;
+    let (s, base) = fleet_through("redis-black-hole", "WHISPERFLEET_REDIS_URL", |_| via).await;
     let client = reqwest::Client::new();
     until_normal(&client, &base, "before the fault", 5).await;
+    let mut seen = Observed::bind(&s).await;
 
     proxy.black_hole();
     for i in 0..3 {
-        let reply = bounded_turn(&client, &base, &format!("into the black hole {i}")).await;
+        let reply = seen
+            .turn(&client, &base, &format!("into the black hole {i}"))
+            .await;
         assert_degraded(&reply, "redis black hole");
     }
     proxy.restore();
@@ -157,11 +210,13 @@ async fn a_worker_whose_redis_black_holes_or_resets_keeps_answering_and_recovers
 
     proxy.cut();
     for i in 0..2 {
-        let reply = bounded_turn(&client, &base, &format!("redis reset {i}")).await;
+        let reply = seen.turn(&client, &base, &format!("redis reset {i}")).await;
         assert_degraded(&reply, "redis reset");
     }
     proxy.restore();
     until_normal(&client, &base, "after the reset", 10).await;
+    seen.report(&s, "the worker's Redis black-holed, then reset (TCP proxy)")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,6 +230,7 @@ async fn a_worker_whose_postgres_black_holes_or_resets_keeps_answering_and_recov
     .await;
     let client = reqwest::Client::new();
     until_normal(&client, &base, "before the fault", 5).await;
+    let mut seen = Observed::bind(&s).await;
 
     // A black hole while the worker's relationship read is in flight.
     let lock = lock_relationships(&s.fleet).await;
@@ -196,7 +252,9 @@ async fn a_worker_whose_postgres_black_holes_or_resets_keeps_answering_and_recov
     lock.release().await;
     assert_degraded(&turn.await.unwrap(), "postgres black hole, query in flight");
     for i in 0..2 {
-        let reply = bounded_turn(&client, &base, &format!("into the black hole {i}")).await;
+        let reply = seen
+            .turn(&client, &base, &format!("into the black hole {i}"))
+            .await;
         assert_degraded(&reply, "postgres black hole");
     }
     proxy.restore();
@@ -204,7 +262,7 @@ async fn a_worker_whose_postgres_black_holes_or_resets_keeps_answering_and_recov
 
     // A slow database: the lock outlasts the timeout, the server cancels the statement.
     let lock = lock_relationships(&s.fleet).await;
-    let reply = bounded_turn(&client, &base, "behind a lock").await;
+    let reply = seen.turn(&client, &base, "behind a lock").await;
     assert_degraded(&reply, "postgres statement behind a lock");
     lock.release().await;
     until_normal(&client, &base, "after the lock", 10).await;
@@ -214,9 +272,16 @@ async fn a_worker_whose_postgres_black_holes_or_resets_keeps_answering_and_recov
 
     proxy.cut();
     for i in 0..2 {
-        let reply = bounded_turn(&client, &base, &format!("postgres reset {i}")).await;
+        let reply = seen
+            .turn(&client, &base, &format!("postgres reset {i}"))
+            .await;
         assert_degraded(&reply, "postgres reset");
     }
     proxy.restore();
     until_normal(&client, &base, "after the reset", 10).await;
+    seen.report(
+        &s,
+        "the worker's PostgreSQL black-holed, behind a lock, then reset (TCP proxy)",
+    )
+    .await;
 }

@@ -47,10 +47,13 @@ async fn alarm_blocked_broker_answers_turns_503_and_readyz_says_why() {
     assert_eq!(status, 200, "{body}");
 
     let alarm = MemoryAlarm::raise().unwrap();
+    let mut refused_ms = Vec::new();
     for (i, user) in ["u-a", "u-b", "u-c"].into_iter().enumerate() {
+        let started = std::time::Instant::now();
         let (status, body) = post_turn(&client, &base, turn(user, &format!("blocked {i}")))
             .await
             .expect("the gateway answers while the broker blocks publishers");
+        refused_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"], "broker_unavailable", "{body}");
         assert!(
@@ -81,6 +84,18 @@ async fn alarm_blocked_broker_answers_turns_503_and_readyz_says_why() {
     );
 
     alarm.clear().unwrap();
+    whisperfleet_testkit::report::record(&whisperfleet_testkit::report::Row {
+        fault: "broker blocks publishers (memory alarm): turns refused 503 at the gateway, \
+                none published"
+            .into(),
+        load: "3 turns during the alarm, LLM 0 ms".into(),
+        turns: 3,
+        answered: 0,
+        duplicate_replies: 0,
+        unseen_in_history: 0,
+        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        p99_ms: whisperfleet_testkit::report::p99(&refused_ms),
+    });
     eventually(HANG, "the gateway is ready again", || {
         let (client, base) = (client.clone(), base.clone());
         async move { readyz(&client, &base).await.0 == 200 }

