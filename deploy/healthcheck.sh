@@ -1,8 +1,9 @@
 #!/bin/bash
 # The image's HEALTHCHECK, one script for every role: it looks at what PID 1 runs.
 #   gateway                 GET /healthz on its HTTP port answers 200
-#   worker, metrics-writer  an established TCP connection to RabbitMQ (their one input;
-#                           lapin reconnects on its own, so a lost one shows here)
+#   worker, metrics-writer  GET /readyz on WHISPERFLEET_HEALTH_ADDR answers 200: consuming,
+#                           the broker (worker) or the metrics server (writer) reachable, not
+#                           draining after SIGTERM
 #   anything else           (a one-shot CLI job) healthy while it runs
 # HEALTHCHECK_ROLE overrides the role (to try the script outside a container).
 # bash only: the runtime image has no curl, ss or procps.
@@ -15,19 +16,22 @@ port_of() { # URL, default port -> the URL's port
   if [[ $rest == *:* ]]; then echo "${rest##*:}"; else echo "$2"; fi
 }
 
+get_ok() { # port, path -> 200?
+  exec 3<>"/dev/tcp/127.0.0.1/$1"
+  printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$2" >&3
+  IFS= read -r -t 4 status <&3
+  [[ $status == *" 200 "* ]]
+}
+
 case "${HEALTHCHECK_ROLE:-$(cat /proc/1/comm)}" in
   gateway)
-    port=$(port_of "http://${WHISPERFLEET_HTTP_ADDR:-127.0.0.1:8080}" 8080)
-    exec 3<>"/dev/tcp/127.0.0.1/$port"
-    printf 'GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
-    IFS= read -r -t 4 status <&3
-    [[ $status == *" 200 "* ]]
+    get_ok "$(port_of "http://${WHISPERFLEET_HTTP_ADDR:-127.0.0.1:8080}" 8080)" /healthz
     ;;
-  worker | metrics-writer)
-    port=$(port_of "${WHISPERFLEET_AMQP_URL:-amqp://rabbitmq}" 5672)
-    # /proc/net/tcp*: "sl local rem st ...", remote port in hex, state 01 = ESTABLISHED.
-    hex=$(printf '%04X' "$port")
-    grep -qsE "^ *[0-9]+: [0-9A-F]+:[0-9A-F]{4} [0-9A-F]+:$hex 01 " /proc/net/tcp /proc/net/tcp6
+  worker)
+    get_ok "$(port_of "http://${WHISPERFLEET_HEALTH_ADDR:-127.0.0.1:8081}" 8081)" /readyz
+    ;;
+  metrics-writer)
+    get_ok "$(port_of "http://${WHISPERFLEET_HEALTH_ADDR:-127.0.0.1:8082}" 8082)" /readyz
     ;;
   *) exit 0 ;;
 esac

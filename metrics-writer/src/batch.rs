@@ -66,6 +66,8 @@ pub struct WriterStats {
     pub last_batch_points: AtomicU64,
     /// Microseconds of the last successful write request.
     pub last_write_us: AtomicU64,
+    /// Why the last write failed, until one succeeds again (readiness reports it).
+    pub write_failing: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,9 +225,12 @@ impl Batcher {
                     self.stats
                         .points_written
                         .fetch_add(lines.len() as u64, Ordering::Relaxed);
+                    *self.stats.write_failing.lock().expect("stats poisoned") = None;
                     Ok(())
                 }
                 Err(error) => {
+                    *self.stats.write_failing.lock().expect("stats poisoned") =
+                        Some(error.to_string());
                     if let SinkError::Unauthorized(reason) = &error {
                         tracing::error!(
                             reason,

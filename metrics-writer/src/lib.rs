@@ -13,6 +13,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use whisperfleet_adapters::connect::{self, Missing};
 use whisperfleet_shared::config::Config;
+use whisperfleet_shared::health;
 use whisperfleet_shared::ports::broker::Subscription;
 use whisperfleet_shared::ports::{Broker, Cache, MetricsSink};
 use whisperfleet_shared::topology;
@@ -31,10 +32,14 @@ pub struct Application {
     settings: BatchSettings,
     sample_interval: Duration,
     grace: Duration,
+    /// `/healthz` and `/readyz` (the standalone writer only).
+    health: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // First, so a taken address is the error shown, before anything connects.
+        let health = health::bind(config, health::WRITER_DEFAULT).await?;
         let amqp = config.require_amqp("the metrics-writer")?.clone();
         config.require_redis("the metrics-writer")?;
         let metrics = connect::metrics(config, Missing::Refuse)?;
@@ -45,7 +50,7 @@ impl Application {
             .rabbitmq_management_url
             .as_ref()
             .and_then(|m| sampler::Management::new(m, &amqp));
-        Self::build_with(
+        let mut app = Self::build_with(
             config,
             broker,
             Some(cache),
@@ -53,7 +58,9 @@ impl Application {
             metrics.requests,
             management,
         )
-        .await
+        .await?;
+        app.health = health;
+        Ok(app)
     }
 
     /// Any broker, cache and sink: the standalone writer uses RabbitMQ, Redis and InfluxDB;
@@ -96,11 +103,20 @@ impl Application {
             },
             sample_interval: config.metrics.sample_interval,
             grace: config.process.shutdown_grace,
+            health: None,
         })
     }
 
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let stats = Arc::new(WriterStats::default());
+        if let Some(listener) = self.health.take() {
+            health::spawn(
+                listener,
+                "metrics-writer",
+                readiness(&self.metrics, &stats),
+                shutdown.clone(),
+            );
+        }
         let requests = self.requests.clone();
         let sampler = tokio::spawn(sampler::run(
             self.broker.clone(),
@@ -158,6 +174,25 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Ready while the writer consumes `metrics` and its last write to the metrics server
+/// succeeded (while it fails, events wait in the queue: the writer is up but not doing its job).
+fn readiness(metrics: &Subscription, stats: &Arc<WriterStats>) -> health::Readiness {
+    let (consuming, stats) = (metrics.consuming.clone(), stats.clone());
+    Arc::new(move || {
+        let consuming = consuming.clone();
+        let failing = stats.write_failing.lock().expect("stats poisoned").clone();
+        Box::pin(async move {
+            if !consuming.now() {
+                return Err(format!("not consuming {}", topology::METRICS_QUEUE));
+            }
+            match failing {
+                Some(why) => Err(format!("writes to the metrics server fail: {why}")),
+                None => Ok(()),
+            }
+        })
+    })
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

@@ -5,6 +5,7 @@
 
 pub mod character;
 pub mod config;
+pub mod health;
 pub mod lineproto;
 pub mod ports;
 pub mod prompt;

@@ -14,6 +14,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use whisperfleet_adapters::connect::{self, Migrations, Missing, TurnPorts};
 use whisperfleet_shared::config::Config;
+use whisperfleet_shared::health;
 use whisperfleet_shared::ports::broker::Subscription;
 use whisperfleet_shared::ports::{Broker, Cache, CharacterStore, Llm};
 use whisperfleet_shared::topology;
@@ -28,6 +29,8 @@ pub struct Application {
     turns: Subscription,
     control: Option<Subscription>,
     grace: Duration,
+    /// `/healthz` and `/readyz` (the standalone worker only).
+    health: Option<tokio::net::TcpListener>,
 }
 
 pub fn turn_settings(config: &Config) -> TurnSettings {
@@ -71,8 +74,10 @@ pub struct Strategies {
 impl Application {
     /// The standalone worker: RabbitMQ + Redis + PostgreSQL from configuration.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        // First, so a taken address is the error shown, before anything connects.
+        let health = health::bind(config, health::WORKER_DEFAULT).await?;
         let p = connect_ports(config).await?;
-        Self::build_with(
+        let mut app = Self::build_with(
             config,
             p.broker,
             Some(p.cache),
@@ -81,7 +86,9 @@ impl Application {
             p.memory,
             Strategies::default(),
         )
-        .await
+        .await?;
+        app.health = health;
+        Ok(app)
     }
 
     /// Any combination of ports (the embedded `up` and the testkit worker use this).
@@ -153,10 +160,31 @@ impl Application {
             turns,
             control,
             grace: config.process.shutdown_grace,
+            health: None,
         })
     }
 
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// Ready while the worker consumes `turns` and the broker takes its replies.
+    fn readiness(&self) -> health::Readiness {
+        let (consuming, broker) = (self.turns.consuming.clone(), self.deps.broker.clone());
+        Arc::new(move || {
+            let (consuming, broker) = (consuming.clone(), broker.clone());
+            Box::pin(async move {
+                if !consuming.now() {
+                    return Err(format!("not consuming {}", topology::TURNS_QUEUE));
+                }
+                broker
+                    .readiness()
+                    .await
+                    .map_err(|e| format!("replies cannot be published: {e}"))
+            })
+        })
+    }
+
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(listener) = self.health.take() {
+            health::spawn(listener, "worker", self.readiness(), shutdown.clone());
+        }
         crate::consumer::run(self.deps, self.turns, self.control, shutdown, self.grace).await;
         tracing::info!("worker stopped");
         Ok(())

@@ -14,6 +14,9 @@ section! {
         /// Time in-flight work gets to finish after SIGTERM/SIGINT.
         #[serde(deserialize_with = "millis")]
         shutdown_grace: Duration = Duration::from_millis(30_000) => "shutdown_grace_ms",
+        /// Where the worker and the metrics-writer serve `/healthz` and `/readyz`; unset:
+        /// each binary's loopback default (`health::WORKER_DEFAULT`, `WRITER_DEFAULT`).
+        health_addr: Option<String> = None => "health_addr",
     }
 }
 
