@@ -5,6 +5,7 @@
 
 pub mod character;
 pub mod config;
+pub mod identity;
 pub mod lineproto;
 pub mod ports;
 pub mod prompt;
