@@ -68,8 +68,10 @@ pub fn parse_index_member(member: &str) -> Option<(String, &str)> {
 }
 
 /// Records that a turn of `identity` with `character` (normalized) holds its record
-/// (`turn:<turn_id>`, for `record_ttl`) and appends to `conversation_key`'s history (for
-/// [`HISTORY_TTL`]): one round trip.
+/// (`turn:<turn_id>`) and appends to `conversation_key`'s history (for [`HISTORY_TTL`]):
+/// one round trip. The record's member is kept twice `record_ttl`: each write to the
+/// record restarts its TTL, and a turn is written to until it is `record_ttl` old, so the
+/// record never outlives its member.
 pub async fn index_turn(
     cache: &dyn Cache,
     identity: &Identity,
@@ -82,7 +84,7 @@ pub async fn index_turn(
         .index_add(
             &identity_index(identity),
             &[
-                (index_member(character, &turn_key(turn_id)), record_ttl),
+                (index_member(character, &turn_key(turn_id)), record_ttl * 2),
                 (
                     index_member(character, &history_key(conversation_key)),
                     HISTORY_TTL,
