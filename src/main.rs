@@ -58,7 +58,7 @@ enum Command {
     },
     /// Drive turns through the whole fleet and report where every millisecond goes.
     Bench(commands::bench::BenchArgs),
-    /// Privacy: forget what is stored about a user.
+    /// Privacy: show or forget what is stored about one user (platform, namespace, id).
     Memory {
         #[command(subcommand)]
         command: commands::memory::MemoryCommand,

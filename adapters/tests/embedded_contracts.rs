@@ -84,6 +84,7 @@ async fn sqlite_store_keeps_its_data_across_reopening() {
     let path = dir.0.join("characters.db");
     let character = full_character("Persistent Archivist");
     let turn = uuid::Uuid::new_v4();
+    let u1 = whisperfleet_shared::identity::Identity::new("terminal", "", "u1");
     let delta = RelationshipDelta {
         trust: 0.1,
         affection: 0.0,
@@ -93,7 +94,7 @@ async fn sqlite_store_keeps_its_data_across_reopening() {
         let store = SqliteCharacterStore::open(&path).await.unwrap();
         let version = store.upsert(&character).await.unwrap();
         let relationship = store
-            .apply_relationship(turn, "u1", "persistent_archivist", delta)
+            .apply_relationship(turn, &u1, "persistent_archivist", delta)
             .await
             .unwrap()
             .unwrap();
@@ -115,7 +116,7 @@ async fn sqlite_store_keeps_its_data_across_reopening() {
     assert_eq!(loaded, want);
     assert_eq!(
         store
-            .relationship("u1", "persistent_archivist")
+            .relationship(&u1, "persistent_archivist")
             .await
             .unwrap(),
         Some(relationship)
@@ -123,7 +124,7 @@ async fn sqlite_store_keeps_its_data_across_reopening() {
     // The turn guard persisted too: the same turn still applies nothing.
     assert_eq!(
         store
-            .apply_relationship(turn, "u1", "persistent_archivist", delta)
+            .apply_relationship(turn, &u1, "persistent_archivist", delta)
             .await
             .unwrap(),
         None

@@ -6,6 +6,7 @@
 pub mod character;
 pub mod config;
 pub mod health;
+pub mod identity;
 pub mod lineproto;
 pub mod ports;
 pub mod prompt;

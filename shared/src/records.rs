@@ -9,12 +9,20 @@
 //!   failed). The hash lives `turn_record_ttl`; a turn older than that is no longer run
 //!   (the worker dead-letters it as expired), which is what bounds the records' life.
 //! - **One list per conversation**, `hist:<conversation key>`: short-term history, entries
-//!   JSON with their `turn_id`, so an abandoned turn's entries can be taken back.
+//!   JSON with their `turn_id`, so an abandoned turn's entries can be taken back. The
+//!   conversation key holds the whole identity ([`crate::wire::Conversation::key`]).
+//! - **One index per user**, `user:<identity key>` ([`identity_index`]): the turn records
+//!   and history lists that belong to that identity, each member alive as long as the key
+//!   it names. Turn records are keyed by turn id and history by conversation, so without it
+//!   the user's data could only be found by a keyspace scan over patterns made of user
+//!   text; with it `memory show/forget` read one key. Written once per turn
+//!   ([`index_turn`]), concurrently with the context stage.
 
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::time::Duration;
 
+use crate::identity::{Identity, key_part};
 use crate::ports::cache::{Cache, CacheError};
 
 /// The LLM's answer (JSON), reused by a redelivered turn.
@@ -39,6 +47,51 @@ pub fn turn_key(turn_id: &impl Display) -> String {
 
 pub fn history_key(conversation_key: &str) -> String {
     format!("hist:{conversation_key}")
+}
+
+/// The index of what Redis holds about `identity` (see the module doc).
+pub fn identity_index(identity: &Identity) -> String {
+    format!("user:{}", identity.key())
+}
+
+/// An index member: the normalized character it concerns (encoded, so the first space
+/// splits it off exactly) and the key it names.
+pub fn index_member(character: &str, key: &str) -> String {
+    format!("{} {key}", key_part(character))
+}
+
+/// The (normalized character, key) of an index member; `None` for one this build did not
+/// write.
+pub fn parse_index_member(member: &str) -> Option<(String, &str)> {
+    let (character, key) = member.split_once(' ')?;
+    Some((crate::identity::decode_key_part(character)?, key))
+}
+
+/// Records that a turn of `identity` with `character` (normalized) holds its record
+/// (`turn:<turn_id>`) and appends to `conversation_key`'s history (for [`HISTORY_TTL`]):
+/// one round trip. The record's member is kept twice `record_ttl`: each write to the
+/// record restarts its TTL, and a turn is written to until it is `record_ttl` old, so the
+/// record never outlives its member.
+pub async fn index_turn(
+    cache: &dyn Cache,
+    identity: &Identity,
+    character: &str,
+    turn_id: &impl Display,
+    conversation_key: &str,
+    record_ttl: Duration,
+) -> Result<(), CacheError> {
+    cache
+        .index_add(
+            &identity_index(identity),
+            &[
+                (index_member(character, &turn_key(turn_id)), record_ttl * 2),
+                (
+                    index_member(character, &history_key(conversation_key)),
+                    HISTORY_TTL,
+                ),
+            ],
+        )
+        .await
 }
 
 /// What every history entry of a turn contains (entries serialize `turn_id` this way).

@@ -104,15 +104,23 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    /// The key that orders turns and holds short-term history; `character` as addressed
-    /// (it is normalized here, so "Nora" and "nora" are one conversation).
+    /// Who wrote: the user as every store keyed by user knows them.
+    pub fn identity(&self) -> crate::identity::Identity {
+        crate::identity::Identity::new(&self.platform, &self.namespace, &self.user_id)
+    }
+
+    /// The key that orders turns and holds short-term history: the [identity's
+    /// key](crate::identity::Identity::key), the channel and `character` as addressed (it
+    /// is normalized here, so "Nora" and "nora" are one conversation), each part encoded by
+    /// [`key_part`](crate::identity::key_part), so no two conversations share a key
+    /// whatever their ids contain.
     pub fn key(&self, character: &str) -> String {
+        use crate::identity::key_part;
         format!(
-            "{}:{}:{}:{}",
-            self.platform,
-            self.channel_id,
-            self.user_id,
-            crate::character::normalize_name(character)
+            "{}:{}:{}",
+            self.identity().key(),
+            key_part(&self.channel_id),
+            key_part(&crate::character::normalize_name(character))
         )
     }
 }
@@ -340,6 +348,34 @@ mod tests {
         v["some_future_field"] = serde_json::json!(42);
         let back = TurnRequest::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn conversation_keys_hold_the_whole_identity_and_never_collide() {
+        let c = |platform: &str, ns: &str, channel: &str, user: &str| Conversation {
+            platform: platform.into(),
+            namespace: ns.into(),
+            channel_id: channel.into(),
+            user_id: user.into(),
+            guild_id: None,
+            is_dm: false,
+        };
+        let keys = [
+            c("http", "", "x:42:y", "u7").key("Nora"),
+            c("http", "", "x", "42:y:u7").key("Nora"),
+            c("http", "", "x:42", "y:u7").key("Nora"),
+            c("http", "", "dm:42", "42").key("Nora"),
+            c("http", "k1", "dm:42", "42").key("Nora"),
+            c("discord", "", "dm:42", "42").key("Nora"),
+            c("http", "", "dm:42", "42").key("Nora:x"),
+        ];
+        let unique: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        assert_eq!(
+            c("discord", "", "99", "42").key("Nora"),
+            "discord::42:99:nora"
+        );
+        assert!(keys.iter().all(|k| !k.contains(['*', '?', '['])));
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl VectorMemory for RepeatRecentQueries {
     async fn upsert(&self, points: &[MemoryPoint]) -> Result<(), MemoryError> {
         let scope = points.first().map(|p| MemoryScope {
             character: p.character.clone(),
-            user_id: p.user_id.clone(),
+            identity: p.identity.clone(),
             include_dm: p.is_dm,
         });
         let repeats = async {
@@ -269,8 +269,20 @@ impl VectorMemory for RepeatRecentQueries {
     async fn recent(&self, scope: &MemoryScope, n: usize) -> Result<Vec<MemoryPoint>, MemoryError> {
         self.inner.recent(scope, n).await
     }
-    async fn forget(&self, user_id: &str, character: Option<&str>) -> Result<u64, MemoryError> {
-        self.inner.forget(user_id, character).await
+    async fn list(
+        &self,
+        identity: &whisperfleet_shared::identity::Identity,
+        character: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemoryPoint>, MemoryError> {
+        self.inner.list(identity, character, limit).await
+    }
+    async fn forget(
+        &self,
+        identity: &whisperfleet_shared::identity::Identity,
+        character: Option<&str>,
+    ) -> Result<u64, MemoryError> {
+        self.inner.forget(identity, character).await
     }
     fn describe(&self) -> String {
         self.inner.describe()

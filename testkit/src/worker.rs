@@ -163,8 +163,20 @@ impl VectorMemory for CountedMemory {
         self.counts.recent.fetch_add(1, Ordering::Relaxed);
         self.inner.recent(scope, n).await
     }
-    async fn forget(&self, user_id: &str, character: Option<&str>) -> Result<u64, MemoryError> {
-        self.inner.forget(user_id, character).await
+    async fn list(
+        &self,
+        identity: &whisperfleet_shared::identity::Identity,
+        character: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemoryPoint>, MemoryError> {
+        self.inner.list(identity, character, limit).await
+    }
+    async fn forget(
+        &self,
+        identity: &whisperfleet_shared::identity::Identity,
+        character: Option<&str>,
+    ) -> Result<u64, MemoryError> {
+        self.inner.forget(identity, character).await
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -306,6 +318,19 @@ impl Cache for PausingCache {
     }
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError> {
         self.inner.list_tail(list, n).await
+    }
+    async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<u64, CacheError> {
+        self.inner.hash_del(key, fields).await
+    }
+    async fn index_add(
+        &self,
+        index: &str,
+        members: &[(String, Duration)],
+    ) -> Result<(), CacheError> {
+        self.inner.index_add(index, members).await
+    }
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, CacheError> {
+        self.inner.index_members(index).await
     }
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError> {
         self.inner.delete_matching(pattern).await

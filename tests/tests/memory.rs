@@ -121,6 +121,8 @@ async fn a_fact_is_remembered_for_its_user_and_never_leaks_from_a_dm() {
         .cli(&[
             "memory",
             "forget",
+            "--platform",
+            "http",
             "--user",
             "alice",
             "--character",

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use whisperfleet_shared::character::Relationship;
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::ports::characters::CharacterStore;
 use whisperfleet_shared::ports::{
@@ -60,8 +61,20 @@ impl VectorMemory for CountingMemory {
         self.recents.fetch_add(1, Ordering::Relaxed);
         self.inner.recent(scope, n).await
     }
-    async fn forget(&self, user_id: &str, character: Option<&str>) -> Result<u64, MemoryError> {
-        self.inner.forget(user_id, character).await
+    async fn list(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemoryPoint>, MemoryError> {
+        self.inner.list(identity, character, limit).await
+    }
+    async fn forget(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, MemoryError> {
+        self.inner.forget(identity, character).await
     }
     fn describe(&self) -> String {
         self.inner.describe()
@@ -155,7 +168,7 @@ pub async fn gather(ports: &Ports<'_>, req: &Request<'_>) -> Gathered {
     let relationship = async {
         match ports
             .store
-            .relationship(&req.scope.user_id, &req.scope.character)
+            .relationship(&req.scope.identity, &req.scope.character)
             .await
         {
             Ok(r) => (r, None),

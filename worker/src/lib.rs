@@ -11,6 +11,7 @@ pub mod context;
 pub mod finish;
 pub mod lease;
 pub mod memory;
+pub mod privacy;
 pub mod prompt;
 pub mod startup;
 pub mod turn;

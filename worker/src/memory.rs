@@ -99,7 +99,7 @@ pub async fn store(
         let point = |role: &str, text: &str, e: &EmotionResult, vector: Vec<f32>, ts| MemoryPoint {
             id: point_id(input.turn_id, role),
             character: input.scope.character.clone(),
-            user_id: input.scope.user_id.clone(),
+            identity: input.scope.identity.clone(),
             role: role.to_string(),
             text: text.to_string(),
             emotion: e.primary.clone(),
@@ -133,7 +133,7 @@ pub async fn store(
     };
     let relationship = characters.apply_relationship(
         input.turn_id,
-        &input.scope.user_id,
+        &input.scope.identity,
         &input.scope.character,
         relationship_delta(input.user_emotion),
     );

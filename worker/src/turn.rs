@@ -466,31 +466,49 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     let conv_key = req.conversation_key();
     let scope = MemoryScope {
         character: name.clone(),
-        user_id: req.conversation.user_id.clone(),
+        // The whole identity: an HTTP client sending a Discord user's id is someone else.
+        identity: req.conversation.identity(),
         // Memories made in a DM never surface in a guild channel.
         include_dm: req.conversation.is_dm,
     };
     let counting = CountingMemory::new(deps.memory.memory.clone());
-    let gathered = context::gather(
-        &context::Ports {
-            cache: cache.as_ref(),
-            memory: &counting,
-            embedder: deps.memory.embedder.as_ref(),
-            emotions: deps.memory.emotions.as_ref(),
-            store: deps.store.as_ref(),
-        },
-        &context::Request {
-            conversation_key: &conv_key,
-            history_len: deps.settings.history_len,
-            scope: &scope,
-            user_text: &req.text,
-            top_k: deps.settings.memory_top_k,
-            recent_states: deps.settings.recent_states,
-        },
-    )
-    .await;
+    // Beside the context stage (so it costs no time): the user's index learns this turn's
+    // record and history, so `memory forget` finds them without a keyspace scan.
+    let indexed = async {
+        let Some(c) = &cache else { return 0 };
+        if let Err(e) = records::index_turn(
+            c.as_ref(),
+            &scope.identity,
+            &name,
+            &turn_id,
+            &conv_key,
+            deps.settings.record_ttl,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not index the turn under its user; `memory forget` may miss its cached answer");
+        }
+        1
+    };
+    let context_ports = context::Ports {
+        cache: cache.as_ref(),
+        memory: &counting,
+        embedder: deps.memory.embedder.as_ref(),
+        emotions: deps.memory.emotions.as_ref(),
+        store: deps.store.as_ref(),
+    };
+    let context_request = context::Request {
+        conversation_key: &conv_key,
+        history_len: deps.settings.history_len,
+        scope: &scope,
+        user_text: &req.text,
+        top_k: deps.settings.memory_top_k,
+        recent_states: deps.settings.recent_states,
+    };
+    let (gathered, index_trips) =
+        tokio::join!(context::gather(&context_ports, &context_request), indexed);
     timings.since(Stage::Context, t);
-    counters.redis_round_trips += gathered.redis_round_trips;
+    counters.redis_round_trips += gathered.redis_round_trips + index_trips;
     counters.emotion_queries = counting.recents.load(Ordering::Relaxed);
     counters.memory_searches = counting.searches.load(Ordering::Relaxed);
     counters.memories_used = gathered.memories.len() as u32;

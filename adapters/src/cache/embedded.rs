@@ -35,6 +35,8 @@ enum Value {
     Hash(HashMap<String, Vec<u8>>),
     /// A heartbeat registry (Redis: a sorted set scored by heartbeat time): member → last beat.
     Registry(HashMap<String, Instant>),
+    /// An index (Redis: a sorted set scored by expiry): member → when it expires.
+    Index(HashMap<String, Instant>),
 }
 
 struct Entry {
@@ -445,6 +447,86 @@ impl Cache for EmbeddedCache {
                 .iter()
                 .skip(items.len().saturating_sub(n))
                 .cloned()
+                .collect()),
+            Some(_) => Err(CacheError::Command(WRONGTYPE.into())),
+        }
+    }
+
+    async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<u64, CacheError> {
+        let mut st = self.lock();
+        let removed = match st.live(key, Instant::now()) {
+            None => return Ok(0),
+            Some(Entry {
+                value: Value::Hash(h),
+                ..
+            }) => {
+                let n = fields.iter().filter(|f| h.remove(**f).is_some()).count();
+                (n as u64, h.is_empty())
+            }
+            Some(_) => return Err(CacheError::Command(WRONGTYPE.into())),
+        };
+        // Like Redis, a hash without fields does not exist.
+        if removed.1 {
+            st.entries.remove(key);
+        }
+        Ok(removed.0)
+    }
+
+    async fn index_add(
+        &self,
+        index: &str,
+        members: &[(String, Duration)],
+    ) -> Result<(), CacheError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let longest = members.iter().map(|(_, ttl)| deadline(now, *ttl)).max();
+        let mut st = self.lock();
+        let current = match st.live(index, now) {
+            None => None,
+            Some(Entry {
+                value: Value::Index(m),
+                expires_at,
+            }) => {
+                for (member, ttl) in members {
+                    let until = deadline(now, *ttl);
+                    let e = m.entry(member.clone()).or_insert(until);
+                    *e = (*e).max(until);
+                }
+                m.retain(|_, until| *until > now);
+                Some(*expires_at)
+            }
+            Some(_) => return Err(CacheError::Command(WRONGTYPE.into())),
+        };
+        let longest = longest.expect("members is not empty");
+        match current {
+            Some(at) if at >= longest => {}
+            Some(_) => st.set_deadline(index, longest),
+            None => {
+                let m = members
+                    .iter()
+                    .map(|(member, ttl)| (member.clone(), deadline(now, *ttl)))
+                    .collect();
+                st.put(index, Value::Index(m), longest);
+            }
+        }
+        st.maintain(now, self.max_entries);
+        Ok(())
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, CacheError> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match st.live(index, now) {
+            None => Ok(Vec::new()),
+            Some(Entry {
+                value: Value::Index(m),
+                ..
+            }) => Ok(m
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(member, _)| member.clone())
                 .collect()),
             Some(_) => Err(CacheError::Command(WRONGTYPE.into())),
         }

@@ -110,6 +110,29 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', oldest)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. oldest, '+inf')
 ";
 
+// KEYS: index. ARGV: member, ttl_ms, member, ttl_ms, … Each member scored by its expiry
+// (server clock); expired members dropped; the index lives as long as its longest member.
+const INDEX_ADD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local longest = 0
+for i = 1, #ARGV, 2 do
+  local ttl = tonumber(ARGV[i + 1])
+  redis.call('ZADD', KEYS[1], 'GT', now + ttl, ARGV[i])
+  if ttl > longest then longest = ttl end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('PTTL', KEYS[1]) < longest then redis.call('PEXPIRE', KEYS[1], longest) end
+return 0
+";
+
+// KEYS: index. Returns the members whose expiry is still ahead.
+const INDEX_MEMBERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+";
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
@@ -353,6 +376,42 @@ impl Cache for RedisCache {
         let mut cmd = redis::cmd("LRANGE");
         cmd.arg(self.k(list)).arg(-(n as i64)).arg(-1);
         self.bounded(g, cmd.query_async(&mut c)).await
+    }
+
+    async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<u64, CacheError> {
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        let (g, mut c) = self.conn();
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(self.k(key)).arg(fields);
+        self.bounded(g, cmd.query_async(&mut c)).await
+    }
+
+    async fn index_add(
+        &self,
+        index: &str,
+        members: &[(String, Duration)],
+    ) -> Result<(), CacheError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(INDEX_ADD);
+        let mut inv = script.key(self.k(index));
+        for (m, ttl) in members {
+            inv.arg(m).arg(ms(*ttl));
+        }
+        self.bounded(g, inv.invoke_async::<i64>(&mut c))
+            .await
+            .map(drop)
+    }
+
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, CacheError> {
+        let (g, mut c) = self.conn();
+        let script = redis::Script::new(INDEX_MEMBERS);
+        let inv = script.key(self.k(index));
+        self.bounded(g, inv.invoke_async(&mut c)).await
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError> {

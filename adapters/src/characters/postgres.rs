@@ -37,6 +37,7 @@ use whisperfleet_shared::character::{
     Character, CharacterSummary, Relationship, RelationshipDelta,
 };
 use whisperfleet_shared::config::redact_secret_url;
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 
 use super::sql::{Dialect, Sql, upsert_character_sql};
@@ -230,20 +231,28 @@ impl CharacterStore for PgCharacterStore {
 
     async fn relationship(
         &self,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
     ) -> Result<Option<Relationship>, StoreError> {
         self.bounded(
             1,
-            Sql::<Postgres>::relationship(&self.pool, user_id, character),
+            Sql::<Postgres>::relationship(&self.pool, identity, character),
         )
         .await
+    }
+
+    async fn relationships_of(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<(String, Relationship)>, StoreError> {
+        self.bounded(1, Sql::<Postgres>::relationships_of(&self.pool, identity))
+            .await
     }
 
     async fn apply_relationship(
         &self,
         turn_id: uuid::Uuid,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
         d: RelationshipDelta,
     ) -> Result<Option<Relationship>, StoreError> {
@@ -258,20 +267,22 @@ impl CharacterStore for PgCharacterStore {
                  INSERT INTO relationship_turns (turn_id) VALUES ($1) \
                  ON CONFLICT DO NOTHING RETURNING turn_id), \
              moved AS ( \
-                 INSERT INTO relationships AS r (user_id, character_id, trust, affection, attunement, interactions) \
-                 SELECT $2, c.id, LEAST(1, GREATEST(0, 0.3 + $4::real)), LEAST(1, GREATEST(0, 0.3 + $5::real)), \
-                        LEAST(1, GREATEST(0, 0.3 + $6::real)), 1 \
-                 FROM characters c, first WHERE c.normalized_name = $3 \
-                 ON CONFLICT (user_id, character_id) DO UPDATE SET \
-                     trust = LEAST(1, GREATEST(0, r.trust + $4::real)), \
-                     affection = LEAST(1, GREATEST(0, r.affection + $5::real)), \
-                     attunement = LEAST(1, GREATEST(0, r.attunement + $6::real)), \
+                 INSERT INTO relationships AS r (platform, namespace, user_id, character_id, trust, affection, attunement, interactions) \
+                 SELECT $2, $3, $4, c.id, LEAST(1, GREATEST(0, 0.3 + $6::real)), LEAST(1, GREATEST(0, 0.3 + $7::real)), \
+                        LEAST(1, GREATEST(0, 0.3 + $8::real)), 1 \
+                 FROM characters c, first WHERE c.normalized_name = $5 \
+                 ON CONFLICT (platform, namespace, user_id, character_id) DO UPDATE SET \
+                     trust = LEAST(1, GREATEST(0, r.trust + $6::real)), \
+                     affection = LEAST(1, GREATEST(0, r.affection + $7::real)), \
+                     attunement = LEAST(1, GREATEST(0, r.attunement + $8::real)), \
                      interactions = r.interactions + 1, updated_at = now() \
                  RETURNING r.trust, r.affection, r.attunement, r.interactions) \
              SELECT trust, affection, attunement, interactions FROM moved",
         )
         .bind(turn_id)
-        .bind(user_id)
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
         .bind(character)
         .bind(d.trust)
         .bind(d.affection)
@@ -286,10 +297,14 @@ impl CharacterStore for PgCharacterStore {
             .map_err(db_err)
     }
 
-    async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError> {
+    async fn forget_user(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, StoreError> {
         self.bounded(
             1,
-            Sql::<Postgres>::forget_user(&self.pool, user_id, character),
+            Sql::<Postgres>::forget_user(&self.pool, identity, character),
         )
         .await
     }

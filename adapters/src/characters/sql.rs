@@ -18,6 +18,7 @@ use sqlx::{
 use whisperfleet_shared::character::{
     Archetype, Character, CharacterSummary, Relationship, normalize_name,
 };
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::ports::characters::StoreError;
 
 /// What a backend contributes to the shared SQL: its texts where the dialects differ, and its
@@ -95,12 +96,18 @@ const INSERT_LLM: &str = "INSERT INTO character_llm_config (character_id, model,
 /// SQLite's BINARY collation orders like the fleet's C-collated PostgreSQL.
 const LIST: &str =
     "SELECT name, normalized_name, occupation, archetype, version FROM characters ORDER BY name";
+// Relationships are keyed by the whole identity: $1 platform, $2 namespace, $3 user id.
 const RELATIONSHIP: &str = "SELECT r.trust, r.affection, r.attunement, r.interactions \
      FROM relationships r JOIN characters c ON c.id = r.character_id \
-     WHERE r.user_id = $1 AND c.normalized_name = $2";
-const FORGET_USER_CHARACTER: &str = "DELETE FROM relationships WHERE user_id = $1 AND \
-     character_id IN (SELECT id FROM characters WHERE normalized_name = $2)";
-const FORGET_USER: &str = "DELETE FROM relationships WHERE user_id = $1";
+     WHERE r.platform = $1 AND r.namespace = $2 AND r.user_id = $3 AND c.normalized_name = $4";
+const RELATIONSHIPS_OF: &str = "SELECT c.normalized_name, r.trust, r.affection, r.attunement, \
+     r.interactions FROM relationships r JOIN characters c ON c.id = r.character_id \
+     WHERE r.platform = $1 AND r.namespace = $2 AND r.user_id = $3 ORDER BY c.normalized_name";
+const FORGET_USER_CHARACTER: &str = "DELETE FROM relationships WHERE platform = $1 AND \
+     namespace = $2 AND user_id = $3 AND \
+     character_id IN (SELECT id FROM characters WHERE normalized_name = $4)";
+const FORGET_USER: &str =
+    "DELETE FROM relationships WHERE platform = $1 AND namespace = $2 AND user_id = $3";
 
 /// A value bound as a query parameter.
 pub(crate) trait Bind<DB: Database>: for<'t> Encode<'t, DB> + Type<DB> {}
@@ -314,11 +321,13 @@ where
 
     pub(crate) async fn relationship(
         pool: &Pool<DB>,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
     ) -> Result<Option<Relationship>, StoreError> {
         let row = sqlx::query(RELATIONSHIP)
-            .bind(user_id)
+            .bind(&identity.platform)
+            .bind(&identity.namespace)
+            .bind(&identity.user_id)
             .bind(character)
             .fetch_optional(pool)
             .await
@@ -339,20 +348,39 @@ where
         })
     }
 
+    /// Every relationship of `identity`, by normalized character name.
+    pub(crate) async fn relationships_of(
+        pool: &Pool<DB>,
+        identity: &Identity,
+    ) -> Result<Vec<(String, Relationship)>, StoreError> {
+        let rows = sqlx::query(RELATIONSHIPS_OF)
+            .bind(&identity.platform)
+            .bind(&identity.namespace)
+            .bind(&identity.user_id)
+            .fetch_all(pool)
+            .await
+            .map_err(DB::store_err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("normalized_name")?, Self::relationship_of(r)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DB::store_err)
+    }
+
     pub(crate) async fn forget_user(
         pool: &Pool<DB>,
-        user_id: &str,
+        identity: &Identity,
         character: Option<&str>,
     ) -> Result<u64, StoreError> {
+        let q = match character {
+            Some(_) => sqlx::query(FORGET_USER_CHARACTER),
+            None => sqlx::query(FORGET_USER),
+        }
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id);
         let done = match character {
-            Some(c) => {
-                sqlx::query(FORGET_USER_CHARACTER)
-                    .bind(user_id)
-                    .bind(c)
-                    .execute(pool)
-                    .await
-            }
-            None => sqlx::query(FORGET_USER).bind(user_id).execute(pool).await,
+            Some(c) => q.bind(c).execute(pool).await,
+            None => q.execute(pool).await,
         }
         .map_err(DB::store_err)?;
         Ok(DB::rows_affected(&done))

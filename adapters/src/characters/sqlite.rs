@@ -25,6 +25,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use whisperfleet_shared::character::{
     Character, CharacterSummary, Relationship, RelationshipDelta,
 };
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 
 use super::sql::{Dialect, Sql, upsert_character_sql};
@@ -159,6 +160,15 @@ impl SqliteCharacterStore {
         Self::migrated(pool, path.display().to_string()).await
     }
 
+    /// A store on `pool` as it is, without migrating it (tests that build old schemas).
+    #[cfg(test)]
+    fn unmigrated(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            location: "test".into(),
+        }
+    }
+
     /// A private store that lives as long as this value (tests, throwaway runs).
     pub async fn open_in_memory() -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")
@@ -230,16 +240,23 @@ impl CharacterStore for SqliteCharacterStore {
 
     async fn relationship(
         &self,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
     ) -> Result<Option<Relationship>, StoreError> {
-        Sql::<Sqlite>::relationship(&self.pool, user_id, character).await
+        Sql::<Sqlite>::relationship(&self.pool, identity, character).await
+    }
+
+    async fn relationships_of(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<(String, Relationship)>, StoreError> {
+        Sql::<Sqlite>::relationships_of(&self.pool, identity).await
     }
 
     async fn apply_relationship(
         &self,
         turn_id: uuid::Uuid,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
         d: RelationshipDelta,
     ) -> Result<Option<Relationship>, StoreError> {
@@ -264,10 +281,13 @@ impl CharacterStore for SqliteCharacterStore {
         }
         let row = sqlx::query(
             "SELECT c.id, r.trust, r.affection, r.attunement, r.interactions FROM characters c \
-             LEFT JOIN relationships r ON r.character_id = c.id AND r.user_id = $1 \
-             WHERE c.normalized_name = $2",
+             LEFT JOIN relationships r ON r.character_id = c.id AND r.platform = $1 \
+             AND r.namespace = $2 AND r.user_id = $3 \
+             WHERE c.normalized_name = $4",
         )
-        .bind(user_id)
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
         .bind(character)
         .fetch_optional(&mut *tx)
         .await
@@ -287,14 +307,16 @@ impl CharacterStore for SqliteCharacterStore {
         };
         let next = current.apply(d);
         sqlx::query(concat!(
-            "INSERT INTO relationships (user_id, character_id, trust, affection, attunement, interactions) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (user_id, character_id) DO UPDATE SET trust = excluded.trust, \
+            "INSERT INTO relationships (platform, namespace, user_id, character_id, trust, affection, attunement, interactions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (platform, namespace, user_id, character_id) DO UPDATE SET trust = excluded.trust, \
              affection = excluded.affection, attunement = excluded.attunement, \
              interactions = excluded.interactions, updated_at = ",
             now!()
         ))
-        .bind(user_id)
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
         .bind(character_id)
         .bind(next.trust)
         .bind(next.affection)
@@ -307,8 +329,12 @@ impl CharacterStore for SqliteCharacterStore {
         Ok(Some(next))
     }
 
-    async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError> {
-        Sql::<Sqlite>::forget_user(&self.pool, user_id, character).await
+    async fn forget_user(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        Sql::<Sqlite>::forget_user(&self.pool, identity, character).await
     }
 
     fn describe(&self) -> String {
@@ -332,5 +358,77 @@ mod tests {
         let loaded = store.load("memo_ry").await.unwrap().unwrap();
         assert_eq!(loaded.version, 2);
         assert_eq!(store.describe(), "sqlite at :memory:");
+    }
+
+    /// A store at the schema before relationships had identities: its rows go to Discord
+    /// when the user id is a snowflake, else to the unclaimable `legacy` platform.
+    #[tokio::test]
+    async fn old_relationships_are_migrated_to_discord_or_legacy() {
+        let dir = std::env::temp_dir().join(format!("wf-rel-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("characters.sqlite");
+        {
+            let opts = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(opts).await.unwrap();
+            // The migrations as they were before this change.
+            MIGRATOR.run_to(20261125000002, &pool).await.unwrap();
+            let old = SqliteCharacterStore::unmigrated(pool.clone());
+            old.upsert(&Character {
+                name: "Nora".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            for (user, trust) in [("312456789012345678", 0.9f32), ("alice", 0.7), ("42", 0.1)] {
+                sqlx::query(
+                    "INSERT INTO relationships (user_id, character_id, trust, interactions) \
+                     SELECT $1, id, $2, 5 FROM characters WHERE normalized_name = 'nora'",
+                )
+                .bind(user)
+                .bind(trust)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = SqliteCharacterStore::open(&path).await.unwrap();
+        let trust = |r: Option<Relationship>| r.map(|r| (r.trust, r.interactions));
+        let at = |p: &str, u: &str| Identity::new(p, "", u);
+        for (who, want) in [
+            (at("discord", "312456789012345678"), Some((0.9, 5))),
+            (at("http", "312456789012345678"), None),
+            (at("legacy", "alice"), Some((0.7, 5))),
+            (at("legacy", "42"), Some((0.1, 5))),
+            (at("http", "alice"), None),
+            (at("terminal", "alice"), None),
+            (at("discord", "42"), None),
+        ] {
+            assert_eq!(
+                trust(store.relationship(&who, "nora").await.unwrap()),
+                want,
+                "{who}"
+            );
+        }
+        // The migrated table takes new identities beside the old rows.
+        let d = RelationshipDelta::default();
+        let moved = store
+            .apply_relationship(uuid::Uuid::new_v4(), &at("http", "alice"), "nora", d)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.interactions, 1);
+        assert_eq!(
+            trust(
+                store
+                    .relationship(&at("legacy", "alice"), "nora")
+                    .await
+                    .unwrap()
+            ),
+            Some((0.7, 5))
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! **Layout.** One collection, multi-tenant by payload: every point carries `character`,
 //! `user_id` (keyword indexes marked `is_tenant`, so Qdrant keeps each tenant's points
-//! together), `is_dm` (bool index), `timestamp` (epoch milliseconds, integer index with range
+//! together), `platform` and `namespace` (keyword indexes: with `user_id` the user's whole
+//! identity, which every filter matches), `is_dm` (bool index), `timestamp` (epoch milliseconds, integer index with range
 //! support — `recent` orders by it) and `text`, `role`, `emotion`, `intensity`,
 //! `channel_id`. Point ids are the [`MemoryPoint`] UUIDs, so a redelivered turn overwrites
 //! its points. Vectors use cosine distance; Qdrant stores them normalised, so a vector read
@@ -15,7 +16,9 @@
 //! [`QdrantMemory::ensure_collection`]): create the collection if missing — an "already
 //! exists" answer from a concurrent worker counts as success — check its vector size and
 //! distance, then create whichever payload indexes are missing. Every step is idempotent, so
-//! racing workers converge; a failed setup is retried by the next operation.
+//! racing workers converge; a failed setup is retried by the next operation. Setup then
+//! backfills points written before identities had platforms ([`QdrantMemory::backfill_platforms`]):
+//! until then no filter matches them, so they are invisible, never exposed.
 //!
 //! **Errors.** [`MemoryError::Unavailable`] (retryable: connection refused or lost, timeouts
 //! and cancellations, `UNAVAILABLE`, `RESOURCE_EXHAUSTED` rate limits) versus
@@ -37,18 +40,22 @@ use qdrant_client::qdrant::{
     BoolIndexParamsBuilder, CollectionInfo, Condition, CountPointsBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Direction, Distance, FieldType, Filter,
     IntegerIndexParamsBuilder, KeywordIndexParamsBuilder, OrderByBuilder, PayloadSchemaType,
-    PointId, PointStruct, QueryPointsBuilder, ScrollPointsBuilder, UpsertPointsBuilder, Value,
-    VectorParamsBuilder, VectorsOutput, payload_index_params::IndexParams,
+    PointId, PointStruct, PointsIdsList, QueryPointsBuilder, ScrollPointsBuilder,
+    SetPayloadPointsBuilder, UpsertPointsBuilder, Value, VectorParamsBuilder, VectorsOutput,
+    payload_index_params::IndexParams,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
+use whisperfleet_shared::identity::{Identity, platform_of_legacy_channel};
 use whisperfleet_shared::ports::{MemoryError, MemoryPoint, MemoryScope, VectorMemory};
 
 // Payload keys, shared by writing, reading, filtering and indexing.
 const F_CHARACTER: &str = "character";
 const F_USER: &str = "user_id";
+const F_PLATFORM: &str = "platform";
+const F_NAMESPACE: &str = "namespace";
 const F_ROLE: &str = "role";
 const F_TEXT: &str = "text";
 const F_EMOTION: &str = "emotion";
@@ -262,7 +269,68 @@ impl QdrantMemory {
                 Err(e) => return Err(self.err(e)),
             }
         }
+        self.backfill_platforms().await?;
         Ok(())
+    }
+
+    /// Gives every point written before identities had platforms (no `platform` payload)
+    /// the platform its channel id says ([`platform_of_legacy_channel`], the rule the
+    /// embedded store's migration uses too) and the empty namespace, a page at a time.
+    /// Idempotent; run by collection setup, so each worker start checks with one scroll.
+    /// Returns how many points it moved. Not tested against a server here (none runs in CI).
+    pub async fn backfill_platforms(&self) -> Result<u64, MemoryError> {
+        let mut moved = 0u64;
+        loop {
+            let req = ScrollPointsBuilder::new(&self.collection)
+                .filter(Filter::must([Condition::is_empty(F_PLATFORM)]))
+                .limit(256)
+                .with_payload(true)
+                .with_vectors(false);
+            let page = self
+                .client
+                .scroll(req)
+                .await
+                .map_err(|e| self.err(e))?
+                .result;
+            if page.is_empty() {
+                break;
+            }
+            let mut by_platform: HashMap<&'static str, Vec<PointId>> = HashMap::new();
+            for p in &page {
+                let field = |f: &str| {
+                    p.payload
+                        .get(f)
+                        .and_then(Value::as_str)
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let Some(id) = p.id.clone() else { continue };
+                let platform = platform_of_legacy_channel(&field(F_CHANNEL), &field(F_USER));
+                by_platform.entry(platform).or_default().push(id);
+            }
+            for (platform, ids) in by_platform {
+                let n = ids.len() as u64;
+                let payload = HashMap::from([
+                    (F_PLATFORM.to_owned(), Value::from(platform)),
+                    (F_NAMESPACE.to_owned(), Value::from("")),
+                ]);
+                let set = SetPayloadPointsBuilder::new(&self.collection, payload)
+                    .points_selector(PointsIdsList::from(ids))
+                    .wait(true);
+                self.client
+                    .set_payload(set)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                moved += n;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                points = moved,
+                "vector memory migrated: old points now belong to the platform their channel says"
+            );
+        }
+        Ok(moved)
     }
 
     /// Maps a client error to the port's, scrubbing secrets from the message.
@@ -383,9 +451,43 @@ impl VectorMemory for QdrantMemory {
         }
     }
 
-    async fn forget(&self, user_id: &str, character: Option<&str>) -> Result<u64, MemoryError> {
+    async fn list(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemoryPoint>, MemoryError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         self.ensure_collection().await?;
-        let filter = forget_filter(user_id, character);
+        let req = ScrollPointsBuilder::new(&self.collection)
+            .filter(forget_filter(identity, character))
+            .order_by(OrderByBuilder::new(F_TIMESTAMP).direction(Direction::Desc as i32))
+            .limit(u32::try_from(limit).unwrap_or(u32::MAX))
+            .with_payload(true)
+            .with_vectors(true);
+        let found = self
+            .client
+            .scroll(req)
+            .await
+            .map_err(|e| self.err(e))?
+            .result;
+        let mut points = found
+            .iter()
+            .map(|p| from_parts(p.id.as_ref(), &p.payload, p.vectors.as_ref()))
+            .collect::<Result<Vec<_>, MemoryError>>()?;
+        sort_recent(&mut points);
+        Ok(points)
+    }
+
+    async fn forget(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, MemoryError> {
+        self.ensure_collection().await?;
+        let filter = forget_filter(identity, character);
         // The delete answer carries no count, so count first. Points written in between are
         // deleted but not counted.
         let count = self
@@ -499,7 +601,12 @@ struct IndexSpec {
     params: IndexParams,
 }
 
-fn index_specs() -> [(&'static str, IndexSpec); 4] {
+fn index_specs() -> [(&'static str, IndexSpec); 6] {
+    let keyword_index = || IndexSpec {
+        field_type: FieldType::Keyword,
+        payload_type: PayloadSchemaType::Keyword,
+        params: KeywordIndexParamsBuilder::default().into(),
+    };
     let tenant = || IndexSpec {
         field_type: FieldType::Keyword,
         payload_type: PayloadSchemaType::Keyword,
@@ -508,6 +615,8 @@ fn index_specs() -> [(&'static str, IndexSpec); 4] {
     [
         (F_CHARACTER, tenant()),
         (F_USER, tenant()),
+        (F_PLATFORM, keyword_index()),
+        (F_NAMESPACE, keyword_index()),
         (
             F_IS_DM,
             IndexSpec {
@@ -568,20 +677,29 @@ fn keyword(field: &str, value: &str) -> Condition {
     Condition::matches(field, MatchValue::Keyword(value.to_owned()))
 }
 
-/// One user × one character; guild channels (`!include_dm`) never see DM memories.
+/// Exactly one identity: all three parts, each an exact match (an empty namespace matches
+/// only the empty string, never "any").
+fn identity_conditions(identity: &Identity) -> Vec<Condition> {
+    vec![
+        keyword(F_PLATFORM, &identity.platform),
+        keyword(F_NAMESPACE, &identity.namespace),
+        keyword(F_USER, &identity.user_id),
+    ]
+}
+
+/// One identity × one character; guild channels (`!include_dm`) never see DM memories.
 fn scope_filter(scope: &MemoryScope) -> Filter {
-    let mut must = vec![
-        keyword(F_CHARACTER, &scope.character),
-        keyword(F_USER, &scope.user_id),
-    ];
+    let mut must = identity_conditions(&scope.identity);
+    must.push(keyword(F_CHARACTER, &scope.character));
     if !scope.include_dm {
         must.push(Condition::matches(F_IS_DM, false));
     }
     Filter::must(must)
 }
 
-fn forget_filter(user_id: &str, character: Option<&str>) -> Filter {
-    let mut must = vec![keyword(F_USER, user_id)];
+/// One identity, with one character or all: what `list` and `forget` select.
+fn forget_filter(identity: &Identity, character: Option<&str>) -> Filter {
+    let mut must = identity_conditions(identity);
     if let Some(c) = character {
         must.push(keyword(F_CHARACTER, c));
     }
@@ -591,7 +709,9 @@ fn forget_filter(user_id: &str, character: Option<&str>) -> Filter {
 fn to_payload(p: &MemoryPoint) -> HashMap<String, Value> {
     HashMap::from([
         (F_CHARACTER.to_owned(), p.character.clone().into()),
-        (F_USER.to_owned(), p.user_id.clone().into()),
+        (F_USER.to_owned(), p.identity.user_id.clone().into()),
+        (F_PLATFORM.to_owned(), p.identity.platform.clone().into()),
+        (F_NAMESPACE.to_owned(), p.identity.namespace.clone().into()),
         (F_ROLE.to_owned(), p.role.clone().into()),
         (F_TEXT.to_owned(), p.text.clone().into()),
         (F_EMOTION.to_owned(), p.emotion.clone().into()),
@@ -665,7 +785,7 @@ fn from_parts(
     Ok(MemoryPoint {
         id,
         character: text(F_CHARACTER)?,
-        user_id: text(F_USER)?,
+        identity: Identity::new(text(F_PLATFORM)?, text(F_NAMESPACE)?, text(F_USER)?),
         role: text(F_ROLE)?,
         text: text(F_TEXT)?,
         emotion: text(F_EMOTION)?,

@@ -5,7 +5,12 @@
 //! full-scan threshold). Several worker processes on one host can share the file (WAL); a
 //! fleet spread over hosts sets `WHISPERFLEET_QDRANT_URL`.
 //!
-//! A search scores vectors kept in memory per (character, user) and loads only the k
+//! Memories belong to an identity (platform, namespace, user id): a store written before
+//! identities had platforms is migrated when opened ([`SqliteMemory::open`]): each old row
+//! gets the platform its channel id says ([`platform_of_legacy_channel`]) and the empty
+//! namespace (no namespaces existed then).
+//!
+//! A search scores vectors kept in memory per (character, identity) and loads only the k
 //! winners from SQLite. The cached vectors are checked on every search against an
 //! index-only fingerprint of the scope (count, highest rowid, sum of timestamps): rows added
 //! since are appended, anything else reloads the scope. One blind spot: a point rewritten
@@ -23,6 +28,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use uuid::Uuid;
+use whisperfleet_shared::identity::{Identity, platform_of_legacy_channel};
 use whisperfleet_shared::ports::{MemoryError, MemoryPoint, MemoryScope, VectorMemory};
 
 use crate::embeddings::cosine;
@@ -30,13 +36,13 @@ use crate::embeddings::cosine;
 pub struct SqliteMemory {
     pool: SqlitePool,
     path: String,
-    /// The vectors of recently searched (character, user) scopes, so a search does not read
+    /// The vectors of recently searched (character, identity key) scopes, so a search does not read
     /// and decode every stored vector again: checked against a cheap index-only fingerprint
     /// of the scope on every search (other processes may write the same file).
     vectors: std::sync::Mutex<VectorCache>,
 }
 
-/// Vectors cached per (character, user), bounded by the number of floats held.
+/// Vectors cached per (character, identity key), bounded by the number of floats held.
 #[derive(Default)]
 struct VectorCache {
     scopes: std::collections::HashMap<(String, String), Arc<ScopeVectors>>,
@@ -66,6 +72,8 @@ CREATE TABLE IF NOT EXISTS memories (
     id         TEXT PRIMARY KEY,
     character  TEXT NOT NULL,
     user_id    TEXT NOT NULL,
+    platform   TEXT NOT NULL,
+    namespace  TEXT NOT NULL DEFAULT '',
     role       TEXT NOT NULL,
     text       TEXT NOT NULL,
     emotion    TEXT NOT NULL,
@@ -75,8 +83,65 @@ CREATE TABLE IF NOT EXISTS memories (
     ts_ms      INTEGER NOT NULL,
     vector     BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS memories_tenant ON memories (character, user_id, ts_ms);
 ";
+
+/// After [`SCHEMA`] and the migration of old rows: the index of the identity-keyed lookups
+/// replaces the old (character, user_id) one.
+const INDEXES: &str = r"
+DROP INDEX IF EXISTS memories_tenant;
+CREATE INDEX IF NOT EXISTS memories_identity
+    ON memories (character, platform, namespace, user_id, ts_ms);
+CREATE INDEX IF NOT EXISTS memories_user ON memories (platform, namespace, user_id);
+";
+
+/// Brings a store written before identities had platforms up to date, in one transaction:
+/// adds `platform` and `namespace`, and gives each old row the platform its channel id
+/// says (the rule is [`platform_of_legacy_channel`], shared with the Qdrant backfill) and
+/// the empty namespace (HTTP namespaces did not exist yet). Returns how many rows it moved.
+async fn migrate_legacy_rows(pool: &SqlitePool) -> Result<u64, MemoryError> {
+    let has_platform: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pragma_table_info('memories') WHERE name = 'platform'",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(sq_err)?;
+    if has_platform == 1 {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await.map_err(sq_err)?;
+    sqlx::raw_sql(
+        "ALTER TABLE memories ADD COLUMN platform TEXT NOT NULL DEFAULT ''; \
+         ALTER TABLE memories ADD COLUMN namespace TEXT NOT NULL DEFAULT '';",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(sq_err)?;
+    let pairs: Vec<(String, String)> =
+        sqlx::query_as("SELECT DISTINCT channel_id, user_id FROM memories")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sq_err)?;
+    let mut moved = 0;
+    for (channel, user) in pairs {
+        let r = sqlx::query(
+            "UPDATE memories SET platform = ?1 WHERE channel_id = ?2 AND user_id = ?3 \
+             AND platform = ''",
+        )
+        .bind(platform_of_legacy_channel(&channel, &user))
+        .bind(&channel)
+        .bind(&user)
+        .execute(&mut *tx)
+        .await
+        .map_err(sq_err)?;
+        moved += r.rows_affected();
+    }
+    tx.commit().await.map_err(sq_err)?;
+    tracing::info!(
+        rows = moved,
+        "vector memory migrated: old memories now belong to the platform their channel says"
+    );
+    Ok(moved)
+}
 
 fn to_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -94,7 +159,11 @@ fn row_to_point(r: &sqlx::sqlite::SqliteRow) -> Result<MemoryPoint, MemoryError>
     Ok(MemoryPoint {
         id: Uuid::parse_str(&id).map_err(|e| MemoryError::Other(e.to_string()))?,
         character: r.get("character"),
-        user_id: r.get("user_id"),
+        identity: Identity::new(
+            r.get::<String, _>("platform"),
+            r.get::<String, _>("namespace"),
+            r.get::<String, _>("user_id"),
+        ),
         role: r.get("role"),
         text: r.get("text"),
         emotion: r.get("emotion"),
@@ -134,6 +203,11 @@ impl SqliteMemory {
             .execute(&pool)
             .await
             .map_err(sq_err)?;
+        migrate_legacy_rows(&pool).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(INDEXES))
+            .execute(&pool)
+            .await
+            .map_err(sq_err)?;
         Ok(Self {
             pool,
             path: display,
@@ -143,13 +217,13 @@ impl SqliteMemory {
 
     fn scope_sql(scope: &MemoryScope) -> &'static str {
         if scope.include_dm {
-            "character = ?1 AND user_id = ?2"
+            "character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4"
         } else {
-            "character = ?1 AND user_id = ?2 AND is_dm = 0"
+            "character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4 AND is_dm = 0"
         }
     }
 
-    /// Every candidate vector of a (character, user) scope. The scope's fingerprint (row
+    /// Every candidate vector of a (character, identity) scope. The scope's fingerprint (row
     /// count, highest rowid, sum of timestamps: all read from the index) says whether the
     /// cached rows are current; rows added since (the usual case: each turn adds two) are
     /// read alone and appended; anything else (a delete, another process's rewrite) reloads
@@ -157,19 +231,21 @@ impl SqliteMemory {
     async fn scope_vectors(
         &self,
         character: &str,
-        user_id: &str,
+        identity: &Identity,
     ) -> Result<Arc<ScopeVectors>, MemoryError> {
         let r = sqlx::query(
             "SELECT count(*) AS n, coalesce(max(rowid), 0) AS top, coalesce(sum(ts_ms), 0) AS ts \
-             FROM memories WHERE character = ?1 AND user_id = ?2",
+             FROM memories WHERE character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4",
         )
         .bind(character)
-        .bind(user_id)
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
         .fetch_one(&self.pool)
         .await
         .map_err(sq_err)?;
         let fingerprint: (i64, i64, i64) = (r.get("n"), r.get("top"), r.get("ts"));
-        let key = (character.to_string(), user_id.to_string());
+        let key = (character.to_string(), identity.key());
         let cached = self.cache().scopes.get(&key).cloned();
         if let Some(hit) = &cached
             && hit.fingerprint == fingerprint
@@ -179,10 +255,13 @@ impl SqliteMemory {
         let since = cached.as_ref().map_or(-1, |c| c.fingerprint.1);
         let rows = sqlx::query(
             "SELECT rowid, id, ts_ms, is_dm, vector FROM memories \
-             WHERE character = ?1 AND user_id = ?2 AND rowid > ?3",
+             WHERE character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4 \
+             AND rowid > ?5",
         )
         .bind(character)
-        .bind(user_id)
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
         .bind(since)
         .fetch_all(&self.pool)
         .await
@@ -218,7 +297,7 @@ impl SqliteMemory {
             // cached, that call takes the `None` arm: one level deep).
             Some(_) => {
                 self.invalidate(|k| *k == key);
-                return Box::pin(self.scope_vectors(character, user_id)).await;
+                return Box::pin(self.scope_vectors(character, identity)).await;
             }
         };
         Ok(self.remember(key, loaded))
@@ -271,14 +350,14 @@ impl VectorMemory for SqliteMemory {
         let mut tx = self.pool.begin().await.map_err(sq_err)?;
         for p in points {
             sqlx::query(
-                "INSERT INTO memories (id, character, user_id, role, text, emotion, intensity, channel_id, is_dm, ts_ms, vector) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                "INSERT INTO memories (id, character, user_id, role, text, emotion, intensity, channel_id, is_dm, ts_ms, vector, platform, namespace) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
                  ON CONFLICT (id) DO UPDATE SET text = excluded.text, emotion = excluded.emotion, \
                  intensity = excluded.intensity, vector = excluded.vector",
             )
             .bind(p.id.to_string())
             .bind(&p.character)
-            .bind(&p.user_id)
+            .bind(&p.identity.user_id)
             .bind(&p.role)
             .bind(&p.text)
             .bind(&p.emotion)
@@ -287,6 +366,8 @@ impl VectorMemory for SqliteMemory {
             .bind(i64::from(p.is_dm))
             .bind(p.timestamp.timestamp_millis())
             .bind(to_blob(&p.vector))
+            .bind(&p.identity.platform)
+            .bind(&p.identity.namespace)
             .execute(&mut *tx)
             .await
             .map_err(sq_err)?;
@@ -299,7 +380,7 @@ impl VectorMemory for SqliteMemory {
             points
                 .iter()
                 .filter_map(|p| {
-                    let key = (p.character.clone(), p.user_id.clone());
+                    let key = (p.character.clone(), p.identity.key());
                     let id = p.id.to_string();
                     cache
                         .scopes
@@ -323,7 +404,9 @@ impl VectorMemory for SqliteMemory {
     ) -> Result<Vec<(MemoryPoint, f32)>, MemoryError> {
         // Two phases: score every candidate from its id, time and vector only (cached per
         // scope, no text, no point built), then load the k winners whole.
-        let candidates = self.scope_vectors(&scope.character, &scope.user_id).await?;
+        let candidates = self
+            .scope_vectors(&scope.character, &scope.identity)
+            .await?;
         let rows = &candidates.rows;
         let mut ranked: Vec<(f32, i64, &str)> = rows
             .iter()
@@ -359,12 +442,14 @@ impl VectorMemory for SqliteMemory {
 
     async fn recent(&self, scope: &MemoryScope, n: usize) -> Result<Vec<MemoryPoint>, MemoryError> {
         let sql = format!(
-            "SELECT * FROM memories WHERE {} ORDER BY ts_ms DESC, id LIMIT ?3",
+            "SELECT * FROM memories WHERE {} ORDER BY ts_ms DESC, id LIMIT ?5",
             Self::scope_sql(scope)
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&scope.character)
-            .bind(&scope.user_id)
+            .bind(&scope.identity.platform)
+            .bind(&scope.identity.namespace)
+            .bind(&scope.identity.user_id)
             .bind(n as i64)
             .fetch_all(&self.pool)
             .await
@@ -372,24 +457,45 @@ impl VectorMemory for SqliteMemory {
         rows.iter().map(row_to_point).collect()
     }
 
-    async fn forget(&self, user_id: &str, character: Option<&str>) -> Result<u64, MemoryError> {
-        let r = match character {
-            Some(c) => {
-                sqlx::query("DELETE FROM memories WHERE user_id = ?1 AND character = ?2")
-                    .bind(user_id)
-                    .bind(c)
-                    .execute(&self.pool)
-                    .await
-            }
-            None => {
-                sqlx::query("DELETE FROM memories WHERE user_id = ?1")
-                    .bind(user_id)
-                    .execute(&self.pool)
-                    .await
-            }
-        }
+    async fn list(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemoryPoint>, MemoryError> {
+        let rows = sqlx::query(
+            "SELECT * FROM memories WHERE platform = ?1 AND namespace = ?2 AND user_id = ?3 \
+             AND (?4 IS NULL OR character = ?4) ORDER BY ts_ms DESC, id LIMIT ?5",
+        )
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
+        .bind(character)
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await
         .map_err(sq_err)?;
-        self.invalidate(|(c, u)| u == user_id && character.is_none_or(|x| x == c));
+        rows.iter().map(row_to_point).collect()
+    }
+
+    async fn forget(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, MemoryError> {
+        let r = sqlx::query(
+            "DELETE FROM memories WHERE platform = ?1 AND namespace = ?2 AND user_id = ?3 \
+             AND (?4 IS NULL OR character = ?4)",
+        )
+        .bind(&identity.platform)
+        .bind(&identity.namespace)
+        .bind(&identity.user_id)
+        .bind(character)
+        .execute(&self.pool)
+        .await
+        .map_err(sq_err)?;
+        let key = identity.key();
+        self.invalidate(|(c, k)| *k == key && character.is_none_or(|x| x == c));
         Ok(r.rows_affected())
     }
 
@@ -430,7 +536,7 @@ mod tests {
         let point = |text: &str, v: [f32; 3], ts: i64| MemoryPoint {
             id: Uuid::new_v4(),
             character: "c".into(),
-            user_id: "u".into(),
+            identity: Identity::new("http", "", "u"),
             role: "user".into(),
             text: text.into(),
             emotion: "neutral".into(),
@@ -442,7 +548,7 @@ mod tests {
         };
         let scope = MemoryScope {
             character: "c".into(),
-            user_id: "u".into(),
+            identity: Identity::new("http", "", "u"),
             include_dm: true,
         };
         let texts =
@@ -463,12 +569,103 @@ mod tests {
             ["second", "first"]
         );
         // Forgotten through the other store: gone here too.
-        b.forget("u", Some("c")).await.unwrap();
+        b.forget(&scope.identity, Some("c")).await.unwrap();
         assert!(
             a.search(&scope, &[0.0, 1.0, 0.0], 5)
                 .await
                 .unwrap()
                 .is_empty()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A store written before identities had platforms: its rows go to the platform their
+    /// channel says, with the empty namespace, and are found (only) under that identity.
+    #[tokio::test]
+    async fn old_rows_are_migrated_to_the_platform_their_channel_says() {
+        let dir = std::env::temp_dir().join(format!("wf-mem-{}", Uuid::new_v4().simple()));
+        let path = dir.join("memories.sqlite");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            // The schema as it was, with one row per kind of channel.
+            let opts = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(opts).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE memories (id TEXT PRIMARY KEY, character TEXT NOT NULL, \
+                 user_id TEXT NOT NULL, role TEXT NOT NULL, text TEXT NOT NULL, \
+                 emotion TEXT NOT NULL, intensity REAL NOT NULL, channel_id TEXT NOT NULL, \
+                 is_dm INTEGER NOT NULL, ts_ms INTEGER NOT NULL, vector BLOB NOT NULL); \
+                 CREATE INDEX memories_tenant ON memories (character, user_id, ts_ms);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for (i, (user, channel)) in [
+                ("312456789012345678", "912345678901234567"),
+                ("me", "terminal:me"),
+                ("42", "dm:42"),
+                ("42", "guild-general"),
+                ("42", "terminal:other"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                sqlx::query(
+                    "INSERT INTO memories VALUES (?1, 'c', ?2, 'user', ?3, 'joy', 0.5, ?4, 1, ?5, ?6)",
+                )
+                .bind(Uuid::new_v4().to_string())
+                .bind(user)
+                .bind(format!("old {i}"))
+                .bind(channel)
+                .bind(i as i64)
+                .bind(to_blob(&[1.0, 0.0]))
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+        let mem = SqliteMemory::open(&path).await.unwrap();
+        let texts = |v: Vec<MemoryPoint>| v.into_iter().map(|p| p.text).collect::<Vec<_>>();
+        let of = |p: &str, u: &str| Identity::new(p, "", u);
+        assert_eq!(
+            texts(
+                mem.list(&of("discord", "312456789012345678"), None, 10)
+                    .await
+                    .unwrap()
+            ),
+            ["old 0"]
+        );
+        assert_eq!(
+            texts(mem.list(&of("terminal", "me"), None, 10).await.unwrap()),
+            ["old 1"]
+        );
+        // HTTP's default DM channel and any channel an HTTP client named.
+        assert_eq!(
+            texts(mem.list(&of("http", "42"), None, 10).await.unwrap()),
+            ["old 4", "old 3", "old 2"]
+        );
+        assert!(
+            mem.list(&of("discord", "42"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let scope = MemoryScope {
+            character: "c".into(),
+            identity: of("discord", "312456789012345678"),
+            include_dm: true,
+        };
+        assert_eq!(mem.recent(&scope, 5).await.unwrap().len(), 1);
+        assert_eq!(mem.search(&scope, &[1.0, 0.0], 5).await.unwrap().len(), 1);
+        drop(mem);
+        // Opening again changes nothing.
+        let mem = SqliteMemory::open(&path).await.unwrap();
+        assert_eq!(
+            mem.list(&of("http", "42"), None, 10).await.unwrap().len(),
+            3
         );
         let _ = std::fs::remove_dir_all(dir);
     }

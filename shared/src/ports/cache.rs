@@ -101,8 +101,24 @@ pub trait Cache: Send + Sync + 'static {
     ) -> Result<u64, CacheError>;
     /// The last `n` items of a list, oldest first.
     async fn list_tail(&self, list: &str, n: usize) -> Result<Vec<Vec<u8>>, CacheError>;
+    /// Removes fields of a hash; returns how many were there.
+    async fn hash_del(&self, key: &str, fields: &[&str]) -> Result<u64, CacheError>;
+    /// Adds `members` to the index `index`, each alive for its own TTL (by the cache's
+    /// clock; adding a member again extends it), drops members whose time is up, and keeps
+    /// the index at least as long as its longest-lived member. An index is one key (a
+    /// sorted set scored by expiry in Redis), so it names the keys that belong to someone
+    /// without a keyspace scan, and it is bounded by its members' TTLs.
+    async fn index_add(
+        &self,
+        index: &str,
+        members: &[(String, Duration)],
+    ) -> Result<(), CacheError>;
+    /// The live members of `index` (empty when it does not exist).
+    async fn index_members(&self, index: &str) -> Result<Vec<String>, CacheError>;
     /// Removes every key matching `pattern` (glob, unprefixed); returns how many. Walks the
-    /// keyspace: for rare administrative work (`memory forget`), never a turn's path.
+    /// keyspace: for tests and fixed patterns only, never a turn's path and never a pattern
+    /// made of user-supplied text (user data is found through indexes, see
+    /// `records::identity_index`).
     async fn delete_matching(&self, pattern: &str) -> Result<u64, CacheError>;
     /// Registers `member` in the registry `registry` as alive now, by the cache's own clock,
     /// and keeps the registry `ttl` longer. A registry is one key (a sorted set scored by

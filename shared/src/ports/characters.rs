@@ -1,7 +1,9 @@
 //! The character store port: characters (CDL) and user × character relationships, PostgreSQL
-//! in the fleet and SQLite when embedded.
+//! in the fleet and SQLite when embedded. A relationship belongs to a user's whole
+//! [`Identity`] (platform, namespace, user id).
 
 use crate::character::{Character, CharacterSummary, Relationship, RelationshipDelta};
+use crate::identity::Identity;
 use crate::retry::{RetryAction, Retryable};
 
 /// Errors of the character store port.
@@ -36,19 +38,29 @@ pub trait CharacterStore: Send + Sync + 'static {
     /// The relationship of a user with a character (`None` before their first turn).
     async fn relationship(
         &self,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
     ) -> Result<Option<Relationship>, StoreError>;
+    /// Every relationship of a user, by normalized character name (what `memory show` lists).
+    async fn relationships_of(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<(String, Relationship)>, StoreError>;
     /// Applies one turn's delta in one atomic statement, at most once per `turn_id`
     /// (a redelivered turn changes nothing); returns the relationship afterwards.
     async fn apply_relationship(
         &self,
         turn_id: uuid::Uuid,
-        user_id: &str,
+        identity: &Identity,
         character: &str,
         delta: RelationshipDelta,
     ) -> Result<Option<Relationship>, StoreError>;
-    /// Removes a user's relationships (with one character, or all); returns how many.
-    async fn forget_user(&self, user_id: &str, character: Option<&str>) -> Result<u64, StoreError>;
+    /// Removes the relationships of exactly `identity` (with one character, or all);
+    /// returns how many.
+    async fn forget_user(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, StoreError>;
     fn describe(&self) -> String;
 }

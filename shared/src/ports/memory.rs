@@ -1,7 +1,8 @@
 //! The vector memory port: one collection of memories, multi-tenant by payload (character,
-//! user), searched by similarity and by recency (Qdrant in the fleet, exact cosine search over
+//! and the user's whole identity: platform, namespace, user id), searched by similarity and by recency (Qdrant in the fleet, exact cosine search over
 //! the embedded SQLite store otherwise).
 
+use crate::identity::Identity;
 use crate::retry::{RetryAction, Retryable};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,7 +14,9 @@ pub struct MemoryPoint {
     /// Derived from `turn_id` + role, so a redelivered turn overwrites instead of duplicating.
     pub id: uuid::Uuid,
     pub character: String,
-    pub user_id: String,
+    /// Whose memory it is: platform, namespace and user id (flattened: three payload fields).
+    #[serde(flatten)]
+    pub identity: Identity,
     pub role: String,
     pub text: String,
     pub emotion: String,
@@ -24,12 +27,12 @@ pub struct MemoryPoint {
     pub vector: Vec<f32>,
 }
 
-/// Who may see a memory: always one user and one character; guild channels never see DM
-/// memories.
+/// Who may see a memory: always one identity (platform, namespace, user id) and one
+/// character; guild channels never see DM memories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryScope {
     pub character: String,
-    pub user_id: String,
+    pub identity: Identity,
     /// `false` (a guild channel) excludes memories made in DMs.
     pub include_dm: bool,
 }
@@ -65,7 +68,20 @@ pub trait VectorMemory: Send + Sync + 'static {
     ) -> Result<Vec<(MemoryPoint, f32)>, MemoryError>;
     /// The `n` most recent memories within `scope` (the emotional trajectory), newest first.
     async fn recent(&self, scope: &MemoryScope, n: usize) -> Result<Vec<MemoryPoint>, MemoryError>;
-    /// Removes a user's memories (all characters when `character` is `None`); returns how many.
-    async fn forget(&self, user_id: &str, character: Option<&str>) -> Result<u64, MemoryError>;
+    /// The `limit` most recent memories of `identity` (with all characters when `character`
+    /// is `None`), DM or not, newest first: what `memory show` lists.
+    async fn list(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemoryPoint>, MemoryError>;
+    /// Removes the memories of exactly `identity` (with all characters when `character` is
+    /// `None`); returns how many.
+    async fn forget(
+        &self,
+        identity: &Identity,
+        character: Option<&str>,
+    ) -> Result<u64, MemoryError>;
     fn describe(&self) -> String;
 }

@@ -29,6 +29,8 @@ pub async fn contract(cache: &dyn Cache) {
     records(cache, &k).await;
     patterns(cache, &k).await;
     registry(cache, &k).await;
+    hash_fields(cache, &k).await;
+    indexes(cache, &k).await;
     cache.delete_matching(&k("*")).await.unwrap();
     assert_eq!(
         cache.delete_matching(&k("*")).await.unwrap(),
@@ -598,4 +600,79 @@ async fn registry(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
     cache.set(&text, b"v", LONG).await.unwrap();
     assert!(cache.heartbeat(&text, "gw", LONG).await.is_err());
     assert!(cache.alive(&text, LONG).await.is_err());
+}
+
+/// `hash_del` removes only the fields named, counts what was there, and a hash without
+/// fields is gone.
+async fn hash_fields(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let h = k("hdel");
+    cache.hash_set(&h, "llm", b"answer", LONG).await.unwrap();
+    cache.hash_set(&h, "replied", b"1", LONG).await.unwrap();
+    assert_eq!(cache.hash_del(&h, &["llm", "absent"]).await.unwrap(), 1);
+    assert_eq!(cache.hash_get(&h, "llm").await.unwrap(), None);
+    assert_eq!(
+        cache.hash_get(&h, "replied").await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "hash_del removed a field it was not given"
+    );
+    assert_eq!(cache.hash_del(&h, &["llm"]).await.unwrap(), 0);
+    assert_eq!(cache.hash_del(&h, &[]).await.unwrap(), 0);
+    assert_eq!(cache.hash_del(&h, &["replied"]).await.unwrap(), 1);
+    assert!(cache.hash_get_all(&h).await.unwrap().is_empty());
+    assert_eq!(cache.hash_del(&k("hdel-missing"), &["x"]).await.unwrap(), 0);
+    let text = k("hdel-text");
+    cache.set(&text, b"x", LONG).await.unwrap();
+    assert!(cache.hash_del(&text, &["x"]).await.is_err(), "WRONGTYPE");
+}
+
+/// An index: members with their own TTLs, read back while alive, re-adding extends, and
+/// the index outlives none of its members by more than their TTL.
+async fn indexes(cache: &dyn Cache, k: &impl Fn(&str) -> String) {
+    let idx = k("index");
+    let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
+    assert!(cache.index_members(&idx).await.unwrap().is_empty());
+    cache.index_add(&idx, &[]).await.unwrap();
+    // Members hold any text: separators, glob characters, spaces, newlines.
+    let odd = "nora turn:a:*?[x] \n".to_string();
+    cache
+        .index_add(&idx, &[("short".into(), SHORT), (odd.clone(), LONG)])
+        .await
+        .unwrap();
+    assert_eq!(
+        set(cache.index_members(&idx).await.unwrap()),
+        set(vec!["short".into(), odd.clone()])
+    );
+    // Re-added with a longer TTL, a member lives longer.
+    cache
+        .index_add(&idx, &[("extended".into(), SHORT)])
+        .await
+        .unwrap();
+    cache
+        .index_add(&idx, &[("extended".into(), LONG)])
+        .await
+        .unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    assert_eq!(
+        set(cache.index_members(&idx).await.unwrap()),
+        set(vec![odd.clone(), "extended".into()]),
+        "an expired member is still listed, or a live one is not"
+    );
+    // The index itself lives as long as its longest member, and no longer.
+    let only_short = k("index-short");
+    cache
+        .index_add(&only_short, &[("m".into(), SHORT)])
+        .await
+        .unwrap();
+    tokio::time::sleep(SHORT + Duration::from_millis(200)).await;
+    assert!(cache.index_members(&only_short).await.unwrap().is_empty());
+    assert!(
+        cache.delete_matching(&only_short).await.unwrap() == 0,
+        "an index outlived all its members"
+    );
+    cache.del(&[idx.as_str()]).await.unwrap();
+    assert!(cache.index_members(&idx).await.unwrap().is_empty());
+    let text = k("index-text");
+    cache.set(&text, b"x", LONG).await.unwrap();
+    assert!(cache.index_add(&text, &[("m".into(), LONG)]).await.is_err());
+    assert!(cache.index_members(&text).await.is_err());
 }

@@ -11,6 +11,7 @@ use whisperfleet_shared::character::{
     Interest, LlmSettings, Relationship, RelationshipDelta, ResponseGuideline, SpeechPattern,
     VoiceTrait, normalize_name,
 };
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::ports::characters::CharacterStore;
 
 /// A character with every field set away from its default, so a column that is not stored
@@ -234,8 +235,12 @@ async fn widest_values(store: &dyn CharacterStore, name: &str) {
 }
 
 async fn relationships(store: &dyn CharacterStore, run: &str, key: &str, other_key: &str) {
-    let user = format!("user-{run}");
-    let bystander = format!("bystander-{run}");
+    // A user is an identity: the same user id on another platform, or in another HTTP
+    // namespace, is someone else.
+    let user = Identity::new("discord", "", format!("user:*? [{run}]"));
+    let bystander = Identity::new("discord", "", format!("bystander-{run}"));
+    let same_id_http = Identity::new("http", "", user.user_id.clone());
+    let same_id_ns = Identity::new("http", "key:1", user.user_id.clone());
     assert_eq!(
         store.relationship(&user, key).await.unwrap(),
         None,
@@ -337,11 +342,25 @@ async fn relationships(store: &dyn CharacterStore, run: &str, key: &str, other_k
         .await
         .unwrap()
         .unwrap();
-    store
-        .apply_relationship(uuid::Uuid::new_v4(), &bystander, key, d1)
-        .await
-        .unwrap()
-        .unwrap();
+    for other in [&bystander, &same_id_http, &same_id_ns] {
+        store
+            .apply_relationship(uuid::Uuid::new_v4(), other, key, d1)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let listed = store.relationships_of(&user).await.unwrap();
+    let mut want = vec![key, other_key];
+    want.sort();
+    assert_eq!(
+        listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        want,
+        "relationships_of lists the user's, by character name"
+    );
+    assert_eq!(
+        Some(listed.iter().find(|(k, _)| k == key).unwrap().1),
+        store.relationship(&user, key).await.unwrap()
+    );
     assert_eq!(
         store
             .forget_user(&user, Some(&format!("{key}_unknown")))
@@ -361,10 +380,18 @@ async fn relationships(store: &dyn CharacterStore, run: &str, key: &str, other_k
     assert_eq!(store.forget_user(&user, None).await.unwrap(), 1);
     assert_eq!(store.relationship(&user, other_key).await.unwrap(), None);
     assert_eq!(store.forget_user(&user, None).await.unwrap(), 0);
-    assert!(
-        store.relationship(&bystander, key).await.unwrap().is_some(),
-        "forgetting one user removed another's relationship"
-    );
+    for other in [&bystander, &same_id_http, &same_id_ns] {
+        assert_relationship(
+            store
+                .relationship(other, key)
+                .await
+                .unwrap()
+                .expect("a neighbour's relationship was removed"),
+            Relationship::default().apply(d1),
+            &format!("forgetting {user} touched {other}'s relationship"),
+        );
+    }
+    assert!(store.relationships_of(&user).await.unwrap().is_empty());
     // Forgotten, the user starts over (from the defaults) on the next turn.
     let fresh = store
         .apply_relationship(uuid::Uuid::new_v4(), &user, key, d1)
@@ -373,5 +400,7 @@ async fn relationships(store: &dyn CharacterStore, run: &str, key: &str, other_k
         .unwrap();
     assert_relationship(fresh, Relationship::default().apply(d1), "after forgetting");
     assert_eq!(store.forget_user(&user, None).await.unwrap(), 1);
-    assert_eq!(store.forget_user(&bystander, None).await.unwrap(), 1);
+    for other in [&bystander, &same_id_http, &same_id_ns] {
+        assert_eq!(store.forget_user(other, None).await.unwrap(), 1);
+    }
 }

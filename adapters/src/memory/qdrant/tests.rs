@@ -12,7 +12,7 @@ fn sample() -> MemoryPoint {
     MemoryPoint {
         id: Uuid::new_v4(),
         character: "elena rodriguez".into(),
-        user_id: "user 42".into(),
+        identity: Identity::new("http", "key: one", "user 42"),
         role: "assistant".into(),
         text: "¡Hola! The tide is high today.".into(),
         emotion: "joy".into(),
@@ -98,18 +98,21 @@ fn field_matches(f: &Filter) -> Vec<(String, MatchValue)> {
 fn scope_filters_match_exact_keywords_and_hide_dms_from_guilds() {
     let scope = MemoryScope {
         character: "elena rodriguez".into(),
-        user_id: "user 42".into(),
+        identity: Identity::new("discord", "", "user 42"),
         include_dm: true,
     };
-    // Values with spaces stay keyword matches (not full-text).
+    // Values with spaces stay keyword matches (not full-text); the whole identity is
+    // matched, the empty namespace exactly.
     assert_eq!(
         field_matches(&scope_filter(&scope)),
         [
+            (F_PLATFORM.into(), MatchValue::Keyword("discord".into())),
+            (F_NAMESPACE.into(), MatchValue::Keyword(String::new())),
+            (F_USER.into(), MatchValue::Keyword("user 42".into())),
             (
                 F_CHARACTER.into(),
                 MatchValue::Keyword("elena rodriguez".into())
             ),
-            (F_USER.into(), MatchValue::Keyword("user 42".into())),
         ]
     );
     let guild = MemoryScope {
@@ -117,14 +120,19 @@ fn scope_filters_match_exact_keywords_and_hide_dms_from_guilds() {
         ..scope
     };
     assert_eq!(
-        field_matches(&scope_filter(&guild))[2],
+        field_matches(&scope_filter(&guild))[4],
         (F_IS_DM.into(), MatchValue::Boolean(false))
     );
+    let u1 = Identity::new("http", "k", "u1");
     assert_eq!(
-        field_matches(&forget_filter("u1", None)),
-        [(F_USER.into(), MatchValue::Keyword("u1".into()))]
+        field_matches(&forget_filter(&u1, None)),
+        [
+            (F_PLATFORM.into(), MatchValue::Keyword("http".into())),
+            (F_NAMESPACE.into(), MatchValue::Keyword("k".into())),
+            (F_USER.into(), MatchValue::Keyword("u1".into())),
+        ]
     );
-    assert_eq!(field_matches(&forget_filter("u1", Some("c"))).len(), 2);
+    assert_eq!(field_matches(&forget_filter(&u1, Some("c"))).len(), 4);
 }
 
 #[test]
@@ -138,13 +146,20 @@ fn index_specs_mark_tenants_and_give_timestamp_range_support() {
             other => panic!("{field}: {other:?}"),
         }
     }
-    match &specs[3].1.params {
+    match &specs[5].1.params {
         IndexParams::IntegerIndexParams(i) => assert_eq!(i.range, Some(true)),
         other => panic!("timestamp: {other:?}"),
     }
     assert_eq!(
         specs.map(|(f, _)| f),
-        [F_CHARACTER, F_USER, F_IS_DM, F_TIMESTAMP]
+        [
+            F_CHARACTER,
+            F_USER,
+            F_PLATFORM,
+            F_NAMESPACE,
+            F_IS_DM,
+            F_TIMESTAMP
+        ]
     );
 }
 
@@ -254,7 +269,7 @@ async fn an_unreachable_server_is_unavailable() {
     .unwrap();
     let scope = MemoryScope {
         character: "c".into(),
-        user_id: "u".into(),
+        identity: Identity::new("http", "", "u"),
         include_dm: true,
     };
     match mem.recent(&scope, 3).await {
@@ -339,7 +354,7 @@ async fn qdrant_breaks_ties_like_the_embedded_store() {
             .map(|(i, id)| MemoryPoint {
                 id: Uuid::from_u128(0x1000 + id),
                 character: "tie character".into(),
-                user_id: "tie user".into(),
+                identity: Identity::new("http", "", "tie user"),
                 vector: v.clone(),
                 timestamp: t + chrono::Duration::milliseconds((i / 2) as i64),
                 ..sample()
@@ -349,7 +364,7 @@ async fn qdrant_breaks_ties_like_the_embedded_store() {
         embedded.upsert(&pts).await.unwrap();
         let scope = MemoryScope {
             character: "tie character".into(),
-            user_id: "tie user".into(),
+            identity: Identity::new("http", "", "tie user"),
             include_dm: true,
         };
         for k in 1..=6 {
@@ -367,7 +382,58 @@ async fn qdrant_breaks_ties_like_the_embedded_store() {
                 "recent n={k}"
             );
         }
-        assert_eq!(mem.forget("tie user", None).await.unwrap(), 6);
+        assert_eq!(mem.forget(&scope.identity, None).await.unwrap(), 6);
+    })
+    .await;
+}
+
+/// Points written before identities had platforms get the platform their channel says.
+#[tokio::test]
+#[ignore = "needs a Qdrant server: set WHISPERFLEET_TEST_QDRANT_URL"]
+async fn qdrant_backfill_gives_old_points_their_platform() {
+    with_fresh_collection(|url, key, collection| async move {
+        let mem = QdrantMemory::connect(&url, key, &collection, 8, T).unwrap();
+        mem.ensure_collection().await.unwrap();
+        let mut v = vec![0.0f32; 8];
+        v[0] = 1.0;
+        let old = |user: &str, channel: &str| {
+            let p = MemoryPoint {
+                id: Uuid::new_v4(),
+                identity: Identity::new("x", "", user),
+                channel_id: channel.into(),
+                vector: v.clone(),
+                ..sample()
+            };
+            let mut payload = to_payload(&p);
+            payload.remove(F_PLATFORM);
+            payload.remove(F_NAMESPACE);
+            PointStruct::new(PointId::from(p.id.to_string()), v.clone(), payload)
+        };
+        let points = vec![
+            old("312456789012345678", "912345678901234567"),
+            old("me", "terminal:me"),
+            old("42", "dm:42"),
+        ];
+        mem.client
+            .upsert_points(UpsertPointsBuilder::new(&collection, points).wait(true))
+            .await
+            .unwrap();
+        assert_eq!(mem.backfill_platforms().await.unwrap(), 3);
+        assert_eq!(mem.backfill_platforms().await.unwrap(), 0, "idempotent");
+        for (platform, user) in [
+            ("discord", "312456789012345678"),
+            ("terminal", "me"),
+            ("http", "42"),
+        ] {
+            let id = Identity::new(platform, "", user);
+            assert_eq!(mem.list(&id, None, 10).await.unwrap().len(), 1, "{id}");
+        }
+        assert!(
+            mem.list(&Identity::new("discord", "", "42"), None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     })
     .await;
 }
