@@ -208,6 +208,11 @@ fn known_keys_are_todays_names() {
         "gateway_id",
         "redis_prefix",
         "http_addr",
+        "http_api_keys",
+        "http_api_keys_file",
+        "http_rate_requests",
+        "http_rate_window_s",
+        "http_max_body_bytes",
         "max_text_chars",
         "reply_timeout_ms",
         "max_queued_per_conversation",
@@ -382,6 +387,16 @@ fn validation_messages_name_the_variables() {
             "WHISPERFLEET_DISCORD_RATE_WINDOW_S",
             "0",
             "WHISPERFLEET_DISCORD_RATE_WINDOW_S must be at least 1",
+        ),
+        (
+            "WHISPERFLEET_HTTP_RATE_WINDOW_S",
+            "0",
+            "WHISPERFLEET_HTTP_RATE_WINDOW_S must be at least 1",
+        ),
+        (
+            "WHISPERFLEET_HTTP_MAX_BODY_BYTES",
+            "0",
+            "WHISPERFLEET_HTTP_MAX_BODY_BYTES must be at least 1",
         ),
     ] {
         let err = Config::load_from(None, env(&[(var, raw)]))
