@@ -298,3 +298,119 @@ async fn whisperfleet_up_never_prints_a_secret() {
     r.drive(&base, "u-up").await;
     r.assert_clean(&["up"]);
 }
+
+/// What a binary prints when it cannot start: a broker that refuses connections, and URLs
+/// that cannot be parsed or used, each with a secret in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn startup_failures_never_print_a_secret() {
+    let mut fleet = Fleet::new("secrets_start").unwrap();
+    let broker = TcpProxy::start("127.0.0.1:5672").await.unwrap();
+    broker.cut();
+    let mut secrets = Vec::new();
+    let mut new = |what: &str| {
+        let v = secret(what);
+        secrets.push(v.clone());
+        v
+    };
+    fleet.set("WHISPERFLEET_BROKER_TIMEOUT_MS", "1000");
+    fleet.set("WHISPERFLEET_INFLUX_URL", "http://127.0.0.1:1");
+    fleet.set("RUST_LOG", "debug");
+    let down = format!(
+        "amqp://guest:{}@{}/{}",
+        new("amqpdown"),
+        broker.addr(),
+        fleet.vhost
+    );
+    let bad_port = |scheme: &str, what: &str, secret: &str| {
+        format!("{scheme}://{what}:{secret}@127.0.0.1:notaport/x")
+    };
+    let cases = [
+        ("gateway", "WHISPERFLEET_AMQP_URL", down.clone()),
+        ("worker", "WHISPERFLEET_AMQP_URL", down.clone()),
+        ("metrics-writer", "WHISPERFLEET_AMQP_URL", down),
+        (
+            "gateway",
+            "WHISPERFLEET_REDIS_URL",
+            bad_port("redis", "u", &new("redisbad")),
+        ),
+        (
+            "gateway",
+            "WHISPERFLEET_AMQP_URL",
+            format!("amqp//guest:{}@nowhere", new("amqpbad")),
+        ),
+        (
+            "worker",
+            "WHISPERFLEET_DATABASE_URL",
+            bad_port("postgres", "postgres", &new("pgbad")),
+        ),
+        (
+            "worker",
+            "WHISPERFLEET_LLM_BASE_URL",
+            bad_port("http", "llm", &new("llmbad")),
+        ),
+        (
+            "worker",
+            "WHISPERFLEET_EMBEDDINGS_URL",
+            bad_port("http", "emb", &new("embbad")),
+        ),
+        (
+            "worker",
+            "WHISPERFLEET_QDRANT_URL",
+            bad_port("http", "q", &new("qdrantbad")),
+        ),
+        (
+            "metrics-writer",
+            "WHISPERFLEET_INFLUX_URL",
+            bad_port("http", "influx", &new("influxbad")),
+        ),
+        (
+            "metrics-writer",
+            "WHISPERFLEET_RABBITMQ_MANAGEMENT_URL",
+            bad_port("http", "mgmt", &new("mgmtbad")),
+        ),
+        (
+            "gateway",
+            "WHISPERFLEET_HTTP_API_KEYS",
+            format!("acme={}", &new("shortkey")[..10]),
+        ),
+    ];
+    let mut labels = Vec::new();
+    for (i, (bin_name, var, value)) in cases.iter().enumerate() {
+        let label = format!("{bin_name}-{i}");
+        let mut extra = vec![(*var, value.clone())];
+        if *bin_name == "gateway" {
+            extra.push((
+                "WHISPERFLEET_HTTP_ADDR",
+                format!("127.0.0.1:{}", free_port()),
+            ));
+        }
+        fleet.spawn(bin_name, &label, &extra).unwrap();
+        labels.push(label);
+    }
+    for label in &labels {
+        // Those that keep retrying (the writer with a bad InfluxDB or management URL) have
+        // said what they will by then; the rest exit.
+        if fleet
+            .wait_exit(label, Duration::from_secs(20))
+            .await
+            .is_err()
+        {
+            let _ = fleet.signal(label, "KILL");
+        }
+    }
+    let mut leaks = Vec::new();
+    for label in &labels {
+        let log = fleet.log_of(label);
+        assert!(!log.is_empty(), "{label} wrote nothing");
+        for line in log.lines() {
+            if line.to_ascii_lowercase().contains(MARK) {
+                leaks.push(format!("{label}: {line}"));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "secrets printed (of {secrets:?}):\n{}",
+        leaks.join("\n")
+    );
+}

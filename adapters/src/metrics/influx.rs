@@ -123,7 +123,17 @@ impl MetricsSink for InfluxSink {
             req = req.header("content-encoding", "gzip");
         }
         if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Token {}", t.expose_secret()));
+            // Sensitive: redacted wherever the request or its headers are shown.
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Token {}", t.expose_secret()))
+                    .map_err(|_| {
+                        SinkError::Unauthorized(
+                            "WHISPERFLEET_INFLUX_TOKEN holds characters not allowed in a header"
+                                .into(),
+                        )
+                    })?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = match req.body(body).send().await {
