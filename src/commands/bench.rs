@@ -281,7 +281,7 @@ async fn run_one(
     cfg.gateway.http_api_keys = None;
     cfg.gateway.http_api_keys_file = None;
     cfg.gateway.http_rate_requests = 0;
-    cfg.backends.influx_url = Some(influx.url.clone());
+    cfg.backends.influx_url = Some(influx.url.clone().into());
     cfg.metrics.sample_interval = Duration::from_secs(3600);
     cfg.gateway.max_queued_per_conversation = args.turns.max(16);
 

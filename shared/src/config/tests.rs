@@ -107,12 +107,21 @@ fn secrets_never_show_in_debug() {
         env(&[
             ("WHISPERFLEET_DISCORD_TOKEN", "super-secret-token-value"),
             ("WHISPERFLEET_AMQP_URL", "amqp://u:hunter2@rabbit:5672/%2f"),
+            ("WHISPERFLEET_INFLUX_URL", "http://u:hunter2@influx:8086"),
+            ("WHISPERFLEET_LLM_BASE_URL", "http://u:hunter2@llm/v1"),
+            ("WHISPERFLEET_EMBEDDINGS_URL", "http://u:hunter2@emb/v1"),
+            ("WHISPERFLEET_QDRANT_URL", "http://u:hunter2@qdrant:6334"),
+            (
+                "WHISPERFLEET_HTTP_API_KEYS",
+                "acme=super-secret-api-key-value",
+            ),
         ]),
     )
     .unwrap();
     let dbg = format!("{cfg:?}");
     assert!(!dbg.contains("super-secret-token-value"));
     assert!(!dbg.contains("hunter2"));
+    assert!(!dbg.contains("super-secret-api-key-value"));
     assert_eq!(
         redact_secret_url(cfg.backends.amqp_url.as_ref().unwrap()),
         "amqp://rabbit:5672/%2f"
