@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use whisperfleet_shared::config::{Config, ConfigError};
 use whisperfleet_shared::ports::{
     Broker, Cache, CharacterStore, Embedder, Llm, MemoryPorts, MetricsSink, VectorMemory,
@@ -260,7 +261,10 @@ pub fn llm(config: &Config) -> Result<Arc<dyn Llm>, ConnectError> {
             #[cfg(feature = "openai")]
             {
                 use crate::llm::openai::{LlmClientConfig, OpenAiClient};
-                let mut cfg = LlmClientConfig::new(url.clone(), config.backends.llm_model.clone());
+                let mut cfg = LlmClientConfig::new(
+                    url.expose_secret().to_owned(),
+                    config.backends.llm_model.clone(),
+                );
                 cfg.api_key = config.backends.llm_api_key.clone();
                 cfg.timeout = config.backends.llm_timeout;
                 cfg.max_retries = config.backends.llm_max_retries;
@@ -305,7 +309,7 @@ fn embedder(config: &Config) -> Result<Arc<dyn Embedder>, ConnectError> {
             {
                 use crate::embeddings::openai::{EmbedderConfig, OpenAiEmbedder};
                 let mut cfg = EmbedderConfig::new(
-                    url.clone(),
+                    url.expose_secret().to_owned(),
                     config
                         .backends
                         .embeddings_model
@@ -346,7 +350,7 @@ async fn vector_memory(config: &Config) -> Result<Arc<dyn VectorMemory>, Connect
             #[cfg(feature = "qdrant")]
             {
                 let q = crate::memory::qdrant::QdrantMemory::connect(
-                    url,
+                    url.expose_secret(),
                     config.backends.qdrant_api_key.clone(),
                     &config.backends.qdrant_collection,
                     config.backends.embeddings_dims,
@@ -445,12 +449,13 @@ pub fn metrics(config: &Config, missing: Missing) -> Result<Metrics, ConnectErro
             #[cfg(feature = "influx")]
             {
                 let sink = Arc::new(
-                    crate::metrics::influx::InfluxSink::from_config(url, config).map_err(|e| {
-                        ConnectError::backend(
-                            "building the InfluxDB sink (WHISPERFLEET_INFLUX_URL)",
-                            e,
-                        )
-                    })?,
+                    crate::metrics::influx::InfluxSink::from_config(url.expose_secret(), config)
+                        .map_err(|e| {
+                            ConnectError::backend(
+                                "building the InfluxDB sink (WHISPERFLEET_INFLUX_URL)",
+                                e,
+                            )
+                        })?,
                 );
                 let s = sink.clone();
                 Ok(Metrics {

@@ -3,23 +3,32 @@
 //! takes publishes — reachable, not blocking publishers — and the reply queue is consumed;
 //! otherwise 503 saying which). Every error is JSON
 //! `{"error": code, "message": text}` with a status that says what to do: 400/413 fix the
-//! request, 404 unknown character, 429 slow down, 503 retry later, 504 the fleet is slow.
+//! request, 401 send a valid API key, 404 unknown character, 429 slow down, 503 retry later,
+//! 504 the fleet is slow.
+//!
+//! `/v1/*` sits behind [`auth::guard`] (API key, per-key rate limit) and an explicit body
+//! limit (`HTTP_MAX_BODY_BYTES`); the health routes answer anyone. The caller's namespace
+//! (its key's name) comes from the key, never from the body.
+
+pub mod auth;
+pub mod rate;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use whisperfleet_shared::wire::{Conversation, Outcome};
 
 use crate::gateway::{GatewayCore, NotReady, SubmitError, TurnInput};
+use auth::{Access, Caller};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,11 +49,22 @@ pub struct TurnBody {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-pub fn router(core: Arc<GatewayCore>) -> Router {
-    Router::new()
+/// `HTTP_MAX_BODY_BYTES`, for the 413 answer's message.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit(usize);
+
+/// The API: `/v1/*` behind `access` and a body limit of `max_body_bytes`, health routes
+/// open.
+pub fn router(core: Arc<GatewayCore>, access: Arc<Access>, max_body_bytes: usize) -> Router {
+    let api = Router::new()
         .route("/v1/turns", post(turn))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(BodyLimit(max_body_bytes)))
+        .route_layer(axum::middleware::from_fn_with_state(access, auth::guard));
+    Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
+        .merge(api)
         .with_state(core)
 }
 
@@ -73,12 +93,24 @@ async fn ready(State(core): State<Arc<GatewayCore>>) -> Response {
 
 async fn turn(
     State(core): State<Arc<GatewayCore>>,
+    Extension(caller): Extension<Caller>,
+    Extension(BodyLimit(limit)): Extension<BodyLimit>,
     body: Result<Json<TurnBody>, JsonRejection>,
 ) -> Response {
     let received = Instant::now();
     let received_at = Utc::now();
     let Json(body) = match body {
         Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body is larger than this gateway accepts \
+                     (WHISPERFLEET_HTTP_MAX_BODY_BYTES = {limit} bytes)"
+                ),
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()),
     };
     if body.character.trim().is_empty() {
@@ -104,7 +136,7 @@ async fn turn(
     let input = TurnInput {
         conversation: Conversation {
             platform: "http".into(),
-            namespace: String::new(),
+            namespace: caller.namespace,
             channel_id,
             user_id: body.user_id.clone(),
             guild_id: body.guild_id.clone(),

@@ -17,9 +17,12 @@ use whisperfleet_shared::topology;
 
 use crate::discord::{self, DiscordBots, DiscordSettings};
 use crate::gateway::{Connected, GatewayCore};
+use crate::http::auth::Access;
 
 pub struct Application {
     core: Arc<GatewayCore>,
+    access: Arc<Access>,
+    max_body_bytes: usize,
     listener: TcpListener,
     connected: Connected,
     cache: Option<Arc<dyn Cache>>,
@@ -31,15 +34,27 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         config.require_amqp("the gateway")?;
         config.require_redis("the gateway")?;
+        // Who may call is settled before anything is connected.
+        let access = Access::from_config(config).await?;
         let broker = connect::broker(config, "gateway", Missing::Refuse).await?;
         let cache = connect::cache(config, "gateway", Missing::Refuse)?;
-        Self::build_with(config, broker, Some(cache)).await
+        Self::build_from(config, broker, cache.into(), access).await
     }
 
     pub async fn build_with(
         config: &Config,
         broker: Arc<dyn Broker>,
         cache: Option<Arc<dyn Cache>>,
+    ) -> anyhow::Result<Self> {
+        let access = Access::from_config(config).await?;
+        Self::build_from(config, broker, cache, access).await
+    }
+
+    async fn build_from(
+        config: &Config,
+        broker: Arc<dyn Broker>,
+        cache: Option<Arc<dyn Cache>>,
+        access: Access,
     ) -> anyhow::Result<Self> {
         // A bad bot list is a configuration error: refuse to start before touching anything.
         let bots = discord::bots_from_config(config).context("reading the Discord bots")?;
@@ -69,6 +84,8 @@ impl Application {
         connected.serve_unclaimed();
         Ok(Self {
             core,
+            access: Arc::new(access),
+            max_body_bytes: config.gateway.http_max_body_bytes,
             listener,
             connected,
             cache,
@@ -107,7 +124,7 @@ impl Application {
                 }
             })
         });
-        let app = crate::http::router(self.core.clone());
+        let app = crate::http::router(self.core.clone(), self.access.clone(), self.max_body_bytes);
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await });

@@ -276,7 +276,12 @@ async fn run_one(
     cfg.backends.redis_prefix = prefix.clone();
     cfg.gateway.id = format!("bench-{run_id}");
     cfg.gateway.http_addr = "127.0.0.1:0".into();
-    cfg.backends.influx_url = Some(influx.url.clone());
+    // The bench measures the fleet, not the HTTP API's trust boundary: its own loopback
+    // gateway takes its turns without a key and without a rate limit.
+    cfg.gateway.http_api_keys = None;
+    cfg.gateway.http_api_keys_file = None;
+    cfg.gateway.http_rate_requests = 0;
+    cfg.backends.influx_url = Some(influx.url.clone().into());
     cfg.metrics.sample_interval = Duration::from_secs(3600);
     cfg.gateway.max_queued_per_conversation = args.turns.max(16);
 

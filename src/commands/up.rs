@@ -51,9 +51,17 @@ pub async fn run(config: &Config, workers: usize) -> anyhow::Result<()> {
             );
         }
         let _ = writeln!(out, "send turns to http://{addr}/v1/turns, e.g.");
+        // With keys configured every call needs one; the key itself is never printed.
+        let auth = if config.gateway.http_api_keys.is_some()
+            || config.gateway.http_api_keys_file.is_some()
+        {
+            " -H \"authorization: Bearer $KEY\""
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  curl -s http://{addr}/v1/turns -H 'content-type: application/json' \\\n    -d '{{\"character\":\"{}\",\"user_id\":\"me\",\"text\":\"Hello!\"}}'",
+            "  curl -s http://{addr}/v1/turns -H 'content-type: application/json'{auth} \\\n    -d '{{\"character\":\"{}\",\"user_id\":\"me\",\"text\":\"Hello!\"}}'",
             fleet::DEFAULT_CHARACTER
         );
         let _ = out.flush();

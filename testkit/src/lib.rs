@@ -240,10 +240,23 @@ impl Fleet {
 
     /// Starts a gateway on a free port and waits until it is ready; returns its base URL.
     pub async fn spawn_gateway(&mut self, extra: &[(&str, String)]) -> anyhow::Result<String> {
+        self.spawn_http("gateway", "gateway", &[], extra).await
+    }
+
+    /// Starts a binary that serves the gateway's HTTP API (`gateway`, or `whisperfleet up`
+    /// with `args`) on a free loopback port, waits until `/readyz` says ready and returns
+    /// its base URL.
+    pub async fn spawn_http(
+        &mut self,
+        bin_name: &str,
+        label: &str,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<String> {
         let port = free_port();
         let mut extra = extra.to_vec();
         extra.push(("WHISPERFLEET_HTTP_ADDR", format!("127.0.0.1:{port}")));
-        self.spawn("gateway", "gateway", &extra)?;
+        self.spawn_args(bin_name, label, args, &extra)?;
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -255,7 +268,7 @@ impl Fleet {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "gateway did not become ready; see target/test-logs/{}-gateway.log",
+                    "{label} did not become ready; see target/test-logs/{}-{label}.log",
                     self.name
                 );
             }
@@ -354,17 +367,28 @@ impl Drop for Fleet {
     }
 }
 
-/// POSTs one turn; returns status and JSON body.
+/// POSTs one turn without an API key (a loopback gateway without keys); returns status and
+/// JSON body.
 pub async fn post_turn(
     client: &reqwest::Client,
     base: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let r = client
-        .post(format!("{base}/v1/turns"))
-        .json(&body)
-        .send()
-        .await?;
+    post_turn_with_key(client, base, None, body).await
+}
+
+/// POSTs one turn, with `Authorization: Bearer <key>` when a key is given.
+pub async fn post_turn_with_key(
+    client: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    body: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = client.post(format!("{base}/v1/turns")).json(&body);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let r = req.send().await?;
     let status = r.status().as_u16();
     let v = r.json().await?;
     Ok((status, v))

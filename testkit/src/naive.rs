@@ -152,11 +152,11 @@ impl Pipeline {
             }));
         }
         if !self.batched_metrics {
-            let url = config.backends.influx_url.as_deref().context(
+            let url = config.backends.influx_url.as_ref().context(
                 "batched_metrics=off writes InfluxDB directly: set WHISPERFLEET_INFLUX_URL",
             )?;
             let sink = InfluxSink::new(
-                url,
+                secrecy::ExposeSecret::expose_secret(url),
                 &config.backends.influx_org,
                 &config.backends.influx_bucket,
                 config.backends.influx_token.clone(),

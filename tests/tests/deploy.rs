@@ -368,7 +368,8 @@ fn whisperfleet_variables_are_known_and_required_ones_are_set() -> anyhow::Resul
             );
         }
         let required: &[&str] = match program(svc).as_deref() {
-            Some("gateway") => &["AMQP_URL", "REDIS_URL"],
+            // It listens beyond loopback (checked below), which needs API keys.
+            Some("gateway") => &["AMQP_URL", "REDIS_URL", "HTTP_API_KEYS"],
             Some("worker") => &["AMQP_URL", "REDIS_URL", "DATABASE_URL"],
             Some("metrics-writer") => &["AMQP_URL", "REDIS_URL", "INFLUX_URL"],
             Some("whisperfleet") => &["DATABASE_URL"],

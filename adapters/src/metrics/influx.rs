@@ -16,7 +16,10 @@ use whisperfleet_shared::ports::{MetricsSink, SinkError};
 
 pub struct InfluxSink {
     client: reqwest::Client,
+    /// May hold `user:password@` (sent as basic auth): never shown, see `shown_url`.
     write_url: String,
+    /// The write endpoint without credentials or query, for `describe` and `Debug`.
+    shown_url: String,
     token: Option<SecretString>,
     gzip: bool,
     requests: AtomicU64,
@@ -25,7 +28,7 @@ pub struct InfluxSink {
 impl std::fmt::Debug for InfluxSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InfluxSink")
-            .field("write_url", &self.write_url)
+            .field("write_url", &self.shown_url)
             .field("gzip", &self.gzip)
             .finish_non_exhaustive()
     }
@@ -70,6 +73,10 @@ impl InfluxSink {
                 "{base}/api/v2/write?org={}&bucket={}&precision=ns",
                 urlencode(org),
                 urlencode(bucket)
+            ),
+            shown_url: format!(
+                "{}/api/v2/write",
+                crate::http::redact_userinfo(base).trim_end_matches('/')
             ),
             token,
             gzip,
@@ -116,7 +123,17 @@ impl MetricsSink for InfluxSink {
             req = req.header("content-encoding", "gzip");
         }
         if let Some(t) = &self.token {
-            req = req.header("authorization", format!("Token {}", t.expose_secret()));
+            // Sensitive: redacted wherever the request or its headers are shown.
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Token {}", t.expose_secret()))
+                    .map_err(|_| {
+                        SinkError::Unauthorized(
+                            "WHISPERFLEET_INFLUX_TOKEN holds characters not allowed in a header"
+                                .into(),
+                        )
+                    })?;
+            value.set_sensitive(true);
+            req = req.header(reqwest::header::AUTHORIZATION, value);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let resp = match req.body(body).send().await {
@@ -156,9 +173,33 @@ impl MetricsSink for InfluxSink {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "influxdb v2 write API at {}",
-            self.write_url.split('?').next().unwrap_or("")
+        format!("influxdb v2 write API at {}", self.shown_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_never_shown() {
+        whisperfleet_shared::telemetry::install_crypto_provider();
+        let sink = InfluxSink::new(
+            "http://writer:hunter2@influx:8086/",
+            "org",
+            "bucket",
+            Some(SecretString::from("tok-123".to_string())),
+            true,
+            Duration::from_secs(1),
         )
+        .unwrap();
+        for shown in [sink.describe(), format!("{sink:?}")] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("writer:"),
+                "{shown}"
+            );
+            assert!(!shown.contains("tok-123"), "{shown}");
+            assert!(shown.contains("http://influx:8086/api/v2/write"), "{shown}");
+        }
     }
 }

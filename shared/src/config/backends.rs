@@ -1,5 +1,6 @@
 //! `[backends]`: where the services and models are, and where embedded state lives. No URL
 //! has a default: unset means embedded in `up`/`chat` and missing in the standalone binaries.
+//! Every URL is a [`SecretString`]: any of them may carry `user:password@`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,14 +30,14 @@ section! {
         /// included), and half the client's bound of each store call.
         #[serde(deserialize_with = "millis")]
         database_timeout: Duration = Duration::from_millis(2_000) => "database_timeout_ms",
-        qdrant_url: Option<String> = None => "qdrant_url",
+        qdrant_url: Option<SecretString> = None => "qdrant_url",
         qdrant_api_key: Option<SecretString> = None => "qdrant_api_key",
         /// The one collection all characters' memories share (multi-tenant by payload).
         qdrant_collection: String = "whisperfleet_memories".into() => "qdrant_collection",
         /// Per Qdrant request, and for connecting.
         #[serde(deserialize_with = "millis")]
         qdrant_timeout: Duration = Duration::from_millis(2_000) => "qdrant_timeout_ms",
-        llm_base_url: Option<String> = None => "llm_base_url",
+        llm_base_url: Option<SecretString> = None => "llm_base_url",
         llm_api_key: Option<SecretString> = None => "llm_api_key",
         /// The default model (characters may override).
         llm_model: String = "openai/gpt-4o-mini".into() => "llm_model",
@@ -44,7 +45,7 @@ section! {
         #[serde(deserialize_with = "millis")]
         llm_timeout: Duration = Duration::from_millis(30_000) => "llm_timeout_ms",
         llm_max_retries: u32 = 2 => "llm_max_retries",
-        embeddings_url: Option<String> = None => "embeddings_url",
+        embeddings_url: Option<SecretString> = None => "embeddings_url",
         embeddings_model: Option<String> = None => "embeddings_model",
         embeddings_api_key: Option<SecretString> = None => "embeddings_api_key",
         /// Per embeddings attempt (connect, send, whole answer); retried twice with backoff.
@@ -53,7 +54,7 @@ section! {
         /// Vector length of the embedder (built-in: 384; must match the model when
         /// `EMBEDDINGS_URL` is set).
         embeddings_dims: usize = 384 => "embeddings_dims",
-        influx_url: Option<String> = None => "influx_url",
+        influx_url: Option<SecretString> = None => "influx_url",
         influx_org: String = "whisperfleet".into() => "influx_org",
         influx_bucket: String = "whisperfleet".into() => "influx_bucket",
         influx_token: Option<SecretString> = None => "influx_token",

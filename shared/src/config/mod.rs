@@ -15,6 +15,7 @@
 //! No service URL has a localhost default: unset means "embedded" for `whisperfleet up`/`chat`
 //! and "missing" for the standalone binaries, which refuse to start naming the variable.
 
+pub mod api_keys;
 pub mod backends;
 mod declare;
 pub mod discord;
@@ -31,6 +32,7 @@ use figment::providers::Serialized;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use api_keys::{ApiKey, ApiKeysError};
 pub use backends::Backends;
 pub use discord::{Discord, FooterMode};
 pub use gateway::Gateway;

@@ -107,12 +107,21 @@ fn secrets_never_show_in_debug() {
         env(&[
             ("WHISPERFLEET_DISCORD_TOKEN", "super-secret-token-value"),
             ("WHISPERFLEET_AMQP_URL", "amqp://u:hunter2@rabbit:5672/%2f"),
+            ("WHISPERFLEET_INFLUX_URL", "http://u:hunter2@influx:8086"),
+            ("WHISPERFLEET_LLM_BASE_URL", "http://u:hunter2@llm/v1"),
+            ("WHISPERFLEET_EMBEDDINGS_URL", "http://u:hunter2@emb/v1"),
+            ("WHISPERFLEET_QDRANT_URL", "http://u:hunter2@qdrant:6334"),
+            (
+                "WHISPERFLEET_HTTP_API_KEYS",
+                "acme=super-secret-api-key-value",
+            ),
         ]),
     )
     .unwrap();
     let dbg = format!("{cfg:?}");
     assert!(!dbg.contains("super-secret-token-value"));
     assert!(!dbg.contains("hunter2"));
+    assert!(!dbg.contains("super-secret-api-key-value"));
     assert_eq!(
         redact_secret_url(cfg.backends.amqp_url.as_ref().unwrap()),
         "amqp://rabbit:5672/%2f"
@@ -208,6 +217,11 @@ fn known_keys_are_todays_names() {
         "gateway_id",
         "redis_prefix",
         "http_addr",
+        "http_api_keys",
+        "http_api_keys_file",
+        "http_rate_requests",
+        "http_rate_window_s",
+        "http_max_body_bytes",
         "max_text_chars",
         "reply_timeout_ms",
         "max_queued_per_conversation",
@@ -382,6 +396,16 @@ fn validation_messages_name_the_variables() {
             "WHISPERFLEET_DISCORD_RATE_WINDOW_S",
             "0",
             "WHISPERFLEET_DISCORD_RATE_WINDOW_S must be at least 1",
+        ),
+        (
+            "WHISPERFLEET_HTTP_RATE_WINDOW_S",
+            "0",
+            "WHISPERFLEET_HTTP_RATE_WINDOW_S must be at least 1",
+        ),
+        (
+            "WHISPERFLEET_HTTP_MAX_BODY_BYTES",
+            "0",
+            "WHISPERFLEET_HTTP_MAX_BODY_BYTES must be at least 1",
         ),
     ] {
         let err = Config::load_from(None, env(&[(var, raw)]))
