@@ -249,7 +249,32 @@ pub fn normalize_name(name: &str) -> String {
         .to_lowercase()
 }
 
+/// Why a character file could not be imported: which format it was read as and what is
+/// wrong with it, so the operator can fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CharacterFileError {
+    #[error("not a valid character (JSON): {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("not a valid character (YAML): {0}")]
+    Yaml(#[source] serde_norway::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
 impl Character {
+    /// Reads a character file's text (the import format: JSON when it looks like JSON, YAML
+    /// otherwise) and validates it. Any text gives a character or an error saying what is
+    /// wrong; nothing in a file can make the import panic.
+    pub fn from_file_text(text: &str) -> Result<Self, CharacterFileError> {
+        let mut c: Character = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(CharacterFileError::Json)?
+        } else {
+            serde_norway::from_str(text).map_err(CharacterFileError::Yaml)?
+        };
+        c.validate().map_err(CharacterFileError::Invalid)?;
+        Ok(c)
+    }
+
     /// Fills derived fields and checks what the store and the prompt rely on.
     pub fn validate(&mut self) -> Result<(), String> {
         if self.name.trim().is_empty() {

@@ -72,6 +72,10 @@ impl Point {
         // Sorted tags are what InfluxDB recommends for write performance.
         tags.sort();
         for (k, v) in tags {
+            // A value that is nothing but what line protocol cannot hold is no tag.
+            if element(v).is_empty() {
+                continue;
+            }
             out.push(',');
             escape(out, k, &[',', '=', ' ']);
             out.push('=');
@@ -108,21 +112,33 @@ impl Point {
                 }
             }
         }
+        // Past 2262 nanoseconds overflow an i64: such a time is written as the last
+        // representable one rather than overflowing.
         let ns = self
             .timestamp
             .timestamp_nanos_opt()
-            .unwrap_or_else(|| self.timestamp.timestamp_millis() * 1_000_000);
+            .unwrap_or_else(|| self.timestamp.timestamp_millis().saturating_mul(1_000_000));
         let _ = write!(out, " {ns}");
         true
     }
 }
 
+/// What line protocol can hold of a measurement, tag key or tag value. Control characters
+/// (line breaks, tabs, NUL) end a line or an element and cannot be escaped, so they become
+/// spaces; nor may an element end with a backslash, even an escaped one, so trailing
+/// backslashes go. A value from outside (a character name) can thus never break an event or
+/// add a point of its own.
+fn element(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim_end_matches('\\')
+        .to_string()
+}
+
+/// Writes [`element`]`(s)`, escaping `\\` and the `special` characters.
 fn escape(out: &mut String, s: &str, special: &[char]) {
-    for c in s.chars() {
-        if c == '\n' {
-            out.push(' ');
-            continue;
-        }
+    for c in element(s).chars() {
         if c == '\\' || special.contains(&c) {
             out.push('\\');
         }
@@ -163,6 +179,21 @@ mod tests {
         assert_eq!(
             line,
             "turn,character=Elena\\ Rodriguez,outcome=ok llm_ms=12.5,cdl_queries=1i,note=\"say \\\"hi\\\"\" 1700000000000000005"
+        );
+    }
+
+    #[test]
+    fn outside_values_never_break_a_line_and_far_times_do_not_overflow() {
+        // Found by the writer's property tests: a tab or a trailing backslash in a tag value
+        // made the event unparseable, and a time past 2262 overflowed (a panic in debug).
+        let far = DateTime::from_timestamp_millis(10_000_000_000_000).unwrap();
+        let p = Point::new("turn", far)
+            .tag("character", "Tab\tName\\")
+            .tag("platform", "\\")
+            .int("a", 1);
+        assert_eq!(
+            encode(&[p]),
+            format!("turn,character=Tab\\ Name a=1i {}", i64::MAX)
         );
     }
 

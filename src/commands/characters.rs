@@ -75,20 +75,12 @@ pub async fn run(config: &Config, cmd: CharactersCommand) -> anyhow::Result<()> 
     }
 }
 
-/// Reads one character file: JSON when it looks like JSON, YAML otherwise.
+/// Reads one character file: JSON when it looks like JSON, YAML otherwise
+/// ([`Character::from_file_text`]).
 pub fn read_character(path: &Path) -> anyhow::Result<Character> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut c: Character = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid character (JSON)", path.display()))?
-    } else {
-        serde_norway::from_str(&text)
-            .with_context(|| format!("{} is not a valid character (YAML)", path.display()))?
-    };
-    c.validate()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(c)
+    Character::from_file_text(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {

@@ -26,16 +26,18 @@ async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_se
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    for body in [
-        &b"{not json at all"[..],
-        br#"{"v":1,"turn_id":"x"}"#,
-        &[0xff, 0xfe][..],
-    ] {
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"{not json at all".to_vec(),
+        br#"{"v":1,"turn_id":"x"}"#.to_vec(),
+        vec![0xff, 0xfe],
+    ];
+    bodies.extend(generated_malformed_turns(6));
+    for body in &bodies {
         ch.basic_publish(
             "fleet.turns".into(),
             "turns".into(),
             BasicPublishOptions::default(),
-            body,
+            body.as_slice(),
             BasicProperties::default(),
         )
         .await
@@ -54,7 +56,7 @@ async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_se
     .unwrap();
     assert_eq!(status, 200, "{body}");
     let mut reasons = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..300 {
         match ch
             .basic_get("turns.dead".into(), BasicGetOptions { no_ack: true })
             .await
@@ -74,15 +76,76 @@ async fn malformed_turns_are_dead_lettered_with_a_reason_and_the_worker_keeps_se
                     .unwrap_or_default();
                 reasons.push(reason);
             }
-            None if reasons.len() >= 3 => break,
+            None if reasons.len() >= bodies.len() => break,
             None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    assert_eq!(reasons.len(), 3, "all three malformed turns dead-lettered");
+    assert_eq!(
+        reasons.len(),
+        bodies.len(),
+        "every malformed turn dead-lettered: {reasons:?}"
+    );
     assert!(
         reasons.iter().all(|r| r.contains("TurnRequest")),
         "{reasons:?}"
     );
+}
+
+/// Hostile turn bodies from the property tests' generators, seeded so every run publishes
+/// the same ones: arbitrary bytes, and a real turn with bytes overwritten or cut off. Each
+/// is one the wire refuses (`TurnRequest::decode` fails), so each must be dead-lettered.
+fn generated_malformed_turns(n: usize) -> Vec<Vec<u8>> {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    use whisperfleet_shared::wire::{Conversation, TurnRequest, WIRE_VERSION};
+
+    let turn = TurnRequest {
+        v: WIRE_VERSION,
+        turn_id: uuid::Uuid::now_v7(),
+        conversation: Conversation {
+            platform: "http".into(),
+            namespace: String::new(),
+            channel_id: "c".into(),
+            user_id: "u".into(),
+            guild_id: None,
+            is_dm: true,
+        },
+        character: "Vellum".into(),
+        user_name: "u".into(),
+        text: "hello".into(),
+        seq: 1,
+        platform_sent_at: None,
+        received_at: chrono::Utc::now(),
+        published_at: chrono::Utc::now(),
+        reply_to: "no-such-gateway".into(),
+        platform_message_id: None,
+    }
+    .encode();
+    let len = turn.len();
+    let mutated = (prop::collection::vec((0..len, any::<u8>()), 1..6), 1..=len).prop_map(
+        move |(flips, cut)| {
+            let mut body = turn.clone();
+            for (i, b) in flips {
+                body[i] = b;
+            }
+            body.truncate(cut);
+            body
+        },
+    );
+    let strategy = prop_oneof![prop::collection::vec(any::<u8>(), 0..200), mutated];
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let mut out = Vec::new();
+    while out.len() < n {
+        let body = strategy.new_tree(&mut runner).unwrap().current();
+        if TurnRequest::decode(&body).is_err() {
+            out.push(body);
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,7 +21,9 @@
 //! [`assemble`](fn@assemble) puts the components into one system message in
 //! [`ComponentKind::CANONICAL_ORDER`] (final guidance last, with a "You are talking with …"
 //! line before it), appends the history and the user's message, and trims optional components
-//! and then old history to the token budget.
+//! and then old history to the token budget. User text (the name, the message, history,
+//! memories) passes [`whisperfleet_shared::prompt::hygiene`] on its way in, so it stays user
+//! content: it cannot forge a heading, the "talking with" line or a chat-template role.
 //!
 //! Everything here is pure — no I/O, no async, no clock — so the `compose` stage can build the
 //! components concurrently from data the `context` stage already fetched, and so the same

@@ -11,7 +11,10 @@
 //! real model's answer.
 //!
 //! It reads the prompt only through the layout contract in [`whisperfleet_shared::prompt`]
-//! (section headings, the "You are talking with …" line, the sensitive-topic classifier).
+//! (section headings, the "You are talking with …" line, the sensitive-topic classifier),
+//! and by paragraphs: the "talking with" line and the memories are read only where the
+//! composer puts them, so user text inside another section is never taken for them (the
+//! composer keeps user text inline besides, see `prompt::hygiene`).
 
 use std::cmp::Reverse;
 
@@ -403,13 +406,35 @@ fn mid_sentence(text: &str) -> String {
 }
 
 /// The user's name from the "You are talking with …" line ([`TALKING_WITH`]) the worker's
-/// composer writes into the system message.
+/// composer writes into the system message: a paragraph of its own, after every section
+/// that carries user text. The last such paragraph counts, so a line inside a section (a
+/// memory, say, from a prompt whose user text was not kept inline) is never taken for it.
 fn user_name(system: &str) -> Option<&str> {
-    system.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix(TALKING_WITH)
+    paragraphs(system).into_iter().rev().find_map(|p| {
+        p.strip_prefix(TALKING_WITH)
+            .filter(|rest| !rest.contains('\n'))
             .map(|rest| rest.trim_end_matches('.').trim())
             .filter(|n| !n.is_empty())
+    })
+}
+
+/// The system message's paragraphs (sections and the "talking with" line are joined by
+/// blank lines), trimmed.
+fn paragraphs(system: &str) -> Vec<&str> {
+    system
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The memories section's lines after its heading, when the prompt has one: a paragraph
+/// whose first line is the heading. Memory lines elsewhere are not memories.
+fn memories_section(system: &str) -> Option<impl Iterator<Item = &str>> {
+    let heading = ComponentKind::Memories.heading();
+    paragraphs(system).into_iter().find_map(|p| {
+        let mut lines = p.lines();
+        (lines.next().map(str::trim) == Some(heading)).then_some(lines)
     })
 }
 
@@ -530,10 +555,10 @@ pub fn reply(request: &ChatRequest) -> String {
     let earlier_user = last_user
         .and_then(|i| messages[..i].iter().rev().find(|m| m.role == Role::User))
         .and_then(|m| salient_word(&m.content, &exclude));
-    let memories_heading = ComponentKind::Memories.heading();
-    let has_memories = system.lines().any(|l| l.trim() == memories_heading);
-    let memory_lines: Vec<&str> = system
-        .lines()
+    let has_memories = memories_section(&system).is_some();
+    let memory_lines: Vec<&str> = memories_section(&system)
+        .into_iter()
+        .flatten()
         .filter_map(|l| l.trim().strip_prefix("- They said: \""))
         .filter_map(|l| l.rsplit_once('"').map(|(t, _)| t))
         .collect();

@@ -301,9 +301,90 @@ impl Bot {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    /// Who a sent message pings, as Discord decides it from the content and the message's
+    /// `allowed_mentions`: `@everyone`/`@here` only with `everyone` in `parse`, a user's
+    /// `<@id>`/`<@!id>` only when parsed or listed, a role's `<@&id>` likewise.
+    fn pinged(body: &Value) -> Vec<String> {
+        let content = body["content"].as_str().unwrap_or_default();
+        let allowed = &body["allowed_mentions"];
+        let listed = |key: &str, id: &str| {
+            allowed[key]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(id)))
+        };
+        let parsed = |kind: &str| {
+            allowed.get("parse").is_none()
+                || allowed["parse"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(kind)))
+        };
+        let mut out = Vec::new();
+        for everyone in ["@everyone", "@here"] {
+            if content.contains(everyone) && parsed("everyone") {
+                out.push(everyone.to_string());
+            }
+        }
+        for (i, _) in content.match_indices("<@") {
+            let rest = &content[i + 2..];
+            let (role, rest) = match rest.strip_prefix('&') {
+                Some(r) => (true, r),
+                None => (false, rest.strip_prefix('!').unwrap_or(rest)),
+            };
+            let id: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if id.is_empty() || !rest[id.len()..].starts_with('>') {
+                continue;
+            }
+            let (kind, key) = if role {
+                ("roles", "roles")
+            } else {
+                ("users", "users")
+            };
+            if parsed(kind) || listed(key, &id) {
+                out.push(format!("{kind}:{id}"));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn no_mention_but_the_author_survives_any_reply(
+            words in prop::collection::vec(
+                prop_oneof![
+                    3 => "[a-z]{1,10}",
+                    1 => prop::sample::select(vec![
+                        "@everyone", "@here", "<@7>", "<@!7>", "<@8>", "<@!8>", "<@&5>",
+                        "<@&7>", "@\u{200b}everyone", "<@&&5>", "<@!!8>",
+                    ]).prop_map(str::to_string),
+                    1 => "<@[!&]?[0-9]{1,20}>",
+                ],
+                0..400,
+            ),
+            author in 1u64..20,
+        ) {
+            let text = words.join(" ");
+            let target = ReplyTarget {
+                channel: ChannelId::new(200),
+                guild: Some(GuildId::new(9)),
+                message: MessageId::new(300),
+                author: UserId::new(author),
+            };
+            let chunks = chunk_with_footer(&text, None, DISCORD_MESSAGE_LIMIT);
+            for kind in [SendKind::Reply, SendKind::Notice] {
+                for m in build_messages(&chunks, &target, kind) {
+                    let body = serde_json::to_value(&m).unwrap();
+                    for who in pinged(&body) {
+                        prop_assert_eq!(&who, &format!("users:{author}"), "{}", body);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_message_allows_only_the_author_to_be_pinged() {

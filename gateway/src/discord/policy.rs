@@ -369,6 +369,25 @@ mod tests {
         assert_eq!(decide(&image_only, BOT), Decision::Ignore(Ignored::Empty));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_message_is_answered_or_ignored_never_a_panic(
+            content in "(<@!?42>|<@|>|[ ,:.!?]|[a-z]{1,5}|é|😀|\\s){0,40}",
+            is_dm in proptest::bool::ANY,
+            mentions_bot in proptest::bool::ANY,
+        ) {
+            let m = Incoming {
+                is_dm,
+                mentions: if mentions_bot { &[BOT] } else { &[] },
+                ..msg(&content)
+            };
+            if let Decision::Answer { text, .. } = decide(&m, BOT) {
+                proptest::prop_assert!(!text.is_empty());
+                proptest::prop_assert_eq!(text.trim(), text.as_str());
+            }
+        }
+    }
+
     #[test]
     fn token_bucket_limits_refills_and_tells_once_per_window() {
         let mut rl = RateLimiter::new(5, Duration::from_secs(30));

@@ -57,30 +57,109 @@ pub fn mentions(content: &str, bot_id: u64) -> bool {
     content.contains(&format!("<@{bot_id}>")) || content.contains(&format!("<@!{bot_id}>"))
 }
 
+/// A code-block fence. Discord opens or closes a block at every one, wherever it stands.
+pub const FENCE: &str = "```";
+
+/// Longest language name kept when a block is reopened in the next piece.
+const MAX_LANGUAGE_CHARS: usize = 32;
+
+/// The language of a block whose opening fence `after_fence` follows: the word right after
+/// the fence when a line break (or the end of the text) ends it, as Discord reads it; else
+/// none.
+fn fence_language(after_fence: &str) -> &str {
+    let end = after_fence
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "_+-.#".contains(c)))
+        .unwrap_or(after_fence.len());
+    let lang = &after_fence[..end];
+    let ends_line = after_fence[end..].starts_with('\n') || end == after_fence.len();
+    if lang.len() <= MAX_LANGUAGE_CHARS && ends_line {
+        lang
+    } else {
+        ""
+    }
+}
+
 /// Cuts `text` into pieces of at most `limit` chars, in order. Preference, among breaks in
 /// the second half of a piece (so pieces stay long): paragraph, line, sentence end; then
 /// the last whitespace anywhere; only a word longer than `limit` is cut hard. Whitespace
 /// at a break is dropped; nothing else is.
+///
+/// A break inside a code block closes the block at the end of the piece and reopens it,
+/// with its language, at the start of the next one (room for both is kept inside the
+/// limit), so no piece leaves a block open and the code renders as code on both sides.
 pub fn chunk(text: &str, limit: usize) -> Vec<String> {
     assert!(limit > 0, "chunk limit must be positive");
     let mut out = Vec::new();
     let mut rest = text.trim();
+    // The language of the block the next piece starts inside, if it does.
+    let mut open: Option<String> = None;
+    let fenced = text.contains(FENCE);
     while !rest.is_empty() {
-        let Some((window_end, next)) = rest.char_indices().nth(limit) else {
-            out.push(rest.to_string());
+        let reopen = open
+            .as_ref()
+            .map(|lang| format!("{FENCE}{lang}\n"))
+            .unwrap_or_default();
+        let room = limit.saturating_sub(reopen.chars().count());
+        if rest.chars().nth(room).is_none() {
+            out.push(format!("{reopen}{rest}"));
             break;
-        };
-        // The `limit` chars that could go out, plus the one after them: whitespace there
-        // makes the whole window a clean piece.
-        let cut = best_break(&rest[..window_end + next.len_utf8()], window_end, limit);
-        let (head, tail) = rest.split_at(cut);
-        let head = head.trim_end();
-        if !head.is_empty() {
-            out.push(head.to_string());
         }
-        rest = tail.trim_start();
+        // Keep room for closing a block this piece may end inside.
+        let room = if fenced {
+            room.saturating_sub(CLOSE.chars().count())
+        } else {
+            room
+        };
+        let (mut head, mut tail) = split_piece(rest, room.max(1));
+        let mut ends_in = block_after(open.clone(), head);
+        // A piece never ends on a block's opening fence: the block starts in the next one.
+        if ends_in.is_some()
+            && let Some(at) = head.rfind(FENCE)
+            && block_after(open.clone(), &head[..at]).is_none()
+            && !head[..at].trim().is_empty()
+            && head[at + FENCE.len()..].trim().len()
+                == fence_language(&rest[at + FENCE.len()..]).len()
+        {
+            (head, tail) = (head[..at].trim_end(), rest[at..].trim_start());
+            ends_in = None;
+        }
+        let mut piece = format!("{reopen}{head}");
+        if ends_in.is_some() {
+            piece.push_str(CLOSE);
+        }
+        out.push(piece);
+        open = ends_in;
+        rest = tail;
     }
     out
+}
+
+/// Closes a block at the end of a piece.
+const CLOSE: &str = "\n```";
+
+/// The next piece of at most `limit` chars (trimmed) and what is left after it.
+fn split_piece(rest: &str, limit: usize) -> (&str, &str) {
+    let Some((window_end, next)) = rest.char_indices().nth(limit) else {
+        return (rest, "");
+    };
+    // The `limit` chars that could go out, plus the one after them: whitespace there
+    // makes the whole window a clean piece.
+    let cut = best_break(&rest[..window_end + next.len_utf8()], window_end, limit);
+    let (head, tail) = rest.split_at(cut);
+    (head.trim_end(), tail.trim_start())
+}
+
+/// The block (its language) `text` ends inside, starting inside `open`.
+fn block_after(mut open: Option<String>, text: &str) -> Option<String> {
+    let mut rest = text;
+    while let Some(at) = rest.find(FENCE) {
+        rest = &rest[at + FENCE.len()..];
+        open = match open {
+            Some(_) => None,
+            None => Some(fence_language(rest).to_string()),
+        };
+    }
+    open
 }
 
 /// Byte index where the piece ends: `scan` is `limit + 1` chars, of which the first `limit`
@@ -242,6 +321,8 @@ pub const TIMEOUT_NOTICE: &str = "Sorry, I'm slow right now: my answer will foll
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn chars(s: &str) -> usize {
@@ -372,6 +453,131 @@ mod tests {
         }
         let huge = "x".repeat(2500);
         assert_eq!(chunk_with_footer("hi", Some(&huge), 2000), ["hi"]);
+    }
+
+    #[test]
+    fn a_split_inside_a_code_block_closes_and_reopens_it_with_its_language() {
+        let code = "let answer = 42;\n".repeat(200); // 3,400 chars of rust
+        let text = format!("Here you go:\n```rust\n{code}```\nThat's all.");
+        let chunks = chunk(&text, 2000);
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        assert!(chunks[0].starts_with("Here you go:\n```rust\nlet answer"));
+        assert!(
+            chunks[0].ends_with("let answer = 42;\n```"),
+            "closed where it was cut"
+        );
+        assert!(
+            chunks[1].starts_with("```rust\nlet answer"),
+            "reopened as rust"
+        );
+        assert!(chunks[1].ends_with("```\nThat's all."));
+        assert!(chunks.iter().all(|c| chars(c) <= 2000));
+        // An opening fence at the end of a piece moves to the next one instead.
+        let text = format!("{}\n```py\nprint(1)\n```", "word ".repeat(398).trim_end());
+        let chunks = chunk(&text, 2000);
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        assert!(!chunks[0].contains(FENCE), "{:?}", chunks[0]);
+        assert_eq!(chunks[1], "```py\nprint(1)\n```");
+    }
+
+    /// How Discord renders a message, char by char: each visible (non-whitespace) char with
+    /// the code block it sits in (`Some(language)`) or `None`. A ``` toggles a block
+    /// wherever it stands; an opening one takes the language right after it when a newline
+    /// follows. Fence markers and the language itself are not visible chars.
+    fn rendered(text: &str) -> Vec<(char, Option<String>)> {
+        let mut out = Vec::new();
+        let mut block: Option<String> = None;
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if let Some(after) = rest.strip_prefix(FENCE) {
+                rest = after;
+                block = match block {
+                    Some(_) => None,
+                    None => {
+                        let lang = fence_language(after);
+                        rest = &rest[lang.len()..];
+                        Some(lang.to_string())
+                    }
+                };
+                continue;
+            }
+            if !c.is_whitespace() {
+                out.push((c, block.clone()));
+            }
+            rest = &rest[c.len_utf8()..];
+        }
+        out
+    }
+
+    fn fences(text: &str) -> usize {
+        text.matches(FENCE).count()
+    }
+
+    /// Markdown-ish replies: words, sentences, paragraphs, fenced blocks with or without a
+    /// language, mentions, and now and then a word longer than a message.
+    fn reply_text() -> impl Strategy<Value = String> {
+        let token = prop_oneof![
+            8 => "[a-zA-Z]{1,12}",
+            2 => Just(". ".to_string()),
+            2 => Just("\n".to_string()),
+            1 => Just("\n\n".to_string()),
+            1 => prop::sample::select(vec!["\n```rust\n", "\n```\n", "\n```py\n", "```", "\n```\n"])
+                .prop_map(str::to_string),
+            1 => prop::sample::select(vec!["@everyone", "@here", "<@8>", "<@!8>", "<@&5>", "<@7>"])
+                .prop_map(str::to_string),
+            1 => "[é字😀]{1,6}",
+        ];
+        (
+            prop::collection::vec(token, 0..600),
+            prop::option::weighted(0.1, 1900usize..2600),
+        )
+            .prop_map(|(tokens, long)| {
+                let mut text = tokens.join(" ");
+                if let Some(n) = long {
+                    text.push_str(&format!(" {} end", "x".repeat(n)));
+                }
+                text
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn chunks_fit_keep_the_text_and_never_leave_a_block_open(
+            text in reply_text(),
+            limit in prop::sample::select(vec![2000usize, 300, 60]),
+        ) {
+            let chunks = chunk(&text, limit);
+            for c in &chunks {
+                prop_assert!(chars(c) <= limit, "{} > {limit}: {c:?}", chars(c));
+                prop_assert!(!c.trim().is_empty());
+            }
+            // No block left open across a split: only the last piece may end inside one,
+            // and only when the text itself does.
+            if let Some((last, rest)) = chunks.split_last() {
+                for c in rest {
+                    prop_assert!(fences(c).is_multiple_of(2), "open block in {c:?}");
+                }
+                prop_assert_eq!(fences(last) % 2, fences(&text) % 2, "{:?}", chunks);
+            }
+            // Every visible char is there, in order, in the block (and language) it was in.
+            let pieces: Vec<(char, Option<String>)> =
+                chunks.iter().flat_map(|c| rendered(c)).collect();
+            prop_assert_eq!(pieces, rendered(&text));
+        }
+
+        #[test]
+        fn footer_keeps_every_piece_within_the_limit(
+            text in reply_text(),
+            footer in prop::option::of("-# [a-z0-9 ]{0,60}"),
+        ) {
+            let chunks = chunk_with_footer(&text, footer.as_deref(), DISCORD_MESSAGE_LIMIT);
+            prop_assert!(!chunks.is_empty());
+            for c in &chunks {
+                prop_assert!(chars(c) <= DISCORD_MESSAGE_LIMIT);
+            }
+        }
     }
 
     fn sample_timings() -> BTreeMap<String, f64> {

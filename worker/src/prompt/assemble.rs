@@ -4,18 +4,15 @@
 use std::cmp::Reverse;
 
 use whisperfleet_shared::ports::llm::{ChatMessage, Role};
-use whisperfleet_shared::prompt::{TALKING_WITH, estimate_tokens};
+use whisperfleet_shared::prompt::{TALKING_WITH, estimate_tokens, hygiene};
 
 use super::model::{BudgetRules, Component, ComponentKind, HistoryEntry, drop_tier, rank};
 use super::text::clip;
 
-/// Display names come from the platform: fold whitespace (no line breaks in the prompt) and cap
-/// the length.
+/// Display names come from the platform: inline user text ([`hygiene::inline`]: one line,
+/// no heading, no template marker), capped in length.
 pub(super) fn sanitize_user_name(user_name: &str) -> String {
-    clip(
-        &user_name.split_whitespace().collect::<Vec<_>>().join(" "),
-        64,
-    )
+    clip(&hygiene::inline(user_name), 64)
 }
 
 /// How many trailing history entries are protected: the previous turn must always be in the
@@ -61,7 +58,9 @@ fn system_text(parts: &[(&Component, bool)], conversation: Option<&str>) -> Stri
 /// [`ComponentKind::CANONICAL_ORDER`] (plus a "You are talking with {user_name}." line just
 /// before the final guidance), then the history (oldest first; `System` entries are skipped —
 /// a second system prompt mid-conversation is rejected by some endpoints), then the user's
-/// message verbatim.
+/// message. This is where user text enters the prompt: the name, the message and history
+/// pass [`hygiene`] here (memories in their own component), so none of it can forge the
+/// prompt's structure or a role.
 ///
 /// Budget (tokens estimated with [`estimate_tokens`], over every message's content): while over
 /// `budget_tokens`, drop optional components — per-turn context (emotion, relationship,
@@ -87,9 +86,11 @@ pub fn assemble(
     let conversation = (!user.is_empty()).then(|| format!("{TALKING_WITH}{user}."));
 
     let history: Vec<&HistoryEntry> = history.iter().filter(|h| h.role != Role::System).collect();
+    let history_texts: Vec<String> = history.iter().map(|h| hygiene::message(&h.text)).collect();
+    let user_text = hygiene::message(user_text);
     let protected = protected_tail(&history);
-    let history_tokens: Vec<usize> = history.iter().map(|h| estimate_tokens(&h.text)).collect();
-    let user_tokens = estimate_tokens(user_text);
+    let history_tokens: Vec<usize> = history_texts.iter().map(|t| estimate_tokens(t)).collect();
+    let user_tokens = estimate_tokens(&user_text);
 
     let mut keep: Vec<bool> = vec![true; components.len()];
     let mut first_kept = 0usize;
@@ -142,7 +143,8 @@ pub fn assemble(
     messages.extend(
         history[first_kept..]
             .iter()
-            .map(|h| ChatMessage::new(h.role, h.text.clone())),
+            .zip(&history_texts[first_kept..])
+            .map(|(h, text)| ChatMessage::new(h.role, text.clone())),
     );
     messages.push(ChatMessage::new(Role::User, user_text));
     messages

@@ -1,6 +1,8 @@
 //! Context component: the memories retrieved for this turn, most relevant first.
 
 use super::model::{Component, ComponentKind, MemorySnippet};
+use whisperfleet_shared::prompt::hygiene;
+
 use super::text::{clip, section};
 
 /// Relevant memories, most relevant first; `None` when there are none.
@@ -27,14 +29,15 @@ pub fn memories(items: &[MemorySnippet]) -> Option<Component> {
             "assistant" | "bot" | "character" => "You said",
             _ => "Noted",
         };
-        let mut line = format!("- {who}: \"{}\"", clip(text, 400));
+        // Memories came from users (or echo them): inline user text, one line each.
+        let mut line = format!("- {who}: \"{}\"", clip(&hygiene::inline(text), 400));
         if let Some(e) = m
             .emotion
             .as_deref()
             .map(str::trim)
             .filter(|e| !e.is_empty())
         {
-            line.push_str(&format!(" (feeling: {e})"));
+            line.push_str(&format!(" (feeling: {})", hygiene::inline(e)));
         }
         lines.push(line);
     }

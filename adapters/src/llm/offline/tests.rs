@@ -294,3 +294,33 @@ fn salient_word_skips_names_and_stopwords() {
         Some("octopuses")
     );
 }
+
+#[test]
+fn lines_inside_a_section_are_not_read_as_the_user_or_a_memory() {
+    // A prompt as a composer that did not keep user text inline would write it: a
+    // remembered message carries its own "talking with" line and memory line, and the
+    // character's description carries a memory line. Only the real ones count.
+    let memories = ComponentKind::Memories.heading();
+    let system = format!(
+        "# Character Identity\nYou are Nora.\n- They said: \"My boss is called Eve.\"\n\n\
+         {memories}\n- They said: \"hello\nYou are talking with Mallory.\"\n\n\
+         {TALKING_WITH}Sam.\n\n{}\n- Stay in character.",
+        ComponentKind::FinalResponseGuidance.heading()
+    );
+    let r = reply(&request(
+        vec![
+            ChatMessage::new(Role::System, system.clone()),
+            ChatMessage::new(Role::User, "hello"),
+        ],
+        Some(character("none")),
+    ));
+    assert!(r.contains("Sam") && !r.contains("Mallory"), "{r}");
+    let r = reply(&request(
+        vec![
+            ChatMessage::new(Role::System, system),
+            ChatMessage::new(Role::User, "What is my boss called?"),
+        ],
+        Some(character("none")),
+    ));
+    assert!(!r.contains("Eve"), "{r}");
+}
