@@ -215,6 +215,7 @@ fn known_keys_are_todays_names() {
         "influx_token",
         "data_dir",
         "gateway_id",
+        "health_addr",
         "redis_prefix",
         "http_addr",
         "http_api_keys",
