@@ -16,6 +16,7 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use whisperfleet_shared::character::normalize_name;
 use whisperfleet_shared::config::Config;
+use whisperfleet_shared::config::entries::{self, BadEntry};
 
 /// One character bot: the character it plays and its Discord bot token.
 #[derive(Clone)]
@@ -50,13 +51,9 @@ pub enum BotConfigError {
     TokenWithoutCharacter,
     #[error("WHISPERFLEET_DISCORD_CHARACTER is {0:?} but WHISPERFLEET_DISCORD_TOKEN is not set")]
     CharacterWithoutToken(String),
-    /// `origin` is the variable or file, `position` "entry 2" or "line 3".
-    #[error("{origin}, {position}: {problem}")]
-    BadEntry {
-        origin: String,
-        position: String,
-        problem: String,
-    },
+    /// An entry of a list or file, or one variable, by where it stands.
+    #[error(transparent)]
+    BadEntry(#[from] BadEntry),
     #[error("cannot read WHISPERFLEET_DISCORD_BOTS_FILE {path}: {reason}")]
     File { path: String, reason: String },
     #[error("character {0:?} has more than one Discord bot configured")]
@@ -106,18 +103,18 @@ fn collect(
         && looks_like_token(c)
     {
         // Never echo it: it is probably the token, in the wrong variable.
-        return Err(BotConfigError::BadEntry {
+        return Err(BotConfigError::BadEntry(BadEntry {
             origin: "WHISPERFLEET_DISCORD_CHARACTER".into(),
             position: "the value".into(),
             problem: "looks like a bot token, not a character name (were \
                       WHISPERFLEET_DISCORD_TOKEN and WHISPERFLEET_DISCORD_CHARACTER swapped?)"
                 .into(),
-        });
+        }));
     }
     match (token, character) {
         (Some(token), Some(character)) => {
             let token = token.expose_secret().trim();
-            check_token(token, character).map_err(|problem| BotConfigError::BadEntry {
+            check_token(token, character).map_err(|problem| BadEntry {
                 origin: "WHISPERFLEET_DISCORD_TOKEN".into(),
                 position: "the token".into(),
                 problem,
@@ -144,35 +141,21 @@ fn collect(
 /// `Name=token,Other=token2` (commas or new lines separate entries; blank entries are
 /// skipped so a trailing comma is fine).
 pub fn parse_bot_list(text: &str) -> Result<Vec<BotConfig>, BotConfigError> {
-    text.split([',', '\n'])
-        .enumerate()
-        .filter(|(_, entry)| !entry.trim().is_empty())
-        .map(|(i, entry)| {
-            parse_entry(entry).map_err(|problem| BotConfigError::BadEntry {
-                origin: "WHISPERFLEET_DISCORD_BOTS".into(),
-                position: format!("entry {}", i + 1),
-                problem,
-            })
-        })
-        .collect()
+    Ok(entries::parse_list(
+        "WHISPERFLEET_DISCORD_BOTS",
+        text,
+        parse_entry,
+    )?)
 }
 
 /// One `Name=token` a line; blank lines and lines starting with `#` are skipped.
 pub fn parse_bots_file(path: &Path, text: &str) -> Result<Vec<BotConfig>, BotConfigError> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let line = line.trim();
-            !line.is_empty() && !line.starts_with('#')
-        })
-        .map(|(i, line)| {
-            parse_entry(line).map_err(|problem| BotConfigError::BadEntry {
-                origin: format!("WHISPERFLEET_DISCORD_BOTS_FILE {}", path.display()),
-                position: format!("line {}", i + 1),
-                problem,
-            })
-        })
-        .collect()
+    Ok(entries::parse_file(
+        "WHISPERFLEET_DISCORD_BOTS_FILE",
+        path,
+        text,
+        parse_entry,
+    )?)
 }
 
 /// The problem is described without quoting the entry: it may be a token.

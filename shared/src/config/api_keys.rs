@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
+use super::entries::{self, BadEntry};
 use secrecy::{ExposeSecret, SecretString};
 
 /// Shortest key accepted: anything shorter could be guessed through the API.
@@ -33,13 +34,9 @@ impl fmt::Debug for ApiKey {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiKeysError {
-    /// `origin` is the variable or file, `position` "entry 2" or "line 3".
-    #[error("{origin}, {position}: {problem}")]
-    BadEntry {
-        origin: String,
-        position: String,
-        problem: String,
-    },
+    /// An entry of a list or file, or one variable, by where it stands.
+    #[error(transparent)]
+    BadEntry(#[from] BadEntry),
     #[error("cannot read WHISPERFLEET_HTTP_API_KEYS_FILE {path}: {reason}")]
     File { path: String, reason: String },
     #[error("the HTTP API key name {0:?} is configured more than once; names must be unique")]
@@ -73,40 +70,22 @@ pub fn collect(
 }
 
 /// `name=key,other=key2` (commas or new lines; blank entries skipped, so a trailing comma
+/// `name=key,other=key2` (commas or new lines; blank entries skipped, so a trailing comma
 /// is fine).
 pub fn parse_list(text: &str) -> Result<Vec<ApiKey>, ApiKeysError> {
-    let keys = text
-        .split([',', '\n'])
-        .enumerate()
-        .filter(|(_, entry)| !entry.trim().is_empty())
-        .map(|(i, entry)| {
-            parse_entry(entry).map_err(|problem| ApiKeysError::BadEntry {
-                origin: "WHISPERFLEET_HTTP_API_KEYS".into(),
-                position: format!("entry {}", i + 1),
-                problem,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let keys = entries::parse_list("WHISPERFLEET_HTTP_API_KEYS", text, parse_entry)?;
     check_unique(&keys)?;
     Ok(keys)
 }
 
 /// One `name=key` a line; blank lines and lines starting with `#` are skipped.
 pub fn parse_file(path: &Path, text: &str) -> Result<Vec<ApiKey>, ApiKeysError> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| {
-            let line = line.trim();
-            !line.is_empty() && !line.starts_with('#')
-        })
-        .map(|(i, line)| {
-            parse_entry(line).map_err(|problem| ApiKeysError::BadEntry {
-                origin: format!("WHISPERFLEET_HTTP_API_KEYS_FILE {}", path.display()),
-                position: format!("line {}", i + 1),
-                problem,
-            })
-        })
-        .collect()
+    Ok(entries::parse_file(
+        "WHISPERFLEET_HTTP_API_KEYS_FILE",
+        path,
+        text,
+        parse_entry,
+    )?)
 }
 
 /// The problem is described without quoting the entry: it may be a key.

@@ -19,6 +19,7 @@ pub mod api_keys;
 pub mod backends;
 mod declare;
 pub mod discord;
+pub mod entries;
 pub mod gateway;
 mod layers;
 pub mod metrics;
