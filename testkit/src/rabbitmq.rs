@@ -156,6 +156,20 @@ impl Fleet {
             .unwrap_or(0)
     }
 
+    /// Deliveries of `queue` still unacked once the scenario settled: RabbitMQ's count, read
+    /// until it is 0 or two of its refresh periods passed, so a count from before the last
+    /// acks is not taken for a stuck delivery.
+    pub async fn stuck_unacked(&self, queue: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(12);
+        loop {
+            let n = self.unacked(queue);
+            if n == 0 || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Deletes `queue` in this fleet's vhost, as an operator (or `x-expires`) would.
     pub fn delete_queue(&self, queue: &str) {
         let out = std::process::Command::new("rabbitmqctl")

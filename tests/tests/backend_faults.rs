@@ -149,7 +149,10 @@ impl Observed {
             answered: self.during_ms.len(),
             duplicate_replies: self.tap.duplicates(),
             unseen_in_history: 0,
-            stuck_unacked: s.fleet.unacked(whisperfleet_shared::topology::TURNS_QUEUE),
+            stuck_unacked: s
+                .fleet
+                .stuck_unacked(whisperfleet_shared::topology::TURNS_QUEUE)
+                .await,
             p99_ms: report::p99(&self.during_ms),
         });
         assert_eq!(self.tap.duplicates(), 0, "{fault}: a turn answered twice");

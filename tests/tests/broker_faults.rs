@@ -93,7 +93,7 @@ async fn alarm_blocked_broker_answers_turns_503_and_readyz_says_why() {
         answered: 0,
         duplicate_replies: 0,
         unseen_in_history: 0,
-        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: whisperfleet_testkit::report::p99(&refused_ms),
     });
     eventually(HANG, "the gateway is ready again", || {
@@ -324,7 +324,7 @@ async fn alarm_reply_publish_failing_while_consuming_strands_nothing() {
         answered: taps.per_turn().len(),
         duplicate_replies: taps.duplicates(),
         unseen_in_history: 0,
-        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: report::p99(&taps.latencies_ms(&[first.clone(), second.clone()])),
     });
     assert_eq!(taps.count(first.turn_id), 1, "the first turn answered once");

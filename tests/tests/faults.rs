@@ -43,7 +43,7 @@ async fn a_deleted_reply_queue_is_declared_again_and_replies_flow() {
         answered: 1 + usize::from(status == 200),
         duplicate_replies: 0,
         unseen_in_history: 0,
-        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: started.elapsed().as_secs_f64() * 1000.0,
     });
     assert_eq!(status, 200, "{body}");
@@ -132,7 +132,7 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
         answered: 1,
         duplicate_replies: usize::from(second.is_ok()),
         unseen_in_history: 0,
-        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(&req))),
     });
     assert!(second.is_err(), "a second reply reached the reply queue");
@@ -194,7 +194,8 @@ async fn a_redelivered_answered_turn_is_not_answered_again() {
         &tap,
         &req,
         &s.fleet,
-    );
+    )
+    .await;
     assert_eq!(
         tap.count(req.turn_id),
         1,
@@ -240,7 +241,8 @@ async fn one_turn_runs_on_one_worker_at_a_time() {
         &tap,
         &req,
         &s.fleet,
-    );
+    )
+    .await;
     assert_eq!(tap.count(req.turn_id), 1, "{:?}", tap.replies());
     assert_eq!(s.mock.stats.requests(), 1, "the LLM was asked once");
 }
@@ -279,7 +281,12 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
     .await;
     let prompts = recorded(&s.record);
     let second = prompt_text(&prompts[1]);
-    // The second turn is in flight (its prompt was recorded): wait until it was settled.
+    // The second turn is in flight (its prompt was recorded): wait until it ended (its
+    // memory step is recorded however it ended), then until RabbitMQ counts it settled.
+    eventually(Duration::from_secs(20), "the second turn ended", || async {
+        s.fleet.turn_records_with("memory") == 2
+    })
+    .await;
     eventually(
         Duration::from_secs(20),
         "the second turn settled",
@@ -294,7 +301,7 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
         answered: 0,
         duplicate_replies: 0,
         unseen_in_history: usize::from(second.contains("AMBER-17")) + usize::from(remembered > 0),
-        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: 1000.0,
     });
     assert!(
@@ -309,7 +316,7 @@ async fn a_reply_nobody_saw_is_not_presented_as_said() {
 }
 
 /// The report row of a one-turn scenario observed through `tap`.
-fn report_one_turn(
+async fn report_one_turn(
     fault: &str,
     load: &str,
     tap: &whisperfleet_testkit::tap::ReplyTap,
@@ -323,7 +330,7 @@ fn report_one_turn(
         answered: usize::from(tap.count(req.turn_id) >= 1),
         duplicate_replies: tap.duplicates(),
         unseen_in_history: 0,
-        stuck_unacked: fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: report::p99(&tap.latencies_ms(std::slice::from_ref(req))),
     });
 }
@@ -459,7 +466,7 @@ async fn killed_at(boundary: Boundary, test: &str) {
         // Every turn here was answered, so none is unseen; a history entry twice would be
         // a turn presented twice.
         unseen_in_history: lengths.iter().map(|n| n.saturating_sub(2) / 2).sum(),
-        stuck_unacked: s.fleet.unacked(topology::TURNS_QUEUE),
+        stuck_unacked: s.fleet.stuck_unacked(topology::TURNS_QUEUE).await,
         p99_ms: report::p99(&tap.latencies_ms(&reqs)),
     });
     for r in &reqs {
