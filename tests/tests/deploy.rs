@@ -904,60 +904,188 @@ fn dashboard_parses_and_uses_the_provisioned_datasource() -> anyhow::Result<()> 
     Ok(())
 }
 
-#[test]
-fn dashboard_queries_name_what_the_code_writes() -> anyhow::Result<()> {
+/// Checks that a Flux query names only what the code writes: measurements, their fields
+/// (with the measurement whose clause names them), their tags, and queues and outcomes that
+/// exist; returns what it names. `what` says whose query it is in errors.
+fn check_query(what: &str, query: &str, written: &Written) -> anyhow::Result<Names> {
     use whisperfleet_shared::topology;
     use whisperfleet_shared::wire::Outcome;
-    let written = written()?;
     let queues = [
         topology::TURNS_QUEUE,
         topology::TURNS_DEAD_QUEUE,
         topology::METRICS_QUEUE,
         topology::METRICS_DEAD_QUEUE,
     ];
+    let n = flux_names(query);
+    ensure!(
+        !n.measurements.is_empty() && !n.fields.is_empty(),
+        "{what} must name a measurement and a field"
+    );
+    for m in &n.measurements {
+        ensure!(
+            written.contains_key(m),
+            "{what}: nothing writes measurement {m:?} (written: {:?})",
+            written.keys()
+        );
+    }
+    for (of, f) in &n.fields {
+        let candidates: Vec<&String> = match of {
+            Some(m) => vec![m],
+            None => n.measurements.iter().collect(),
+        };
+        ensure!(
+            candidates.iter().any(|m| written[*m].0.contains(f)),
+            "{what}: {candidates:?} write no field {f:?}"
+        );
+    }
+    for (tag, values) in &n.tags {
+        ensure!(
+            n.measurements.iter().any(|m| written[m].1.contains(tag)),
+            "{what}: {:?} have no tag {tag:?}",
+            n.measurements
+        );
+        for v in values {
+            let known = match tag.as_str() {
+                "queue" => queues.contains(&v.as_str()),
+                "outcome" => serde_json::from_value::<Outcome>(json!(v)).is_ok(),
+                _ => true,
+            };
+            ensure!(known, "{what}: no {tag} is called {v:?}");
+        }
+    }
+    Ok(n)
+}
+
+#[test]
+fn dashboard_queries_name_what_the_code_writes() -> anyhow::Result<()> {
+    let written = written()?;
     let mut shown = BTreeSet::new();
     for (title, _, query) in dashboard_queries()? {
-        let n = flux_names(&query);
-        ensure!(
-            !n.measurements.is_empty() && !n.fields.is_empty(),
-            "panel {title:?} must name a measurement and a field"
-        );
-        for m in &n.measurements {
-            ensure!(
-                written.contains_key(m),
-                "panel {title:?}: nothing writes measurement {m:?} (written: {:?})",
-                written.keys()
-            );
-            shown.insert(m.clone());
-        }
-        for (of, f) in &n.fields {
-            let candidates: Vec<&String> = match of {
-                Some(m) => vec![m],
-                None => n.measurements.iter().collect(),
-            };
-            ensure!(
-                candidates.iter().any(|m| written[*m].0.contains(f)),
-                "panel {title:?}: {candidates:?} write no field {f:?}"
-            );
-        }
-        for (tag, values) in &n.tags {
-            ensure!(
-                n.measurements.iter().any(|m| written[m].1.contains(tag)),
-                "panel {title:?}: {:?} have no tag {tag:?}",
-                n.measurements
-            );
-            for v in values {
-                let known = match tag.as_str() {
-                    "queue" => queues.contains(&v.as_str()),
-                    "outcome" => serde_json::from_value::<Outcome>(json!(v)).is_ok(),
-                    _ => true,
-                };
-                ensure!(known, "panel {title:?}: no {tag} is called {v:?}");
-            }
-        }
+        let n = check_query(&format!("panel {title:?}"), &query, &written)?;
+        shown.extend(n.measurements);
     }
     for m in written.keys() {
         ensure!(shown.contains(m), "no panel shows measurement {m:?}");
+    }
+    Ok(())
+}
+
+const ALERTING: &str = "deploy/grafana/provisioning/alerting/whisperfleet.yml";
+
+/// An alert rule's title and its datasource queries: (datasource uid, Flux).
+type RuleQueries = (String, Vec<(String, String)>);
+
+/// Each alert rule with its queries, once its condition and expressions were checked to
+/// name refIds its data defines.
+fn alert_rules(doc: &Value) -> anyhow::Result<Vec<RuleQueries>> {
+    let mut out = Vec::new();
+    for group in doc["groups"].as_array().context("alert groups")? {
+        for rule in group["rules"].as_array().context("alert rules")? {
+            let title = rule["title"].as_str().context("rule title")?.to_string();
+            ensure!(rule["uid"].is_string(), "rule {title:?} has no uid");
+            let data = rule["data"]
+                .as_array()
+                .with_context(|| format!("rule {title:?}: data"))?;
+            let refs: BTreeSet<&str> = data.iter().filter_map(|d| d["refId"].as_str()).collect();
+            let condition = rule["condition"].as_str().unwrap_or_default();
+            ensure!(
+                refs.contains(condition),
+                "rule {title:?}: condition {condition:?} is none of its refIds {refs:?}"
+            );
+            let mut queries = Vec::new();
+            for d in data {
+                let uid = d["datasourceUid"].as_str().context("datasourceUid")?;
+                if uid == "__expr__" {
+                    let input = d["model"]["expression"].as_str().unwrap_or_default();
+                    ensure!(
+                        refs.contains(input),
+                        "rule {title:?}: expression reads {input:?}, which is none of {refs:?}"
+                    );
+                    continue;
+                }
+                let query = d["model"]["query"]
+                    .as_str()
+                    .with_context(|| format!("rule {title:?}: Flux query"))?;
+                queries.push((uid.to_string(), query.to_string()));
+            }
+            ensure!(!queries.is_empty(), "rule {title:?} queries nothing");
+            out.push((title, queries));
+        }
+    }
+    Ok(out)
+}
+
+/// The provisioned alerts: five rules (latency regression, backlog, dead letters, a silent
+/// writer, missing workers) on the provisioned datasource, each query naming only
+/// measurements, fields, tags and queues the code writes, a Discord contact point, and every
+/// `${VAR}` set by the grafana service.
+#[test]
+fn alert_rules_parse_and_name_what_the_code_writes() -> anyhow::Result<()> {
+    let doc = yaml(ALERTING)?;
+    ensure!(doc["apiVersion"] == 1, "{ALERTING}: apiVersion 1");
+    let ds = yaml(DATASOURCE)?;
+    let ds_uid = ds["datasources"][0]["uid"]
+        .as_str()
+        .context("datasource uid")?;
+    let written = written()?;
+    let rules = alert_rules(&doc)?;
+    ensure!(rules.len() >= 5, "only {} alert rules", rules.len());
+    let mut watched = BTreeSet::new();
+    for (title, queries) in &rules {
+        for (uid, query) in queries {
+            ensure!(
+                uid == ds_uid,
+                "rule {title:?} reads datasource {uid}, not {ds_uid}"
+            );
+            ensure!(
+                query.contains("from(bucket: v.defaultBucket)"),
+                "rule {title:?} reads the provisioned bucket"
+            );
+            let n = check_query(&format!("rule {title:?}"), query, &written)?;
+            for (of, f) in n.fields {
+                watched.insert(format!("{}.{f}", of.unwrap_or_default()));
+            }
+            for q in n.tags.get("queue").into_iter().flatten() {
+                watched.insert(format!("queue {q}"));
+            }
+        }
+    }
+    for needed in [
+        "delivery.overhead_ms",
+        "fleet_queue.ready",
+        "fleet_queue.consumers",
+        "metrics_writer.points_written",
+        "queue turns",
+        "queue turns.dead",
+        "queue metrics.dead",
+    ] {
+        ensure!(
+            watched.contains(needed),
+            "no alert watches {needed}: {watched:?}"
+        );
+    }
+    let receivers = &doc["contactPoints"][0]["receivers"];
+    ensure!(
+        receivers[0]["type"] == "discord"
+            && receivers[0]["settings"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("${")),
+        "a Discord contact point whose webhook comes from the environment: {receivers}"
+    );
+    ensure!(
+        doc["policies"][0]["receiver"] == doc["contactPoints"][0]["name"],
+        "the notification policy sends to the contact point"
+    );
+    // Grafana expands $VARS in provisioning files from its own environment.
+    let compose = yaml(COMPOSE)?;
+    let grafana = environment(&services(&compose)?["grafana"]);
+    let text = read(ALERTING)?;
+    for (i, _) in text.match_indices("${") {
+        let name = &text[i + 2..i + 2 + text[i + 2..].find('}').context("}")?];
+        ensure!(
+            grafana.get(name).is_some_and(Option::is_some),
+            "{ALERTING} reads ${name}, which the grafana service does not set"
+        );
     }
     Ok(())
 }
