@@ -192,6 +192,13 @@ pub struct Counters {
     /// (history, memories, emotional states, relationship). Absent from older senders.
     #[serde(default)]
     pub context_degraded: u32,
+    /// Where the turn's character came from, one level each time it was needed: the
+    /// worker's own copy (still current), Redis's shared copy, or PostgreSQL
+    /// (`cdl_queries`). Absent from older senders.
+    #[serde(default)]
+    pub cdl_local_hits: u32,
+    #[serde(default)]
+    pub cdl_redis_hits: u32,
 }
 
 /// The answer to one turn.

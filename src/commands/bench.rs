@@ -405,6 +405,12 @@ async fn run_one(
             .sum::<f64>()
             / n
     };
+    let (hits, misses) = (mean("cache_hits"), mean("cache_misses"));
+    let hit_rate = if hits + misses > 0.0 {
+        hits / (hits + misses)
+    } else {
+        0.0
+    };
     Ok(json!({
         "pipeline": spec,
         "workers": workers,
@@ -419,6 +425,11 @@ async fn run_one(
             "vector_searches": mean("memory_searches"),
             "influx_writes": influx_requests as f64 / n,
             "redis_round_trips": mean("redis_round_trips"),
+            // Cache effectiveness: the request cache's hit rate, and where characters came
+            // from (each turn's loads at each level, as the workers counted them).
+            "request_cache_hit_rate": hit_rate,
+            "character_local_hits": mean("cdl_local_hits"),
+            "character_redis_hits": mean("cdl_redis_hits"),
             "llm_calls": mean("llm_calls"),
             "redis_keys": footprint.keys as f64 / (n + warmup as f64),
             "redis_bytes": footprint.bytes as f64 / (n + warmup as f64),

@@ -44,11 +44,26 @@ async fn turn_through_real_binaries_reports_every_stage_and_caches_characters() 
         );
     }
     assert!(first["counters"]["cdl_queries"].as_u64().unwrap() <= 1);
+    // Each turn took its character from exactly one level: own copy, Redis or PostgreSQL.
+    let levels = |r: &serde_json::Value| {
+        ["cdl_local_hits", "cdl_redis_hits", "cdl_queries"].map(|k| {
+            r["counters"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} in {r}"))
+        })
+    };
+    assert_eq!(levels(&first).iter().sum::<u64>(), 1, "{first}");
 
     let (_, second) = post_turn(&client, &base, turn("u2", "Do you like whales?"))
         .await
         .unwrap();
     assert_eq!(second["counters"]["cdl_queries"], 0, "{second}");
+    let [local, redis, store] = levels(&second);
+    assert_eq!(
+        (local + redis, store),
+        (1, 0),
+        "a cached character: {second}"
+    );
 
     // Change the character; the next turn must use the new data.
     let mut nora: whisperfleet_shared::character::Character = serde_norway::from_str(

@@ -66,8 +66,13 @@ pub struct CharacterCache {
 /// Per-turn counts this stage contributes.
 #[derive(Default)]
 pub struct CdlCounts {
+    /// Loads from the store (PostgreSQL).
     pub queries: AtomicU32,
     pub redis_round_trips: AtomicU32,
+    /// Served by this worker's own copy, still current.
+    pub local_hits: AtomicU32,
+    /// Served by Redis's shared copy.
+    pub redis_hits: AtomicU32,
 }
 
 impl CharacterCache {
@@ -116,6 +121,7 @@ impl CharacterCache {
         if let Some((c, checked)) = local
             && checked.elapsed() < LOCAL_TTL
         {
+            counts.local_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(c));
         }
         let c = self.load_from_store(name, counts).await?;
@@ -150,6 +156,7 @@ impl CharacterSource for CharacterCache {
         if let (Some(v), Some((c, _))) = (current, &local)
             && c.version == v
         {
+            counts.local_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(c.clone()));
         }
         if let Some(v) = current {
@@ -158,6 +165,7 @@ impl CharacterSource for CharacterCache {
                 && let Ok(c) = serde_json::from_slice::<Character>(&doc)
                 && c.version == v
             {
+                counts.redis_hits.fetch_add(1, Ordering::Relaxed);
                 let c = Arc::new(c);
                 self.local_put(c.clone());
                 return Ok(Some(c));

@@ -684,6 +684,8 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     }
 
     counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
+    counters.cdl_local_hits = cdl_counts.local_hits.load(Ordering::Relaxed);
+    counters.cdl_redis_hits = cdl_counts.redis_hits.load(Ordering::Relaxed);
     counters.redis_round_trips +=
         cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
     counters.cache_hits = rc.hits();
@@ -822,9 +824,14 @@ pub fn turn_points(
         .int("context_degraded", i64::from(c.context_degraded))
         .int("text_chars", req.text.chars().count() as i64)
         .int("reply_chars", reply.text.chars().count() as i64);
+    // Cache effectiveness: the request cache's hits and misses, and the level each
+    // character load was served from (own copy, Redis, PostgreSQL).
     let cache = Point::new("cache", now)
         .tag("character", &character)
         .int("hits", i64::from(c.cache_hits))
-        .int("misses", i64::from(c.cache_misses));
+        .int("misses", i64::from(c.cache_misses))
+        .int("character_local", i64::from(c.cdl_local_hits))
+        .int("character_redis", i64::from(c.cdl_redis_hits))
+        .int("character_store", i64::from(c.cdl_queries));
     vec![turn, cache]
 }
