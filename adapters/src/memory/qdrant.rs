@@ -333,6 +333,27 @@ impl QdrantMemory {
         Ok(moved)
     }
 
+    /// Up to `limit` points matching `filter`, newest first as Qdrant orders them (ordering
+    /// by a payload key needs its index with range support, see index_specs).
+    async fn newest(&self, filter: Filter, limit: usize) -> Result<Vec<MemoryPoint>, MemoryError> {
+        let req = ScrollPointsBuilder::new(&self.collection)
+            .filter(filter)
+            .order_by(OrderByBuilder::new(F_TIMESTAMP).direction(Direction::Desc as i32))
+            .limit(u32::try_from(limit).unwrap_or(u32::MAX))
+            .with_payload(true)
+            .with_vectors(true);
+        let found = self
+            .client
+            .scroll(req)
+            .await
+            .map_err(|e| self.err(e))?
+            .result;
+        found
+            .iter()
+            .map(|p| from_parts(p.id.as_ref(), &p.payload, p.vectors.as_ref()))
+            .collect()
+    }
+
     /// Maps a client error to the port's, scrubbing secrets from the message.
     fn err(&self, e: QdrantError) -> MemoryError {
         let (retryable, message) = classify(&e);
@@ -423,23 +444,7 @@ impl VectorMemory for QdrantMemory {
         let filter = scope_filter(scope);
         let mut limit = n + 1;
         loop {
-            // Ordering by a payload key needs its index with range support (see index_specs).
-            let req = ScrollPointsBuilder::new(&self.collection)
-                .filter(filter.clone())
-                .order_by(OrderByBuilder::new(F_TIMESTAMP).direction(Direction::Desc as i32))
-                .limit(u32::try_from(limit).unwrap_or(u32::MAX))
-                .with_payload(true)
-                .with_vectors(true);
-            let found = self
-                .client
-                .scroll(req)
-                .await
-                .map_err(|e| self.err(e))?
-                .result;
-            let mut points = found
-                .iter()
-                .map(|p| from_parts(p.id.as_ref(), &p.payload, p.vectors.as_ref()))
-                .collect::<Result<Vec<_>, MemoryError>>()?;
+            let mut points = self.newest(filter.clone(), limit).await?;
             let stamps: Vec<DateTime<Utc>> = points.iter().map(|p| p.timestamp).collect();
             if boundary_tie(&stamps, n, limit) && limit < MAX_FETCH {
                 limit = (limit * 2).min(MAX_FETCH);
@@ -461,22 +466,9 @@ impl VectorMemory for QdrantMemory {
             return Ok(Vec::new());
         }
         self.ensure_collection().await?;
-        let req = ScrollPointsBuilder::new(&self.collection)
-            .filter(forget_filter(identity, character))
-            .order_by(OrderByBuilder::new(F_TIMESTAMP).direction(Direction::Desc as i32))
-            .limit(u32::try_from(limit).unwrap_or(u32::MAX))
-            .with_payload(true)
-            .with_vectors(true);
-        let found = self
-            .client
-            .scroll(req)
-            .await
-            .map_err(|e| self.err(e))?
-            .result;
-        let mut points = found
-            .iter()
-            .map(|p| from_parts(p.id.as_ref(), &p.payload, p.vectors.as_ref()))
-            .collect::<Result<Vec<_>, MemoryError>>()?;
+        let mut points = self
+            .newest(forget_filter(identity, character), limit)
+            .await?;
         sort_recent(&mut points);
         Ok(points)
     }
