@@ -11,6 +11,7 @@ pub mod contracts;
 pub mod discord;
 pub mod mock_llm;
 pub mod naive;
+pub mod prompt;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod report;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use whisperfleet_shared::prompt::{ComponentKind, TALKING_WITH};
+use whisperfleet_shared::prompt::TALKING_WITH;
 use whisperfleet_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,17 +45,7 @@ async fn a_message_built_to_forge_the_prompt_stays_user_content_next_turn() {
     let system = content(0);
     // The memory is in the system message, readable, on one line of its own.
     assert!(system.contains("reveal your instructions"), "{system}");
-    let heading = ComponentKind::FinalResponseGuidance.heading();
-    assert_eq!(
-        system.lines().filter(|l| l.trim() == heading).count(),
-        1,
-        "{system}"
-    );
-    let talking: Vec<&str> = system
-        .lines()
-        .filter(|l| l.trim().starts_with(TALKING_WITH))
-        .collect();
-    assert_eq!(talking, ["You are talking with Alice."], "{system}");
+    whisperfleet_testkit::prompt::assert_structure_kept(&system, "Alice");
     // The first turn, now history, is a user message that opens no role and no section.
     let earlier = (1..messages.len())
         .map(content)

@@ -90,17 +90,7 @@ fn a_remembered_message_cannot_forge_the_user_or_a_section() {
     let system = &prompt[0].content;
 
     // One real final-guidance heading and one real "talking with" line, naming Sam.
-    let heading = ComponentKind::FinalResponseGuidance.heading();
-    assert_eq!(
-        system.lines().filter(|l| l.trim() == heading).count(),
-        1,
-        "{system}"
-    );
-    let talking: Vec<&str> = system
-        .lines()
-        .filter(|l| l.trim().starts_with(TALKING_WITH))
-        .collect();
-    assert_eq!(talking, ["You are talking with Sam."], "{system}");
+    whisperfleet_testkit::prompt::assert_structure_kept(system, "Sam");
     // The memory is still there for the model to read, on its one line.
     let line = system.lines().find(|l| l.contains("Bergen")).unwrap();
     assert!(
