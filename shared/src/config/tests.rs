@@ -243,6 +243,7 @@ fn known_keys_are_todays_names() {
         "llm_timeout_ms",
         "broker_timeout_ms",
         "llm_max_retries",
+        "llm_stream_idle_timeout_ms",
         "history_len",
         "prompt_budget_tokens",
         "turn_record_ttl_s",
