@@ -1,7 +1,7 @@
 //! The platform-independent part of the gateway, shared by every adapter (HTTP, Discord,
 //! terminal): validate, keep conversations in order, publish the turn with confirms, wait
 //! for its reply, and measure the gateway's own stages (`platform_lag`, `ingress`,
-//! `delivery`, `end_to_end`). No prompt, memory or LLM logic lives here.
+//! `delivery`, `first_visible`, `end_to_end`). No prompt, memory or LLM logic lives here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +79,9 @@ pub struct Pending {
     /// The conversation's turn slot: its next message starts when this is dropped, so an
     /// adapter that delivers in several sends (Discord chunks) keeps it until the last one.
     pub slot: crate::conversations::Turn,
+    /// When the user first saw text of this reply (a streamed delta shown), set by the
+    /// adapter; unset, the text first shows when the delivery completes.
+    pub first_visible: Option<Instant>,
 }
 
 pub struct GatewayCore {
@@ -233,6 +236,26 @@ impl GatewayCore {
     /// Publishes the turn and waits for its reply; the conversation's next turn waits until
     /// the returned [`Pending`] (its `slot`) is dropped, i.e. until the reply was delivered.
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
+        self.submit_with(input, None).await
+    }
+
+    /// [`GatewayCore::submit`], asking the worker to stream: the reply's text goes to
+    /// `text` as it is written (new text only, in order), and the channel closes when the
+    /// reply arrives or the wait ends. The reply stays authoritative: a worker that could
+    /// not stream (an old one, a redelivered turn) sends the reply alone.
+    pub async fn submit_streaming(
+        &self,
+        input: TurnInput,
+        text: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Pending, SubmitError> {
+        self.submit_with(input, Some(text)).await
+    }
+
+    async fn submit_with(
+        &self,
+        input: TurnInput,
+        stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Pending, SubmitError> {
         self.validate(&input.text)?;
         let key = input.conversation.key(&input.character);
         let turn = self.conversations.enter(&key, self.max_waiting).await?;
@@ -250,9 +273,13 @@ impl GatewayCore {
             published_at: Utc::now(),
             reply_to: self.id.clone(),
             platform_message_id: input.platform_message_id,
+            stream: stream.is_some(),
         };
         let late_ok = self.late_for(&req.conversation.platform).is_some();
-        let waiter = self.router.expect(turn_id);
+        let waiter = match stream {
+            Some(text) => self.router.expect_streaming(turn_id, text),
+            None => self.router.expect(turn_id),
+        };
         let mut give_up = GiveUp {
             core: self,
             turn_id,
@@ -290,6 +317,7 @@ impl GatewayCore {
             ingress_ms,
             platform_lag_ms,
             slot: turn,
+            first_visible: None,
         })
     }
 
@@ -359,6 +387,11 @@ impl GatewayCore {
         put(Stage::Ingress, pending.ingress_ms);
         put(Stage::Delivery, ms(now.duration_since(pending.consumed_at)));
         put(Stage::EndToEnd, end_to_end);
+        // Without streamed text, the reply first shows when its delivery completes.
+        let first_visible = pending
+            .first_visible
+            .map_or(end_to_end, |at| ms(at.duration_since(pending.received)));
+        put(Stage::FirstVisible, first_visible);
         let llm = Stage::Llm.ms_in(&t).unwrap_or(0.0);
         t.insert(Stage::Overhead.as_str().into(), (end_to_end - llm).max(0.0));
         t
@@ -380,13 +413,15 @@ impl GatewayCore {
 }
 
 /// The stages the gateway reports on its `delivery` point, each as a `<stage>_ms` field.
-pub const DELIVERY_STAGES: [Stage; 6] = [
+pub const DELIVERY_STAGES: [Stage; 8] = [
     Stage::PlatformLag,
     Stage::Ingress,
     Stage::Delivery,
     Stage::EndToEnd,
     Stage::Overhead,
     Stage::Llm,
+    Stage::LlmFirstToken,
+    Stage::FirstVisible,
 ];
 
 /// The `delivery` point of one delivered reply (also read by the deploy test, which checks

@@ -24,6 +24,13 @@ pub const HEADER_DEAD_REASON: &str = "x-whisperfleet-dead-reason";
 /// Header naming the queue a dead letter came from.
 pub const HEADER_DEAD_SOURCE: &str = "x-whisperfleet-source-queue";
 
+/// What a message on a reply queue (`replies.<gateway-id>`) is: absent or [`KIND_REPLY`] a
+/// `TurnReply` (what workers sent before there were kinds), [`KIND_DELTA`] a
+/// `TurnReplyDelta`.
+pub const HEADER_KIND: &str = "x-whisperfleet-kind";
+pub const KIND_REPLY: &str = "reply";
+pub const KIND_DELTA: &str = "delta";
+
 /// The dead-letter queue of a source queue.
 pub fn dead_queue_for(source: &str) -> &'static str {
     match source {

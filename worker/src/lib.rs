@@ -14,4 +14,5 @@ pub mod memory;
 pub mod privacy;
 pub mod prompt;
 pub mod startup;
+pub mod stream;
 pub mod turn;

@@ -1,0 +1,211 @@
+//! Streamed replies end to end, through the real `gateway` and `worker` binaries against
+//! RabbitMQ, Redis and PostgreSQL, with the mock LLM writing at a model's pace: text is
+//! visible before the LLM finished, the final reply stays authoritative, a stream broken
+//! mid-way ends as one honest partial reply.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use whisperfleet_shared::sse::{SseEvent, SseParser};
+use whisperfleet_testkit::mock_llm::{MockLlmOptions, MockReply, Pacing};
+use whisperfleet_testkit::tap::ReplyTap;
+use whisperfleet_testkit::*;
+
+/// `n` distinct words, so every piece of the answer is told apart.
+fn words(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn paced(reply: String, break_after_tokens: Option<usize>) -> MockLlmOptions {
+    MockLlmOptions {
+        reply: MockReply::Fixed(reply),
+        pacing: Pacing {
+            ttft: Duration::from_millis(100),
+            tokens_per_s: Some(40.0),
+            break_after_tokens,
+        },
+        ..Default::default()
+    }
+}
+
+/// What an SSE response brought: the events in order, and how many events had arrived
+/// when each network chunk was read (to tell "before the end" from "with the end").
+struct Streamed {
+    events: Vec<SseEvent>,
+    /// Events seen when the first `delta` was read, and whether `done` was among them.
+    first_delta_with_done: Option<bool>,
+}
+
+async fn stream_turn(base: &str, body: Value, accept_header: bool) -> Streamed {
+    let client = reqwest::Client::new();
+    let mut req = client.post(format!("{base}/v1/turns")).json(&body);
+    if accept_header {
+        req = req.header("accept", "text/event-stream");
+    }
+    let mut resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    let mut first_delta_with_done = None;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        events.extend(parser.feed(&chunk).unwrap());
+        if first_delta_with_done.is_none() && events.iter().any(|e| e.event == "delta") {
+            first_delta_with_done = Some(events.iter().any(|e| e.event != "delta"));
+        }
+    }
+    Streamed {
+        events,
+        first_delta_with_done,
+    }
+}
+
+fn deltas(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect()
+}
+
+/// The deltas' texts joined, checking each starts where the previous ended.
+fn joined(deltas: &[Value]) -> String {
+    let mut text = String::new();
+    for d in deltas {
+        assert_eq!(
+            d["index"].as_u64().unwrap(),
+            text.chars().count() as u64,
+            "{d}"
+        );
+        text.push_str(d["text"].as_str().unwrap());
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_shows_text_before_the_llm_finished_and_ends_with_the_reply() {
+    let answer = words(40);
+    let mut s = setup("stream_sse", paced(answer.clone(), None)).await;
+    s.fleet.spawn("worker", "worker", &[]).unwrap();
+    let gateway_id = s.fleet.env["WHISPERFLEET_GATEWAY_ID"].clone();
+    let tap = ReplyTap::bind(&s.fleet.amqp_url(), &gateway_id)
+        .await
+        .unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+
+    for (i, accept_header) in [false, true].into_iter().enumerate() {
+        let mut body =
+            json!({"character": "Nora Halvorsen", "user_id": format!("sse{i}"), "text": "tell me"});
+        if !accept_header {
+            body["stream"] = json!(true);
+        }
+        let got = stream_turn(&base, body, accept_header).await;
+        // The first words were read off the connection before the reply existed.
+        assert_eq!(
+            got.first_delta_with_done,
+            Some(false),
+            "the first delta came alone, before the end"
+        );
+        let ds = deltas(&got.events);
+        assert!(ds.len() >= 2, "{} deltas", ds.len());
+        let last = got.events.last().unwrap();
+        assert_eq!(last.event, "done", "{:?}", got.events);
+        assert_eq!(
+            got.events.iter().filter(|e| e.event != "delta").count(),
+            1,
+            "one final event"
+        );
+        let done: Value = serde_json::from_str(&last.data).unwrap();
+        assert_eq!(done["text"], answer);
+        assert_eq!(done["outcome"], "ok");
+        assert!(done.get("partial").is_none());
+        let shown = joined(&ds);
+        assert!(!shown.is_empty() && answer.starts_with(&shown), "{shown}");
+        let t = &done["timings"];
+        let first_visible = t["first_visible"].as_f64().unwrap();
+        let end_to_end = t["end_to_end"].as_f64().unwrap();
+        assert!(t["llm_first_token"].as_f64().is_some(), "{t}");
+        assert!(first_visible < end_to_end, "{t}");
+
+        // At the broker: one reply, and the deltas apart from it.
+        let turn_id: uuid::Uuid = done["turn_id"].as_str().unwrap().parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(tap.count(turn_id), 1);
+        assert!(tap.deltas(turn_id).len() >= ds.len());
+    }
+
+    // Without asking for a stream the API is unchanged: one JSON body.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/turns"))
+        .json(&json!({"character": "Nora Halvorsen", "user_id": "plain", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["text"], answer);
+    let turn_id: uuid::Uuid = v["turn_id"].as_str().unwrap().parse().unwrap();
+    assert!(tap.deltas(turn_id).is_empty(), "no deltas nobody asked for");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_broken_midway_ends_as_one_honest_partial_reply() {
+    let answer = words(30);
+    let mut s = setup("stream_broken", paced(answer.clone(), Some(8))).await;
+    s.fleet.spawn("worker", "worker", &[]).unwrap();
+    let gateway_id = s.fleet.env["WHISPERFLEET_GATEWAY_ID"].clone();
+    let tap = ReplyTap::bind(&s.fleet.amqp_url(), &gateway_id)
+        .await
+        .unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+
+    let got = stream_turn(
+        &base,
+        json!({"character": "Nora Halvorsen", "user_id": "broken", "text": "go on", "stream": true}),
+        false,
+    )
+    .await;
+    let last = got.events.last().unwrap();
+    assert_eq!(last.event, "done", "{:?}", got.events);
+    let done: Value = serde_json::from_str(&last.data).unwrap();
+    let text = done["text"].as_str().unwrap();
+    let written = words(8) + " ";
+    assert!(text.starts_with(&written), "{text}");
+    assert!(text.contains("cut off"), "said honestly: {text}");
+    assert!(!text.contains("word8"), "nothing beyond the break: {text}");
+    assert_eq!(done["partial"], true);
+    assert_eq!(done["reason"], "llm_stream_interrupted");
+    let shown = joined(&deltas(&got.events));
+    assert!(
+        text.starts_with(&shown),
+        "shown {shown:?} is the start of {text:?}"
+    );
+    assert!(!shown.is_empty());
+
+    let turn_id: uuid::Uuid = done["turn_id"].as_str().unwrap().parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tap.count(turn_id), 1, "exactly one reply");
+    assert_eq!(s.mock.stats.requests(), 1, "never a second attempt");
+
+    // The next turn's prompt holds the partial answer as said (it was seen), not more.
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/turns"))
+        .json(&json!({"character": "Nora Halvorsen", "user_id": "broken", "text": "and then?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let prompts = recorded(&s.record);
+    let prompt = prompt_text(prompts.last().unwrap());
+    assert!(prompt.contains("word7"), "history has what was said");
+    assert!(!prompt.contains("word8"), "and nothing the user never saw");
+}
