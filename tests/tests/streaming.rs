@@ -209,3 +209,183 @@ async fn a_stream_broken_midway_ends_as_one_honest_partial_reply() {
     assert!(prompt.contains("word7"), "history has what was said");
     assert!(!prompt.contains("word8"), "and nothing the user never saw");
 }
+
+mod discord {
+    //! Streaming to Discord, through the real gateway's Discord adapter and the stand-in.
+
+    use std::time::Duration;
+
+    use whisperfleet_gateway::discord::text::{DISCORD_MESSAGE_LIMIT, chunk};
+    use whisperfleet_testkit::discord::{DiscordStandIn, Recorded, UserMessage};
+    use whisperfleet_testkit::mock_llm::{MockLlmOptions, MockReply, Pacing};
+    use whisperfleet_testkit::tap::ReplyTap;
+    use whisperfleet_testkit::*;
+
+    const TOKEN: &str = "vellum-bot-token";
+    const BOT: u64 = 9_001;
+    const ALICE: u64 = 42;
+    const GUILD: u64 = 500;
+    const CHANNEL: u64 = 600;
+
+    /// A long answer: sentences with mass mentions and role pings in them.
+    fn long_answer(chars: usize) -> String {
+        let sentences = [
+            "The tide turns slowly over the kelp. ",
+            "@everyone should see the moon tonight! ",
+            "Ask <@&5> and <@43> about the map, @here. ",
+            "Salt and ink keep the archive honest. ",
+        ];
+        let mut text = String::new();
+        let mut i = 0;
+        while text.chars().count() < chars {
+            text.push_str(sentences[i % sentences.len()]);
+            i += 1;
+        }
+        text.trim_end().to_string()
+    }
+
+    struct Rig {
+        s: Setup,
+        discord: DiscordStandIn,
+        tap: ReplyTap,
+    }
+
+    async fn rig(test: &str, llm: MockLlmOptions) -> Rig {
+        let discord = DiscordStandIn::start(&[(TOKEN, BOT, "Vellum")])
+            .await
+            .unwrap();
+        let mut s = setup(test, llm).await;
+        s.fleet.spawn("worker", "worker", &[]).unwrap();
+        let gateway_id = s.fleet.env["WHISPERFLEET_GATEWAY_ID"].clone();
+        let tap = ReplyTap::bind(&s.fleet.amqp_url(), &gateway_id)
+            .await
+            .unwrap();
+        s.fleet
+            .spawn_gateway(&[
+                ("WHISPERFLEET_DISCORD_API_BASE", discord.base_url()),
+                ("WHISPERFLEET_DISCORD_BOTS", format!("Vellum={TOKEN}")),
+                ("WHISPERFLEET_DISCORD_RATE_TURNS", "1000".into()),
+            ])
+            .await
+            .unwrap();
+        discord
+            .wait_ready(1, Duration::from_secs(20))
+            .await
+            .unwrap();
+        Rig { s, discord, tap }
+    }
+
+    /// Asserts nobody but the user is pinged by a post or an edit.
+    fn pings_only_the_user(r: &Recorded) {
+        let am = &r.body["allowed_mentions"];
+        assert_eq!(am["parse"], serde_json::json!([]), "{}", r.body);
+        assert_eq!(
+            am["users"],
+            serde_json::json!([ALICE.to_string()]),
+            "{}",
+            r.body
+        );
+        assert_eq!(am["roles"], serde_json::json!([]), "{}", r.body);
+        let m = &r.response;
+        assert_eq!(m["mention_everyone"], false, "{m}");
+        for u in m["mentions"].as_array().into_iter().flatten() {
+            assert_eq!(u["id"], ALICE.to_string(), "{m}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_long_streamed_answer_becomes_ordered_messages_edited_at_most_once_a_second() {
+        let answer = long_answer(5_000);
+        let r = rig(
+            "stream_discord",
+            MockLlmOptions {
+                reply: MockReply::Fixed(answer.clone()),
+                pacing: Pacing {
+                    ttft: Duration::from_millis(100),
+                    tokens_per_s: Some(250.0),
+                    break_after_tokens: None,
+                },
+                ..Default::default()
+            },
+        )
+        .await;
+        let asked = r.discord.user_message(
+            UserMessage::guild(GUILD, CHANNEL, ALICE, "alice", "tell me everything")
+                .mentioning(BOT, "Vellum"),
+        );
+        let bot_id = BOT.to_string();
+        let expected = chunk(&answer, DISCORD_MESSAGE_LIMIT);
+        assert_eq!(expected.len(), 3, "5,000 characters need three messages");
+        // Done when the channel shows the whole answer.
+        let shown = r
+            .discord
+            .wait_until(Duration::from_secs(60), || {
+                let msgs: Vec<String> = r
+                    .discord
+                    .channel_messages(CHANNEL)
+                    .iter()
+                    .filter(|m| m["author"]["id"].as_str() == Some(bot_id.as_str()))
+                    .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                (msgs == expected).then_some(msgs)
+            })
+            .await;
+        let shown = match shown {
+            Ok(s) => s,
+            Err(e) => panic!(
+                "{e:#}\nchannel: {:#?}\ngateway log:\n{}",
+                r.discord.channel_messages(CHANNEL),
+                r.s.fleet.log_of("gateway")
+            ),
+        };
+        assert!(
+            shown
+                .iter()
+                .all(|m| m.chars().count() <= DISCORD_MESSAGE_LIMIT)
+        );
+
+        let posts = r.discord.sent_messages(CHANNEL);
+        assert_eq!(posts.len(), 3, "one post per message, nothing posted twice");
+        // The first words went out before the answer was complete: the first post was
+        // later edited to hold more.
+        let first = posts[0].content().unwrap();
+        assert!(
+            first.chars().count() < expected[0].chars().count(),
+            "first post was partial: {} chars",
+            first.chars().count()
+        );
+        assert!(expected[0].starts_with(first.trim_end()), "{first}");
+        // The first post replies to the user's message.
+        assert_eq!(
+            posts[0].body["message_reference"]["message_id"].as_str(),
+            Some(asked.as_str())
+        );
+        let mut edits_total = 0;
+        for post in &posts {
+            pings_only_the_user(post);
+            let id = post.message_id().unwrap();
+            let edits = r.discord.edits(id);
+            edits_total += edits.len();
+            let mut last = post.at;
+            for e in &edits {
+                pings_only_the_user(e);
+                // At most one edit per second per message (the stand-in's receipt times;
+                // a little slack for scheduling between two requests).
+                let gap = e.at.duration_since(last);
+                assert!(
+                    gap >= Duration::from_millis(900),
+                    "{id}: edits {gap:?} apart"
+                );
+                last = e.at;
+            }
+        }
+        assert!(edits_total >= 1, "the text grew by edits");
+
+        // The final text is the reply's, and the reply was one.
+        let replies = r.tap.replies();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].text, answer);
+        assert_eq!(chunk(&replies[0].text, DISCORD_MESSAGE_LIMIT), shown);
+        assert!(!r.tap.deltas(replies[0].turn_id).is_empty());
+    }
+}

@@ -234,6 +234,7 @@ fn known_keys_are_todays_names() {
         "discord_rate_turns",
         "discord_rate_window_s",
         "discord_footer",
+        "discord_stream",
         "discord_admission_depth",
         "discord_typing_interval_ms",
         "worker_concurrency",
