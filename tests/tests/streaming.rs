@@ -250,12 +250,12 @@ mod discord {
         tap: ReplyTap,
     }
 
-    async fn rig(test: &str, llm: MockLlmOptions) -> Rig {
+    async fn rig(test: &str, llm: MockLlmOptions, worker: &str) -> Rig {
         let discord = DiscordStandIn::start(&[(TOKEN, BOT, "Vellum")])
             .await
             .unwrap();
         let mut s = setup(test, llm).await;
-        s.fleet.spawn("worker", "worker", &[]).unwrap();
+        s.fleet.spawn("worker", worker, &[]).unwrap();
         let gateway_id = s.fleet.env["WHISPERFLEET_GATEWAY_ID"].clone();
         let tap = ReplyTap::bind(&s.fleet.amqp_url(), &gateway_id)
             .await
@@ -307,6 +307,7 @@ mod discord {
                 },
                 ..Default::default()
             },
+            "worker",
         )
         .await;
         let asked = r.discord.user_message(
@@ -387,5 +388,89 @@ mod discord {
         assert_eq!(replies[0].text, answer);
         assert_eq!(chunk(&replies[0].text, DISCORD_MESSAGE_LIMIT), shown);
         assert!(!r.tap.deltas(replies[0].turn_id).is_empty());
+    }
+
+    /// Bot messages in the channel now, oldest first.
+    fn shown(r: &Rig) -> Vec<String> {
+        let bot_id = BOT.to_string();
+        r.discord
+            .channel_messages(CHANNEL)
+            .iter()
+            .filter(|m| m["author"]["id"].as_str() == Some(bot_id.as_str()))
+            .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_worker_killed_mid_stream_yields_one_final_reply_and_no_doubled_text() {
+        let answer = long_answer(600);
+        let mut r = rig(
+            "stream_discord_kill",
+            MockLlmOptions {
+                reply: MockReply::Fixed(answer.clone()),
+                pacing: Pacing {
+                    ttft: Duration::from_millis(100),
+                    tokens_per_s: Some(20.0),
+                    break_after_tokens: None,
+                },
+                ..Default::default()
+            },
+            "worker-a",
+        )
+        .await;
+        r.discord.user_message(
+            UserMessage::guild(GUILD, CHANNEL, ALICE, "alice", "tell me a story")
+                .mentioning(BOT, "Vellum"),
+        );
+        // The first words are on screen while worker A is still streaming: kill it there.
+        r.discord
+            .wait_until(Duration::from_secs(30), || {
+                (!shown(&r).is_empty()).then_some(())
+            })
+            .await
+            .unwrap();
+        let partial = shown(&r);
+        assert!(partial[0].chars().count() < answer.chars().count());
+        r.s.fleet.signal("worker-a", "KILL").unwrap();
+        r.s.fleet
+            .wait_exit("worker-a", Duration::from_secs(5))
+            .await
+            .unwrap();
+        r.s.fleet.spawn("worker", "worker-b", &[]).unwrap();
+
+        // Redelivered to worker B, answered once; the message ends as the answer, once.
+        let expected = chunk(&answer, DISCORD_MESSAGE_LIMIT);
+        let done = r
+            .discord
+            .wait_until(Duration::from_secs(60), || {
+                let now = shown(&r);
+                (now == expected).then_some(now)
+            })
+            .await;
+        if done.is_err() {
+            panic!(
+                "channel: {:#?}\ngateway log:\n{}",
+                shown(&r),
+                r.s.fleet.log_of("gateway")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(shown(&r), expected, "no doubled text");
+        assert_eq!(
+            r.discord.sent_messages(CHANNEL).len(),
+            1,
+            "one post, then edits"
+        );
+        let replies = r.tap.replies();
+        assert_eq!(replies.len(), 1, "one final reply: {replies:?}");
+        assert_eq!(replies[0].text, answer);
+        assert_eq!(
+            r.s.mock.stats.requests(),
+            2,
+            "the killed stream, then the redelivery"
+        );
+        for e in r.discord.all_edits() {
+            pings_only_the_user(&e);
+        }
     }
 }

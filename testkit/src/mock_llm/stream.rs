@@ -139,12 +139,21 @@ pub(super) fn sse_response(
     response(frames)
 }
 
-/// The frames as a body, each after its wait; an `Err` frame cuts the connection.
+/// The frames as a body, each after its wait; an `Err` frame cuts the connection. Waits
+/// add up from the start (each frame at its own time, not after the previous sleep ended),
+/// so timer granularity does not stretch a long answer beyond its pace.
 fn response(frames: Vec<Frame>) -> Response {
-    let body = futures::stream::iter(frames).then(|(wait, frame)| async move {
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+    let start = tokio::time::Instant::now();
+    let mut at = Duration::ZERO;
+    let timed: Vec<_> = frames
+        .into_iter()
+        .map(|(wait, frame)| {
+            at += wait;
+            (at, frame)
+        })
+        .collect();
+    let body = futures::stream::iter(timed).then(move |(at, frame)| async move {
+        tokio::time::sleep_until(start + at).await;
         frame
     });
     let mut resp = Response::new(Body::from_stream(body));
