@@ -473,4 +473,56 @@ mod discord {
             pings_only_the_user(&e);
         }
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn refused_edits_send_the_rest_as_new_messages_never_lost_never_twice() {
+        let answer = long_answer(600);
+        let r = rig(
+            "stream_discord_refused",
+            MockLlmOptions {
+                reply: MockReply::Fixed(answer.clone()),
+                pacing: Pacing {
+                    ttft: Duration::from_millis(100),
+                    tokens_per_s: Some(30.0),
+                    break_after_tokens: None,
+                },
+                ..Default::default()
+            },
+            "worker",
+        )
+        .await;
+        // Every edit is refused (no permission to edit, say).
+        r.discord.refuse_next_edits(1000, 403);
+        r.discord.user_message(
+            UserMessage::guild(GUILD, CHANNEL, ALICE, "alice", "go on").mentioning(BOT, "Vellum"),
+        );
+        let words = |t: &str| t.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        let want = words(&answer);
+        let done = r
+            .discord
+            .wait_until(Duration::from_secs(60), || {
+                let now: Vec<String> = shown(&r).iter().flat_map(|m| words(m)).collect();
+                (now.len() >= want.len()).then_some(now)
+            })
+            .await;
+        let Ok(got) = done else {
+            panic!(
+                "channel: {:#?}\ngateway log:\n{}",
+                shown(&r),
+                r.s.fleet.log_of("gateway")
+            );
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let messages = shown(&r);
+        assert!(
+            messages.len() >= 2,
+            "the rest came as new messages: {messages:#?}"
+        );
+        assert_eq!(got, want, "every word once, in order");
+        assert!(r.discord.all_edits().is_empty());
+        for post in r.discord.sent_messages(CHANNEL) {
+            pings_only_the_user(&post);
+        }
+        assert_eq!(r.tap.replies().len(), 1);
+    }
 }

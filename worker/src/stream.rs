@@ -176,6 +176,13 @@ async fn publish_loop(
     }
 }
 
+/// The text of an answer that broke off, followed by an honest note, so it is not taken for
+/// a whole answer. The note comes after the text (never before), so what was already shown
+/// stays the reply's beginning.
+pub fn cut_off(text: &str) -> String {
+    format!("{text} …\n*(my answer was cut off here)*")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

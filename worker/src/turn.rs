@@ -64,7 +64,7 @@ use crate::context::CountingMemory;
 use crate::finish::{Finish, Tail, TurnMetrics};
 use crate::lease;
 use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
-use crate::stream::Deltas;
+use crate::stream::{Deltas, cut_off};
 
 /// Settings the pipeline reads on every turn.
 #[derive(Debug, Clone)]
@@ -787,13 +787,6 @@ async fn load_character(
         deps.characters.get(name, counts)
     })
     .await
-}
-
-/// The text of an answer that broke off, followed by an honest note, so it is not taken for
-/// a whole answer. The note comes after the text (never before), so what was already shown
-/// stays the reply's beginning.
-pub(crate) fn cut_off(text: &str) -> String {
-    format!("{text} …\n*(my answer was cut off here)*")
 }
 
 fn fallback_text(c: &Character) -> String {

@@ -179,7 +179,112 @@ fn split_pieces(text: &str, n: usize) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{MockLlmOptions, MockReply, spawn};
     use super::*;
+
+    fn http() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    fn chat_body(stream: bool) -> Value {
+        json!({
+            "stream": stream,
+            "messages": [{ "role": "user", "content": "hi" }],
+        })
+    }
+
+    #[tokio::test]
+    async fn paced_stream_arrives_over_time_and_breaking_mode_cuts_it() {
+        let mock = spawn(MockLlmOptions {
+            reply: MockReply::Fixed("a b c d e f".into()),
+            pacing: Pacing {
+                ttft: Duration::from_millis(200),
+                tokens_per_s: Some(20.0),
+                break_after_tokens: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut resp = http()
+            .post(format!("{}/v1/chat/completions", mock.base_url()))
+            .json(&chat_body(true))
+            .send()
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        let mut first_text_at = None;
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            raw.push_str(std::str::from_utf8(&chunk).unwrap());
+            if first_text_at.is_none() && raw.contains("\"content\":\"a ") {
+                first_text_at = Some(started.elapsed());
+            }
+        }
+        let done = started.elapsed();
+        let first = first_text_at.expect("text came");
+        assert!(first >= Duration::from_millis(200), "{first:?}");
+        // Five gaps of 50 ms after the first token, each at its time from the start.
+        assert!(done >= Duration::from_millis(450), "{first:?} {done:?}");
+        assert!(raw.starts_with(": keep-alive"));
+        assert!(raw.ends_with("data: [DONE]\n\n"));
+
+        // Breaking mode: two tokens, then the connection is cut without [DONE].
+        let mock = spawn(MockLlmOptions {
+            reply: MockReply::Fixed("a b c d e f".into()),
+            pacing: Pacing {
+                ttft: Duration::from_millis(20),
+                tokens_per_s: Some(100.0),
+                break_after_tokens: Some(2),
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut resp = http()
+            .post(format!("{}/v1/chat/completions", mock.base_url()))
+            .json(&chat_body(true))
+            .send()
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        let broke = loop {
+            match resp.chunk().await {
+                Ok(Some(c)) => raw.push_str(std::str::from_utf8(&c).unwrap()),
+                Ok(None) => break false,
+                Err(_) => break true,
+            }
+        };
+        assert!(broke, "the body ends in an error, not cleanly: {raw}");
+        assert!(!raw.contains("[DONE]"));
+        assert!(raw.contains("\"content\":\"a \""), "{raw}");
+        assert!(!raw.contains("\"content\":\"c \""), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn non_streamed_answer_waits_for_the_whole_answer() {
+        let mock = spawn(MockLlmOptions {
+            reply: MockReply::Fixed("a b c d e".into()),
+            pacing: Pacing {
+                ttft: Duration::from_millis(100),
+                tokens_per_s: Some(20.0),
+                break_after_tokens: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let resp = http()
+            .post(format!("{}/v1/chat/completions", mock.base_url()))
+            .json(&chat_body(false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
 
     #[test]
     fn pieces_concatenate_back() {
