@@ -155,6 +155,19 @@ async fn sse_shows_text_before_the_llm_finished_and_ends_with_the_reply() {
     assert_eq!(v["text"], answer);
     let turn_id: uuid::Uuid = v["turn_id"].as_str().unwrap().parse().unwrap();
     assert!(tap.deltas(turn_id).is_empty(), "no deltas nobody asked for");
+
+    // An error ends the stream as one `error` event with the plain API's code and status.
+    let got = stream_turn(
+        &base,
+        json!({"character": "Nobody Here", "user_id": "err", "text": "hi", "stream": true}),
+        false,
+    )
+    .await;
+    assert_eq!(got.events.len(), 1, "{:?}", got.events);
+    assert_eq!(got.events[0].event, "error");
+    let e: Value = serde_json::from_str(&got.events[0].data).unwrap();
+    assert_eq!(e["status"], 404, "{e}");
+    assert_eq!(e["error"], "unknown_character", "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
