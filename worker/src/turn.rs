@@ -689,6 +689,8 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     counters.redis_round_trips +=
         cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
     counters.cache_hits = rc.hits();
+    counters.cache_local_hits = rc.local_hits();
+    counters.cache_redis_hits = rc.backing_hits();
     counters.cache_misses = rc.misses();
     timings.since(Stage::WorkerTotal, started);
     let reply = reply_of(&req, text, outcome, reason, timings.into_map(), counters);
@@ -824,11 +826,14 @@ pub fn turn_points(
         .int("context_degraded", i64::from(c.context_degraded))
         .int("text_chars", req.text.chars().count() as i64)
         .int("reply_chars", reply.text.chars().count() as i64);
-    // Cache effectiveness: the request cache's hits and misses, and the level each
-    // character load was served from (own copy, Redis, PostgreSQL).
+    // Cache effectiveness: the request cache's hits (and the level that served them:
+    // this process, Redis) and misses, and the level each character load was served from
+    // (own copy, Redis, PostgreSQL).
     let cache = Point::new("cache", now)
         .tag("character", &character)
         .int("hits", i64::from(c.cache_hits))
+        .int("local_hits", i64::from(c.cache_local_hits))
+        .int("redis_hits", i64::from(c.cache_redis_hits))
         .int("misses", i64::from(c.cache_misses))
         .int("character_local", i64::from(c.cdl_local_hits))
         .int("character_redis", i64::from(c.cdl_redis_hits))
