@@ -59,7 +59,7 @@ impl TurnMetrics for MetricEvent {
     async fn send(&self, points: Vec<Point>) -> Result<(), MetricsNotSent> {
         let body = lineproto::encode(&points);
         self.broker
-            .publish(Message::line_protocol(body.into_bytes()))
+            .publish(Message::line_protocol(body.into_bytes()).traced())
             .await
             .map_err(|e| MetricsNotSent(e.to_string()))
     }

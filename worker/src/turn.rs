@@ -52,6 +52,7 @@ use whisperfleet_shared::records::{self, TurnRecord};
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
+use whisperfleet_shared::trace::{self, TraceContext};
 use whisperfleet_shared::wire::{
     Counters, Outcome, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
     salvage_reply_address,
@@ -157,14 +158,28 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
         );
         return give_up(deps, delivery, &reason).await;
     }
-    let span = tracing::info_span!("turn", turn_id = %req.turn_id, character = %req.character, seq = req.seq);
-    async move {
+    // The gateway's trace continues here with a span of this worker; a turn from a gateway
+    // that sent none (or an unreadable one) starts its own.
+    let trace = delivery
+        .headers
+        .get(topology::HEADER_TRACEPARENT)
+        .and_then(|h| TraceContext::parse(h))
+        .map_or_else(TraceContext::new_root, |parent| parent.child());
+    let span = tracing::info_span!(
+        "turn",
+        turn_id = %req.turn_id,
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        character = %req.character,
+        seq = req.seq
+    );
+    let turn = async move {
         let lock = deps.conversation_lock(&req.conversation_key());
         let _guard = lock.lock().await;
+        tracing::debug!("turn started");
         run(deps, req, delivery).await
-    }
-    .instrument(span)
-    .await
+    };
+    trace::scope(trace, turn.instrument(span)).await
 }
 
 /// The turn's record; empty without a cache, or (logged) when Redis cannot be read — then
@@ -263,7 +278,8 @@ pub(crate) async fn publish_reply(
     bound: Duration,
 ) -> Result<(), broker::BrokerError> {
     let msg = Message::json(topology::REPLIES_EXCHANGE, reply_to, reply.encode())
-        .with_id(reply.turn_id.to_string());
+        .with_id(reply.turn_id.to_string())
+        .traced();
     let policy = reply_retry();
     let tries = retry(&policy, "reply publish", |_| {
         deps.broker.publish(msg.clone())
