@@ -254,6 +254,7 @@ impl GatewayCore {
             trace_id = %trace.trace_id(),
             span_id = %trace.span_id(),
         );
+        trace::link(&span, &trace);
         trace::scope(trace, self.submit_traced(input, trace, span.clone()))
             .instrument(span)
             .await

@@ -108,6 +108,15 @@ impl fmt::Display for TraceContext {
     }
 }
 
+/// Attaches `span` (a turn's span in this process) to the trace `parent` belongs to, as
+/// a child of the span it names, for the OTLP export (feature `otlp`; nothing otherwise).
+pub fn link(span: &tracing::Span, parent: &TraceContext) {
+    #[cfg(feature = "otlp")]
+    crate::telemetry::otlp::link(span, parent);
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, parent);
+}
+
 /// Runs `fut` with `ctx` as the current trace context of its task.
 pub async fn scope<F: Future>(ctx: TraceContext, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await

@@ -160,11 +160,12 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
     }
     // The gateway's trace continues here with a span of this worker; a turn from a gateway
     // that sent none (or an unreadable one) starts its own.
-    let trace = delivery
+    let parent = delivery
         .headers
         .get(topology::HEADER_TRACEPARENT)
         .and_then(|h| TraceContext::parse(h))
-        .map_or_else(TraceContext::new_root, |parent| parent.child());
+        .unwrap_or_else(TraceContext::new_root);
+    let trace = parent.child();
     let span = tracing::info_span!(
         "turn",
         turn_id = %req.turn_id,
@@ -173,6 +174,7 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
         character = %req.character,
         seq = req.seq
     );
+    trace::link(&span, &parent);
     let turn = async move {
         let lock = deps.conversation_lock(&req.conversation_key());
         let _guard = lock.lock().await;
