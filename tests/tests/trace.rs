@@ -134,7 +134,11 @@ async fn a_turn_is_one_trace_in_headers_metric_events_and_json_logs() {
         let lines = turn_lines(&s.fleet, label, &turn_id);
         assert!(!lines.is_empty(), "{label} logged nothing about the turn");
         for l in &lines {
-            let span = &l["span"];
+            // The turn's span, among the spans the line was logged in (a stage's, inside it).
+            let span = l["spans"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == "turn"))
+                .unwrap_or_else(|| panic!("{label}: a line of the turn outside its span: {l}"));
             assert_eq!(span["turn_id"], turn_id.as_str(), "{label}: {l}");
             assert_eq!(span["trace_id"], root.trace_id().as_str(), "{label}: {l}");
             assert_eq!(span["span_id"], span_id.as_str(), "{label}: {l}");

@@ -184,6 +184,12 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
     trace::scope(trace, turn.instrument(span)).await
 }
 
+/// A span for one stage of the turn, inside the turn's span (named by the stage in an OTLP
+/// export, so a trace shows where the turn's time went).
+pub(crate) fn stage_span(stage: Stage) -> tracing::Span {
+    tracing::info_span!("stage", stage = stage.as_str(), otel.name = stage.as_str())
+}
+
 /// The turn's record; empty without a cache, or (logged) when Redis cannot be read — then
 /// the turn runs as a first delivery would, and the gateway's duplicate drop is the guard.
 async fn read_record(deps: &Deps, turn_id: &str, counters: &mut Counters) -> TurnRecord {
@@ -448,7 +454,9 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
 
     // --- cdl_load
     let t = Instant::now();
-    let character = load_character(deps, &rc, &name, &cdl_counts).await;
+    let character = load_character(deps, &rc, &name, &cdl_counts)
+        .instrument(stage_span(Stage::CdlLoad))
+        .await;
     timings.since(Stage::CdlLoad, t);
     let character = match character {
         Ok(Some(c)) => c,
@@ -524,7 +532,9 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
         recent_states: deps.settings.recent_states,
     };
     let (gathered, index_trips) =
-        tokio::join!(context::gather(&context_ports, &context_request), indexed);
+        async { tokio::join!(context::gather(&context_ports, &context_request), indexed) }
+            .instrument(stage_span(Stage::Context))
+            .await;
     timings.since(Stage::Context, t);
     counters.redis_round_trips += gathered.redis_round_trips + index_trips;
     counters.emotion_queries = counting.recents.load(Ordering::Relaxed);
@@ -581,6 +591,7 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
             &ctx,
             &Reload::new(deps.characters.as_ref(), &name, &cdl_counts),
         )
+        .instrument(stage_span(Stage::Compose))
         .await;
     timings.since(Stage::Compose, t);
     let composed = match composed {
@@ -623,6 +634,7 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
             deps.llm.complete(&llm_request)
         }),
     )
+    .instrument(stage_span(Stage::Llm))
     .await;
     timings.since(Stage::Llm, t);
     counters.llm_calls = llm_calls;
