@@ -146,10 +146,11 @@ async fn a_running_fleet_is_all_good() {
         r.check("rabbitmq", "reachable")
     );
     assert!(r.text.contains("all good"), "{}", r.text);
-    assert!(
-        vm.count("whisperfleet_doctor.*").await.unwrap() >= 1,
-        "the write check really wrote"
-    );
+    // The write check really wrote (victoria-metrics shows a new series after a moment).
+    eventually(HANG, "the doctor's test point", || async {
+        vm.count("whisperfleet_doctor.*").await.unwrap_or(0) >= 1
+    })
+    .await;
 }
 
 /// A RabbitMQ URL with nothing listening: said as such, with the variable, and the
