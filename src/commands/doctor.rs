@@ -33,9 +33,11 @@ pub async fn run(config: &Config, args: DoctorArgs) -> anyhow::Result<bool> {
         }
         let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
         let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
+        let passed = checks.iter().filter(|c| c.status == Status::Ok).count();
         println!(
             "{}",
             match (failed, warned) {
+                (0, 0) if passed == 0 => "nothing checked: no backend is configured".to_string(),
                 (0, 0) => "all good".to_string(),
                 (0, w) => format!("no failures, {w} warning(s)"),
                 (f, w) => format!("{f} problem(s), {w} warning(s)"),
