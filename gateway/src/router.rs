@@ -3,6 +3,10 @@
 //! twice) is dropped and acked: replies are idempotent by `turn_id`. A reply nobody waits
 //! for (its wait timed out or was cancelled, or this gateway restarted since) goes to the
 //! `unclaimed` channel, whose reader decides what becomes of it.
+//!
+//! The queue carries several kinds of message, told apart by the `x-whisperfleet-kind`
+//! header ([`topology::HEADER_KIND`]): absent, a `TurnReply`; `privacy`, a `PrivacyReply`,
+//! routed by `request_id` to the privacy call waiting for it (nobody waiting: dropped).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -13,8 +17,9 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
-use whisperfleet_shared::ports::broker::Subscription;
-use whisperfleet_shared::wire::TurnReply;
+use whisperfleet_shared::ports::broker::{Delivery, Subscription};
+use whisperfleet_shared::topology;
+use whisperfleet_shared::wire::{PrivacyReply, TurnReply};
 
 /// How many delivered turn ids are remembered for de-duplication.
 const REMEMBERED: usize = 100_000;
@@ -56,6 +61,8 @@ pub struct ReplyRouter {
 #[derive(Default)]
 struct Inner {
     waiting: HashMap<Uuid, oneshot::Sender<Arrived>>,
+    /// Privacy calls waiting for their reply, by `request_id`.
+    privacy: HashMap<Uuid, oneshot::Sender<PrivacyReply>>,
     delivered: HashSet<Uuid>,
     order: VecDeque<Uuid>,
     duplicates: u64,
@@ -135,6 +142,49 @@ impl ReplyRouter {
         tx.send(Arrived { reply, consumed_at }).is_ok()
     }
 
+    /// Registers a privacy call before its request is published; the returned receiver
+    /// gets the reply. Call [`ReplyRouter::forget_privacy`] when the wait ends without it.
+    pub fn expect_privacy(&self, request_id: Uuid) -> oneshot::Receiver<PrivacyReply> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .lock()
+            .expect("router lock")
+            .privacy
+            .insert(request_id, tx);
+        rx
+    }
+
+    pub fn forget_privacy(&self, request_id: Uuid) {
+        self.inner
+            .lock()
+            .expect("router lock")
+            .privacy
+            .remove(&request_id);
+    }
+
+    /// Hands a privacy reply to its caller; false when nobody waits (timed out: the
+    /// caller already answered that it failed, so the reply has no one to go to).
+    pub fn route_privacy(&self, reply: PrivacyReply) -> bool {
+        let tx = self
+            .inner
+            .lock()
+            .expect("router lock")
+            .privacy
+            .remove(&reply.request_id);
+        match tx {
+            Some(tx) => tx.send(reply).is_ok(),
+            None => {
+                tracing::info!(request_id = %reply.request_id, "privacy reply nobody waits for (timed out); dropped");
+                false
+            }
+        }
+    }
+
+    /// Privacy calls waiting right now.
+    pub fn waiting_privacy(&self) -> usize {
+        self.inner.lock().expect("router lock").privacy.len()
+    }
+
     /// Turns whose reply someone is waiting for right now.
     pub fn waiting(&self) -> usize {
         self.inner.lock().expect("router lock").waiting.len()
@@ -147,14 +197,28 @@ impl ReplyRouter {
     /// Consumes the reply queue until the subscription ends.
     pub async fn run(self: Arc<Self>, mut sub: Subscription) {
         while let Some(d) = sub.rx.recv().await {
-            match TurnReply::decode(&d.body) {
+            self.dispatch(&d);
+            // Replies are only useful to a live waiter; nothing to retry.
+            let _ = d.acker.ack().await;
+        }
+    }
+
+    /// One delivery of the reply queue, by its kind.
+    fn dispatch(&self, d: &Delivery) {
+        match d.headers.get(topology::HEADER_KIND).map(String::as_str) {
+            Some(topology::KIND_PRIVACY) => match PrivacyReply::decode(&d.body) {
+                Ok(reply) => {
+                    self.route_privacy(reply);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable privacy reply dropped"),
+            },
+            // Absent (or "reply"): a turn's reply, as before kinds existed.
+            _ => match TurnReply::decode(&d.body) {
                 Ok(reply) => {
                     self.route(reply);
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable reply dropped"),
-            }
-            // Replies are only useful to a live waiter; nothing to retry.
-            let _ = d.acker.ack().await;
+            },
         }
     }
 }

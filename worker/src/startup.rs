@@ -27,6 +27,8 @@ use crate::turn::{Deps, MemoryPorts, TurnSettings};
 pub struct Application {
     deps: Arc<Deps>,
     turns: Subscription,
+    /// Privacy requests (show or forget one user's data) from gateways.
+    privacy: Subscription,
     control: Option<Subscription>,
     grace: Duration,
     /// `/healthz` and `/readyz` (the standalone worker only).
@@ -129,6 +131,13 @@ impl Application {
             .consume(topology::TURNS_QUEUE, config.worker.concurrency)
             .await
             .context("consuming turns")?;
+        let privacy = broker
+            .consume(
+                topology::PRIVACY_QUEUE,
+                crate::privacy_requests::PRIVACY_PREFETCH,
+            )
+            .await
+            .context("consuming privacy requests")?;
         let control = match broker.subscribe_control().await {
             Ok(c) => Some(c),
             Err(e) => {
@@ -158,6 +167,7 @@ impl Application {
         Ok(Self {
             deps,
             turns,
+            privacy,
             control,
             grace: config.process.shutdown_grace,
             health: None,
@@ -185,7 +195,16 @@ impl Application {
         if let Some(listener) = self.health.take() {
             health::spawn(listener, "worker", self.readiness(), shutdown.clone());
         }
+        let privacy = tokio::spawn(crate::privacy_requests::run(
+            self.deps.clone(),
+            self.privacy,
+            shutdown.clone(),
+            self.grace,
+        ));
         crate::consumer::run(self.deps, self.turns, self.control, shutdown, self.grace).await;
+        if let Err(e) = privacy.await {
+            tracing::warn!(error = %e, "the privacy consumer ended abnormally");
+        }
         tracing::info!("worker stopped");
         Ok(())
     }
