@@ -489,3 +489,252 @@ async fn without_a_worker_privacy_times_out_and_the_request_expires() {
     )
     .await;
 }
+
+// ---- Discord: /memories and /forget ----
+
+const VELLUM_TOKEN: &str = "vellum-bot-token";
+const VELLUM: u64 = 9_001;
+const WICK_TOKEN: &str = "old-wick-bot-token";
+const WICK: u64 = 9_002;
+const ALICE: u64 = 312_456_789_012_345_678;
+const BOB: u64 = 312_456_789_012_345_679;
+const GUILD: u64 = 500;
+const CHANNEL: u64 = 600;
+
+/// Memory points and the relationship's interactions of a Discord user with `character`.
+async fn discord_held(s: &Setup, user: u64, character: &str) -> (i64, Option<i64>) {
+    let character = whisperfleet_shared::character::normalize_name(character);
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(s.fleet.data_dir().join("memories.sqlite"))
+        .read_only(true);
+    let mut lite = sqlx::ConnectOptions::connect(&opts).await.unwrap();
+    let points = sqlx::query_scalar(
+        "SELECT count(*) FROM memories WHERE platform = 'discord' AND namespace = '' \
+         AND user_id = ?1 AND character = ?2",
+    )
+    .bind(user.to_string())
+    .bind(&character)
+    .fetch_one(&mut lite)
+    .await
+    .unwrap();
+    let pg = sqlx::PgPool::connect(&s.fleet.database_url())
+        .await
+        .unwrap();
+    let relationship = sqlx::query_scalar(
+        "SELECT r.interactions FROM relationships r JOIN characters c ON c.id = r.character_id \
+         WHERE r.platform = 'discord' AND r.namespace = '' AND r.user_id = $1 \
+         AND c.normalized_name = $2",
+    )
+    .bind(user.to_string())
+    .bind(&character)
+    .fetch_optional(&pg)
+    .await
+    .unwrap();
+    (points, relationship)
+}
+
+fn invoker(user: u64, name: &str) -> whisperfleet_testkit::discord::Invoker {
+    whisperfleet_testkit::discord::Invoker {
+        user_id: user,
+        user_name: name.into(),
+        channel_id: CHANNEL,
+        guild_id: Some(GUILD),
+    }
+}
+
+/// Waits until the interaction's original answer is final (edited after a deferral, or
+/// answered at once) and returns its log.
+async fn answered(
+    discord: &whisperfleet_testkit::discord::DiscordStandIn,
+    s: &Setup,
+    token: &str,
+) -> whisperfleet_testkit::discord::InteractionLog {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(log) = discord.interaction(token) {
+            let deferred = log
+                .callbacks
+                .first()
+                .is_some_and(|c| c.kind == 5 || c.kind == 6);
+            if !log.callbacks.is_empty() && (!deferred || !log.edits.is_empty()) {
+                return log;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "interaction not answered: {:?}\ngateway log:\n{}\nworker log:\n{}",
+            discord.interaction(token),
+            s.fleet.log_of("gateway"),
+            s.fleet.log_of("worker")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Nobody can be pinged by a body: `allowed_mentions` present and empty.
+fn pings_nobody(body: &Value) {
+    let am = &body["allowed_mentions"];
+    assert!(am.is_object(), "no allowed_mentions in {body}");
+    for k in ["parse", "users", "roles"] {
+        assert!(
+            am[k].as_array().is_none_or(|a| a.is_empty()),
+            "{k} not empty: {am}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discord_memories_and_forget_reach_only_the_caller_with_that_character() {
+    use whisperfleet_gateway::discord::commands::{FORGET_CONFIRM, MEMORIES};
+    use whisperfleet_testkit::discord::{DiscordStandIn, EPHEMERAL, UserMessage};
+
+    let bots = [
+        (VELLUM_TOKEN, VELLUM, "Vellum"),
+        (WICK_TOKEN, WICK, "Old Wick"),
+    ];
+    let discord = DiscordStandIn::start(&bots).await.unwrap();
+    let mut s = setup("privacy_discord", mock_latency(0)).await;
+    s.fleet.spawn("worker", "worker", &[]).unwrap();
+    s.fleet
+        .spawn_gateway(&[
+            ("WHISPERFLEET_DISCORD_API_BASE", discord.base_url()),
+            (
+                "WHISPERFLEET_DISCORD_BOTS",
+                format!("Vellum={VELLUM_TOKEN},Old Wick={WICK_TOKEN}"),
+            ),
+        ])
+        .await
+        .unwrap();
+    discord
+        .wait_ready(2, Duration::from_secs(20))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "both bots registered", || {
+        let n = (
+            discord.command_registrations(VELLUM),
+            discord.command_registrations(WICK),
+        );
+        async move { n == (1, 1) }
+    })
+    .await;
+    for bot in [VELLUM, WICK] {
+        let mut names: Vec<String> = discord
+            .registered_commands(bot)
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["forget", "memories"], "bot {bot}");
+    }
+
+    // Seed through real turns: Alice with both characters, Bob with Vellum.
+    for (channel, user, name, bot, text) in [
+        (
+            701,
+            ALICE,
+            "alice",
+            VELLUM,
+            "My cat is called Pumpernickel.",
+        ),
+        (702, ALICE, "alice", WICK, "My boat is called Seahorse."),
+        (703, BOB, "bob", VELLUM, "My guitar is called Ruby."),
+    ] {
+        discord.user_message(UserMessage::dm(channel, user, name, text, bot));
+        discord
+            .wait_for_messages(channel, 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    for (user, character) in [(ALICE, "Vellum"), (ALICE, "Old Wick"), (BOB, "Vellum")] {
+        let mut held = (0, None);
+        for _ in 0..300 {
+            held = discord_held(&s, user, character).await;
+            if held == (2, Some(1)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(held, (2, Some(1)), "premise: {user} with {character}");
+    }
+
+    // /memories: ephemeral, Vellum's memories of Alice only.
+    let alice = invoker(ALICE, "alice");
+    let sent = discord.slash_command(VELLUM, MEMORIES, &alice).unwrap();
+    let log = answered(&discord, &s, &sent.token).await;
+    assert_eq!(log.callbacks.len(), 1, "{log:?}");
+    let first = &log.callbacks[0];
+    assert_eq!(
+        first.status, 204,
+        "answered within Discord's window: {first:?}"
+    );
+    assert!(matches!(first.kind, 4 | 5), "{first:?}");
+    assert_ne!(first.flags & EPHEMERAL, 0, "ephemeral: {first:?}");
+    let original = log.original.clone().unwrap();
+    let text = original["content"].as_str().unwrap();
+    assert!(text.contains("Pumpernickel"), "{text}");
+    assert!(
+        !text.contains("Seahorse") && !text.contains("Ruby"),
+        "{text}"
+    );
+    assert_ne!(original["flags"].as_u64().unwrap() & EPHEMERAL, 0);
+    for body in log.edits.iter().chain([&first.data]) {
+        pings_nobody(body);
+    }
+
+    // /forget asks first: a button, nothing forgotten yet.
+    let sent = discord.slash_command(VELLUM, "forget", &alice).unwrap();
+    let log = answered(&discord, &s, &sent.token).await;
+    let first = &log.callbacks[0];
+    assert_eq!((first.kind, first.status), (4, 204), "{first:?}");
+    assert_ne!(first.flags & EPHEMERAL, 0, "{first:?}");
+    pings_nobody(&first.data);
+    let question = log.original.unwrap();
+    assert_eq!(discord_held(&s, ALICE, "Vellum").await, (2, Some(1)));
+    // Bob cannot see (so cannot click) Alice's ephemeral question.
+    let question_id = question["id"].as_str().unwrap();
+    assert!(
+        discord
+            .click(question_id, FORGET_CONFIRM, &invoker(BOB, "bob"))
+            .is_err()
+    );
+
+    // Alice clicks: her data with Vellum goes, nothing else.
+    let click = discord.click(question_id, FORGET_CONFIRM, &alice).unwrap();
+    let log = answered(&discord, &s, &click.token).await;
+    assert_eq!(log.callbacks[0].status, 204, "{log:?}");
+    let done = log.original.unwrap();
+    assert!(
+        done["content"].as_str().unwrap().contains("forgotten"),
+        "{done}"
+    );
+    assert_eq!(
+        done["components"],
+        json!([]),
+        "the buttons are gone: {done}"
+    );
+    for body in &log.edits {
+        pings_nobody(body);
+    }
+    assert_eq!(discord_held(&s, ALICE, "Vellum").await, (0, None));
+    assert_eq!(discord_held(&s, ALICE, "Old Wick").await, (2, Some(1)));
+    assert_eq!(discord_held(&s, BOB, "Vellum").await, (2, Some(1)));
+
+    let sent = discord.slash_command(VELLUM, MEMORIES, &alice).unwrap();
+    let log = answered(&discord, &s, &sent.token).await;
+    let text = log.original.unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("remembers nothing"), "{text}");
+    let sent = discord.slash_command(WICK, MEMORIES, &alice).unwrap();
+    let log = answered(&discord, &s, &sent.token).await;
+    let text = log.original.unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text.contains("Seahorse"), "{text}");
+
+    // Registered once per bot, not once per command or interaction.
+    assert_eq!(discord.command_registrations(VELLUM), 1);
+    assert_eq!(discord.command_registrations(WICK), 1);
+}
