@@ -227,6 +227,82 @@ impl ReplyRouter {
 mod tests {
     use super::*;
 
+    struct NoAck;
+
+    #[async_trait::async_trait]
+    impl whisperfleet_shared::ports::broker::Acker for NoAck {
+        async fn ack(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+        async fn ack_up_to(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+        async fn requeue(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+        async fn reject(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+    }
+
+    fn delivery(body: Vec<u8>, kind: Option<&str>) -> Delivery {
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(k) = kind {
+            headers.insert(topology::HEADER_KIND.to_string(), k.to_string());
+        }
+        Delivery {
+            queue: "replies.gw".into(),
+            body,
+            headers,
+            message_id: None,
+            redelivered: false,
+            delivery_count: 0,
+            acker: Box::new(NoAck),
+        }
+    }
+
+    /// The reply queue's kinds: a privacy reply reaches its privacy call by `request_id`;
+    /// without the header a body is a turn's reply, as before kinds existed.
+    #[tokio::test]
+    async fn deliveries_are_dispatched_by_their_kind() {
+        use whisperfleet_shared::wire::{PrivacyAction, WIRE_VERSION};
+        let router = ReplyRouter::new();
+        let request_id = Uuid::now_v7();
+        let mut waiting = router.expect_privacy(request_id);
+        let reply = PrivacyReply::error(request_id, PrivacyAction::Show, "test");
+        // Without the header it is read as a turn's reply (and is not one): not routed.
+        router.dispatch(&delivery(reply.encode(), None));
+        assert!(waiting.try_recv().is_err());
+        router.dispatch(&delivery(reply.encode(), Some(topology::KIND_PRIVACY)));
+        assert_eq!(waiting.try_recv().unwrap().request_id, request_id);
+        assert_eq!(router.waiting_privacy(), 0);
+
+        let turn_id = Uuid::now_v7();
+        let waiter = router.expect(turn_id);
+        let turn_reply = TurnReply {
+            v: WIRE_VERSION,
+            turn_id,
+            conversation: whisperfleet_shared::wire::Conversation {
+                platform: "http".into(),
+                namespace: String::new(),
+                channel_id: "c".into(),
+                user_id: "u".into(),
+                guild_id: None,
+                is_dm: true,
+            },
+            character: "nora".into(),
+            text: "hi".into(),
+            outcome: whisperfleet_shared::wire::Outcome::Ok,
+            timings: Default::default(),
+            counters: Default::default(),
+            seq: 1,
+            platform_message_id: None,
+            reason: None,
+        };
+        router.dispatch(&delivery(turn_reply.encode(), None));
+        assert_eq!(waiter.await.unwrap().reply.turn_id, turn_id);
+    }
+
     #[tokio::test]
     async fn a_dropped_waiter_is_forgotten() {
         let router = ReplyRouter::new();

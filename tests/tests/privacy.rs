@@ -585,7 +585,7 @@ fn pings_nobody(body: &Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn discord_memories_and_forget_reach_only_the_caller_with_that_character() {
-    use whisperfleet_gateway::discord::commands::{FORGET_CONFIRM, MEMORIES};
+    use whisperfleet_gateway::discord::commands::{FORGET_CANCEL, FORGET_CONFIRM, MEMORIES};
     use whisperfleet_testkit::discord::{DiscordStandIn, EPHEMERAL, UserMessage};
 
     let bots = [
@@ -733,6 +733,24 @@ async fn discord_memories_and_forget_reach_only_the_caller_with_that_character()
         .unwrap()
         .to_string();
     assert!(text.contains("Seahorse"), "{text}");
+
+    // Bob asks, then cancels: nothing of his goes.
+    let bob = invoker(BOB, "bob");
+    let sent = discord.slash_command(VELLUM, "forget", &bob).unwrap();
+    let question = answered(&discord, &s, &sent.token).await.original.unwrap();
+    let cancel = discord
+        .click(question["id"].as_str().unwrap(), FORGET_CANCEL, &bob)
+        .unwrap();
+    let log = answered(&discord, &s, &cancel.token).await;
+    assert_eq!((log.callbacks[0].kind, log.callbacks[0].status), (7, 204));
+    pings_nobody(&log.callbacks[0].data);
+    let after = log.original.unwrap();
+    assert!(
+        after["content"].as_str().unwrap().contains("Nothing"),
+        "{after}"
+    );
+    assert_eq!(after["components"], json!([]), "{after}");
+    assert_eq!(discord_held(&s, BOB, "Vellum").await, (2, Some(1)));
 
     // Registered once per bot, not once per command or interaction.
     assert_eq!(discord.command_registrations(VELLUM), 1);
