@@ -756,3 +756,91 @@ async fn discord_memories_and_forget_reach_only_the_caller_with_that_character()
     assert_eq!(discord.command_registrations(VELLUM), 1);
     assert_eq!(discord.command_registrations(WICK), 1);
 }
+
+/// `whisperfleet up` (embedded broker, cache and stores) serves the same privacy routes:
+/// the embedded broker declares the `privacy` queue and its worker consumes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn whisperfleet_up_serves_privacy_on_its_embedded_fleet() {
+    /// Stops `up` however the test ends.
+    struct Up(std::process::Child);
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let dir = bin_dir()
+        .join("test-logs")
+        .join(format!("privacy-up-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("up.log")).unwrap();
+    let mut up = Up(std::process::Command::new(bin("whisperfleet"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.join("home"))
+        .env("WHISPERFLEET_DATA_DIR", dir.join("data"))
+        .env("WHISPERFLEET_GATEWAY_ID", "privacy-up")
+        .env("WHISPERFLEET_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .arg("up")
+        .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "up is ready", || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let (status, body) = post_turn(
+        &client,
+        &base,
+        json!({"character": "Vellum", "user_id": "me", "text": "My cat is called Pumpernickel."}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let memories = format!("{base}/v1/users/me/memories");
+    eventually(Duration::from_secs(30), "the turn remembered", || async {
+        let shown: Value = client
+            .get(&memories)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        shown["memories"].as_array().is_some_and(|m| m.len() == 2)
+            && texts(&shown).contains("Pumpernickel")
+    })
+    .await;
+    let r = client
+        .delete(format!("{base}/v1/users/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["forgotten"]["memories"], 2, "{body}");
+    let shown: Value = client
+        .get(&memories)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["memories"], json!([]), "{shown}");
+    std::process::Command::new("kill")
+        .args(["-TERM", &up.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(up.0.wait().unwrap().success(), "up drains and exits 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
