@@ -757,6 +757,36 @@ async fn discord_memories_and_forget_reach_only_the_caller_with_that_character()
     assert_eq!(discord.command_registrations(WICK), 1);
 }
 
+/// The privacy routes sit behind the same per-key rate limit as turns: over it, 429 with
+/// `Retry-After`, and another key keeps its own budget.
+#[tokio::test(flavor = "multi_thread")]
+async fn privacy_routes_share_the_keys_rate_limit() {
+    let rig = Rig::start(
+        "privacy_rate",
+        &[
+            ("WHISPERFLEET_HTTP_RATE_REQUESTS", "2".into()),
+            ("WHISPERFLEET_HTTP_RATE_WINDOW_S", "3600".into()),
+            ("WHISPERFLEET_PRIVACY_TIMEOUT_MS", "200".into()),
+        ],
+        false,
+    )
+    .await;
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        // No worker runs here: within the limit the answer is the timeout.
+        let (status, body) = rig.call(method, Some(ACME_KEY), "42", None).await;
+        assert_eq!(status, 504, "{body}");
+    }
+    let (status, body) = rig
+        .call(reqwest::Method::DELETE, Some(ACME_KEY), "42", None)
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    let (status, body) = rig
+        .call(reqwest::Method::GET, Some(BETA_KEY), "42", None)
+        .await;
+    assert_eq!(status, 504, "beta's own budget: {body}");
+}
+
 /// `whisperfleet up` (embedded broker, cache and stores) serves the same privacy routes:
 /// the embedded broker declares the `privacy` queue and its worker consumes it.
 #[tokio::test(flavor = "multi_thread")]

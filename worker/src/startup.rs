@@ -174,14 +174,19 @@ impl Application {
         })
     }
 
-    /// Ready while the worker consumes `turns` and the broker takes its replies.
+    /// Ready while the worker consumes `turns` and `privacy` and the broker takes its
+    /// replies.
     fn readiness(&self) -> health::Readiness {
         let (consuming, broker) = (self.turns.consuming.clone(), self.deps.broker.clone());
+        let privacy = self.privacy.consuming.clone();
         Arc::new(move || {
-            let (consuming, broker) = (consuming.clone(), broker.clone());
+            let (consuming, broker, privacy) = (consuming.clone(), broker.clone(), privacy.clone());
             Box::pin(async move {
                 if !consuming.now() {
                     return Err(format!("not consuming {}", topology::TURNS_QUEUE));
+                }
+                if !privacy.now() {
+                    return Err(format!("not consuming {}", topology::PRIVACY_QUEUE));
                 }
                 broker
                     .readiness()
