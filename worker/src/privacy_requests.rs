@@ -9,8 +9,9 @@
 //! address can be read); a request past its `expires_at` (its gateway stopped waiting and
 //! told the user it failed) is dead-lettered as expired, not done. A store that fails with a
 //! retryable error is retried (the shared [`RetryPolicy`]), then the request is requeued
-//! for another attempt, at most [`MAX_DELIVERIES`] deliveries; after that, and for any
-//! other failure, the gateway gets an error reply. Nothing here ends the worker.
+//! for another attempt, at most [`MAX_DELIVERIES`] deliveries (fewer when `DELIVERY_LIMIT`
+//! is lower); after that, and for any other failure, the gateway gets an error reply.
+//! Nothing here ends the worker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,8 +138,11 @@ pub async fn handle(deps: &Deps, d: Delivery) -> Handled {
         }
         Err(e) => {
             tracing::warn!(request_id = %req.request_id, action = ?req.action, error = %e, delivery = d.delivery_count, "privacy request failed");
+            // Never past the queue's own delivery limit: the last delivery answers, rather
+            // than the broker dead-lettering a request its user still waits for.
+            let deliveries = MAX_DELIVERIES.min(deps.settings.delivery_limit.max(1));
             let again = e.is_retryable()
-                && d.delivery_count + 1 < MAX_DELIVERIES
+                && d.delivery_count + 1 < deliveries
                 && Utc::now() < req.expires_at;
             if again {
                 return requeue(d).await;
