@@ -2,6 +2,8 @@
 //! submitted turn: the decision (is it for this bot), replay drop, the per-user rate limit,
 //! the length limit and the admission limit (the `turns` queue depth), each refusal answered
 //! with a notice and nothing published. The typing indicator runs while the turn is pending.
+//! READY also registers the bot's slash commands, and interactions (slash commands, buttons)
+//! go to `commands`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
