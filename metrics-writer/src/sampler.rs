@@ -1,6 +1,6 @@
 //! Queue-depth sampling: every `metrics_sample_interval_ms`, the ready count and consumers
-//! of every fleet queue (`turns`, `turns.dead`, `metrics`, `metrics.dead` and each gateway's
-//! `replies.*`, found in the gateways' heartbeat registry: one Redis call per sample, however
+//! of every fleet queue (`turns`, `turns.dead`, `metrics`, `metrics.dead`, `privacy`,
+//! `privacy.dead` and each gateway's `replies.*`, found in the gateways' heartbeat registry: one Redis call per sample, however
 //! large the keyspace grows with per-turn records), plus unacked counts from the
 //! management API where it is configured, as `fleet_queue` points; and the writer's own
 //! `metrics_writer` health point. The samples are published as a metric event like any
@@ -30,6 +30,8 @@ pub async fn fleet_queues(
         topology::TURNS_DEAD_QUEUE,
         topology::METRICS_QUEUE,
         topology::METRICS_DEAD_QUEUE,
+        topology::PRIVACY_QUEUE,
+        topology::PRIVACY_DEAD_QUEUE,
     ]
     .iter()
     .map(|s| s.to_string())

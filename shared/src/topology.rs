@@ -17,6 +17,18 @@ pub const DEAD_EXCHANGE: &str = "fleet.dead";
 pub const TURNS_DEAD_QUEUE: &str = "turns.dead";
 pub const METRICS_DEAD_QUEUE: &str = "metrics.dead";
 pub const REPLY_QUEUE_PREFIX: &str = "replies.";
+/// Privacy requests (show or forget one identity's data) from gateways to workers: the
+/// gateway links no store, so a user's `/forget` or `DELETE /v1/users/{id}` travels here.
+pub const PRIVACY_EXCHANGE: &str = "fleet.privacy";
+pub const PRIVACY_QUEUE: &str = "privacy";
+pub const PRIVACY_ROUTING_KEY: &str = "privacy";
+pub const PRIVACY_DEAD_QUEUE: &str = "privacy.dead";
+
+/// What a message on a gateway's reply queue is: absent (or `"reply"`) a `TurnReply`, so
+/// workers from before kinds keep working; otherwise one of the `KIND_*` below.
+pub const HEADER_KIND: &str = "x-whisperfleet-kind";
+/// A `PrivacyReply`.
+pub const KIND_PRIVACY: &str = "privacy";
 
 /// Header carrying why we dead-lettered a message ourselves (RabbitMQ's own dead-lettering
 /// writes `x-death` / `x-first-death-reason` instead).
@@ -28,6 +40,7 @@ pub const HEADER_DEAD_SOURCE: &str = "x-whisperfleet-source-queue";
 pub fn dead_queue_for(source: &str) -> &'static str {
     match source {
         METRICS_QUEUE => METRICS_DEAD_QUEUE,
+        PRIVACY_QUEUE => PRIVACY_DEAD_QUEUE,
         _ => TURNS_DEAD_QUEUE,
     }
 }

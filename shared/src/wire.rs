@@ -8,6 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod privacy;
+pub use privacy::*;
+
 /// Current schema version written by this build.
 pub const WIRE_VERSION: u32 = 1;
 /// Oldest schema version this build still reads.
