@@ -25,17 +25,10 @@ pub async fn fleet_queues(
     broker: &dyn Broker,
     cache: Option<&dyn Cache>,
 ) -> Result<Vec<QueueStats>, whisperfleet_shared::ports::broker::BrokerError> {
-    let mut names: Vec<String> = [
-        topology::TURNS_QUEUE,
-        topology::TURNS_DEAD_QUEUE,
-        topology::METRICS_QUEUE,
-        topology::METRICS_DEAD_QUEUE,
-        topology::PRIVACY_QUEUE,
-        topology::PRIVACY_DEAD_QUEUE,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut names: Vec<String> = topology::FLEET_QUEUES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if let Some(cache) = cache {
         match cache
             .alive(topology::GATEWAY_REGISTRY, topology::GATEWAY_ALIVE)

@@ -24,6 +24,19 @@ pub const PRIVACY_QUEUE: &str = "privacy";
 pub const PRIVACY_ROUTING_KEY: &str = "privacy";
 pub const PRIVACY_DEAD_QUEUE: &str = "privacy.dead";
 
+/// Every dead-letter queue: what the dashboard's and the alerts' dead-letter queries must name.
+pub const DEAD_QUEUES: [&str; 3] = [TURNS_DEAD_QUEUE, METRICS_DEAD_QUEUE, PRIVACY_DEAD_QUEUE];
+/// The fleet's fixed queues (reply queues come and go with gateways): what the queue-depth
+/// sampler watches.
+pub const FLEET_QUEUES: [&str; 6] = [
+    TURNS_QUEUE,
+    TURNS_DEAD_QUEUE,
+    METRICS_QUEUE,
+    METRICS_DEAD_QUEUE,
+    PRIVACY_QUEUE,
+    PRIVACY_DEAD_QUEUE,
+];
+
 /// What a message on a gateway's reply queue is: absent (or `"reply"`) a `TurnReply`, so
 /// workers from before kinds keep working; otherwise one of the `KIND_*` below.
 pub const HEADER_KIND: &str = "x-whisperfleet-kind";

@@ -910,12 +910,7 @@ fn dashboard_parses_and_uses_the_provisioned_datasource() -> anyhow::Result<()> 
 fn check_query(what: &str, query: &str, written: &Written) -> anyhow::Result<Names> {
     use whisperfleet_shared::topology;
     use whisperfleet_shared::wire::Outcome;
-    let queues = [
-        topology::TURNS_QUEUE,
-        topology::TURNS_DEAD_QUEUE,
-        topology::METRICS_QUEUE,
-        topology::METRICS_DEAD_QUEUE,
-    ];
+    let queues = topology::FLEET_QUEUES;
     let n = flux_names(query);
     ensure!(
         !n.measurements.is_empty() && !n.fields.is_empty(),
@@ -966,6 +961,18 @@ fn dashboard_queries_name_what_the_code_writes() -> anyhow::Result<()> {
     }
     for m in written.keys() {
         ensure!(shown.contains(m), "no panel shows measurement {m:?}");
+    }
+    // Every dead-letter queue is on the dead-letters panel (a new one is easy to forget).
+    let dead_panel: BTreeSet<String> = dashboard_queries()?
+        .into_iter()
+        .filter(|(title, _, _)| title.to_ascii_lowercase().contains("dead"))
+        .flat_map(|(_, _, query)| flux_names(&query).tags.remove("queue").unwrap_or_default())
+        .collect();
+    for dead in whisperfleet_shared::topology::DEAD_QUEUES {
+        ensure!(
+            dead_panel.contains(dead),
+            "the dead-letters panel does not show {dead}: {dead_panel:?}"
+        );
     }
     Ok(())
 }
@@ -1056,12 +1063,16 @@ fn alert_rules_parse_and_name_what_the_code_writes() -> anyhow::Result<()> {
         "fleet_queue.consumers",
         "metrics_writer.points_written",
         "queue turns",
-        "queue turns.dead",
-        "queue metrics.dead",
     ] {
         ensure!(
             watched.contains(needed),
             "no alert watches {needed}: {watched:?}"
+        );
+    }
+    for dead in whisperfleet_shared::topology::DEAD_QUEUES {
+        ensure!(
+            watched.contains(&format!("queue {dead}")),
+            "no alert watches dead-letter queue {dead}: {watched:?}"
         );
     }
     let receivers = &doc["contactPoints"][0]["receivers"];
