@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use whisperfleet_testkit::*;
 
 fn fixtures() -> PathBuf {
@@ -168,4 +168,128 @@ async fn cards_import_show_and_export_round_trip() {
         .cli(&["characters", "show", "Nora Halvorsen"])
         .unwrap();
     assert!(show.contains("# source: whisperfleet format"), "{show}");
+}
+
+fn lyra(user: &str, name: &str, text: &str) -> Value {
+    json!({"character": "Lyra Vale", "user_id": user, "user_name": name, "text": text})
+}
+
+fn system_of(req: &Value) -> String {
+    req["messages"][0]["content"].as_str().unwrap().to_string()
+}
+
+/// A card character through the real fleet: its greeting opens a new conversation (and is
+/// kept), a message mentioning a lorebook key brings that entry in and one that does not
+/// leaves it out, the lorebook's token budget holds, creator notes never reach the model,
+/// `{{user}}` is the user's display name, and the turn counts its lore entries.
+#[tokio::test(flavor = "multi_thread")]
+async fn card_characters_prompts_through_the_fleet() {
+    let mut s = setup("cards_prompt", mock_latency(0)).await;
+    s.fleet
+        .cli(&["characters", "import", &fixture("v2_lorebook.png")])
+        .unwrap();
+    s.fleet.spawn("worker", "worker-1", &[]).unwrap();
+    let base = s.fleet.spawn_gateway(&[]).await.unwrap();
+    let client = reqwest::Client::new();
+
+    let (status, first) = post_turn(&client, &base, lyra("u1", "Sam Quill", "hello there"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["outcome"], "ok", "{first}");
+    assert_eq!(
+        first["counters"]["lore_entries_used"], 1,
+        "the constant entry: {first}"
+    );
+    let (_, second) = post_turn(
+        &client,
+        &base,
+        lyra(
+            "u1",
+            "Sam Quill",
+            "Tell me about the Silver Harbor and the library.",
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second["outcome"], "ok", "{second}");
+    let (_, other) = post_turn(&client, &base, lyra("u2", "Ada", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(other["outcome"], "ok", "{other}");
+
+    let prompts = recorded(&s.record);
+    assert_eq!(prompts.len(), 3);
+    let greetings = ["FIRST-GREETING", "ALT-GREETING-1", "ALT-GREETING-2"];
+    let greeting_of = |req: &Value| -> String {
+        let m = &req["messages"][1];
+        assert_eq!(
+            m["role"], "assistant",
+            "the greeting opens the history: {req}"
+        );
+        let text = m["content"].as_str().unwrap().to_string();
+        assert!(greetings.iter().any(|g| text.starts_with(g)), "{text}");
+        text
+    };
+
+    // First turn: the greeting, with the user's display name; no lore key mentioned.
+    let one = &prompts[0];
+    let greeting = greeting_of(one);
+    assert!(greeting.contains("Sam Quill"), "{greeting}");
+    let sys = system_of(one);
+    assert!(
+        sys.contains("talks to Sam Quill like an old friend"),
+        "{sys}"
+    );
+    assert!(
+        sys.contains("CARD-SYSTEM: You play Lyra Vale for Sam Quill."),
+        "{sys}"
+    );
+    assert!(sys.contains("LORE-CONSTANT"));
+    assert!(!sys.contains("LORE-HARBOR"), "no key, no entry: {sys}");
+    assert!(!sys.contains("LORE-DISABLED"));
+    let last = one["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["role"], "system");
+    assert_eq!(
+        last["content"],
+        "POST-HISTORY: stay in the archive, Sam Quill."
+    );
+
+    // Second turn: the same greeting kept; the harbor entry (and, recursively, the
+    // lighthouse one) in; the library entry over the lorebook's token budget, out.
+    let two = &prompts[1];
+    assert_eq!(greeting_of(two), greeting, "the greeting is kept");
+    let sys = system_of(two);
+    assert!(sys.contains("LORE-HARBOR"), "{sys}");
+    assert!(sys.contains("LORE-LIGHTHOUSE"), "{sys}");
+    assert!(
+        !sys.contains("LORE-LIBRARY"),
+        "over the token budget: {sys}"
+    );
+    assert_eq!(second["counters"]["lore_entries_used"], 3, "{second}");
+    // The lore the prompt carries stays within the book's budget of 60 tokens.
+    let lore_tokens: usize = ["LORE-HARBOR", "LORE-LIGHTHOUSE", "LORE-CONSTANT"]
+        .iter()
+        .map(|tag| {
+            let line = sys.lines().find(|l| l.starts_with(tag)).unwrap();
+            line.chars().count().div_ceil(4)
+        })
+        .sum();
+    assert!(lore_tokens <= 60, "{lore_tokens}");
+
+    // Another user's conversation gets its own greeting, with their name.
+    assert!(greeting_of(&prompts[2]).contains("Ada") || !greeting_of(&prompts[2]).contains("Sam"));
+
+    for req in &prompts {
+        let all = prompt_text(req);
+        assert!(
+            !all.contains("CREATOR-NOTES"),
+            "creator notes in a prompt: {all}"
+        );
+        assert!(!all.to_lowercase().contains("{{user}}"), "{all}");
+        assert!(
+            !all.contains("<USER>") && !all.contains("{{char}}"),
+            "{all}"
+        );
+    }
 }
