@@ -39,7 +39,22 @@ pub struct LoreHit {
     pub content: String,
 }
 
-fn key_matches(entry: &LoreEntry, key: &str, text: &str) -> bool {
+/// Scanned text, lower-cased once for every case-insensitive key.
+struct Scan<'a> {
+    text: &'a str,
+    lower: String,
+}
+
+impl<'a> Scan<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            lower: text.to_lowercase(),
+        }
+    }
+}
+
+fn key_matches(entry: &LoreEntry, key: &str, scan: &Scan<'_>) -> bool {
     let key = key.trim();
     if key.is_empty() {
         return false;
@@ -48,15 +63,15 @@ fn key_matches(entry: &LoreEntry, key: &str, text: &str) -> bool {
     if is_slash_regex(key) {
         let end = key.rfind('/').unwrap_or(key.len());
         let flags = &key[end + 1..];
-        return regex_matches(&key[1..end], flags.contains('i') || insensitive, text);
+        return regex_matches(&key[1..end], flags.contains('i') || insensitive, scan.text);
     }
     if entry.use_regex {
-        return regex_matches(key, insensitive, text);
+        return regex_matches(key, insensitive, scan.text);
     }
     if insensitive {
-        text.to_lowercase().contains(&key.to_lowercase())
+        scan.lower.contains(&key.to_lowercase())
     } else {
-        text.contains(key)
+        scan.text.contains(key)
     }
 }
 
@@ -68,8 +83,8 @@ fn regex_matches(pattern: &str, insensitive: bool, text: &str) -> bool {
         .is_ok_and(|re| re.is_match(text))
 }
 
-fn activated(entry: &LoreEntry, text: &str) -> bool {
-    if !entry.keys.iter().any(|k| key_matches(entry, k, text)) {
+fn activated(entry: &LoreEntry, scan: &Scan<'_>) -> bool {
+    if !entry.keys.iter().any(|k| key_matches(entry, k, scan)) {
         return false;
     }
     // Secondary keys narrow a selective entry; the V3 spec ignores them for regex entries.
@@ -77,7 +92,7 @@ fn activated(entry: &LoreEntry, text: &str) -> bool {
         return entry
             .secondary_keys
             .iter()
-            .any(|k| key_matches(entry, k, text));
+            .any(|k| key_matches(entry, k, scan));
     }
     true
 }
@@ -95,6 +110,7 @@ fn strip_decorators(content: &str) -> &str {
 fn select(book: &Lorebook, messages: &[&str]) -> Vec<LoreHit> {
     let depth = book.scan_depth.map_or(DEFAULT_SCAN_DEPTH, |d| d as usize);
     let window = messages[messages.len().saturating_sub(depth)..].join("\n");
+    let window = Scan::new(&window);
     let candidates: Vec<&LoreEntry> = book
         .entries
         .iter()
@@ -113,6 +129,7 @@ fn select(book: &Lorebook, messages: &[&str]) -> Vec<LoreHit> {
                 .map(|(e, _)| strip_decorators(&e.content))
                 .collect::<Vec<_>>()
                 .join("\n");
+            let scanned = Scan::new(&scanned);
             let mut changed = false;
             for (i, e) in candidates.iter().enumerate() {
                 if !on[i] && activated(e, &scanned) {
