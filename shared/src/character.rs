@@ -321,6 +321,35 @@ impl Character {
         Ok(c)
     }
 
+    /// A copy without the card and the lorebooks (the heavy, rarely needed parts: a prompt
+    /// builder takes from the card only what it uses). Every field named, so a new field
+    /// cannot be forgotten here.
+    pub fn clone_without_card(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            normalized_name: self.normalized_name.clone(),
+            occupation: self.occupation.clone(),
+            description: self.description.clone(),
+            archetype: self.archetype,
+            allow_full_roleplay: self.allow_full_roleplay,
+            emoji_frequency: self.emoji_frequency.clone(),
+            emoji_style: self.emoji_style.clone(),
+            version: self.version,
+            personality: self.personality,
+            communication: self.communication.clone(),
+            values: self.values.clone(),
+            voice_traits: self.voice_traits.clone(),
+            speech_patterns: self.speech_patterns.clone(),
+            interests: self.interests.clone(),
+            background: self.background.clone(),
+            response_guidelines: self.response_guidelines.clone(),
+            ai_scenarios: self.ai_scenarios.clone(),
+            llm: self.llm.clone(),
+            card: None,
+            lorebooks: Vec::new(),
+        }
+    }
+
     /// Lorebook entries this character has: its card's own and the attached ones.
     pub fn lore_entry_count(&self) -> usize {
         self.card.as_ref().map_or(0, Card::lore_entries)

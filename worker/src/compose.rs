@@ -12,7 +12,7 @@
 //! composition that loads can fail: an optional component whose load fails is left out (the
 //! turn degrades), a required one (identity, mode, final guidance) fails the stage.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use whisperfleet_shared::cards::LorePosition;
@@ -38,6 +38,9 @@ pub struct ComposeContext {
     pub budget_tokens: usize,
     /// The conversation's key: which greeting a card character opens it with.
     pub conversation_key: String,
+    /// The lorebook entries this turn activates, found once for the two lore sections and
+    /// the count (scanning a large lorebook costs more than the rest of the prompt).
+    pub lore: OnceLock<Vec<prompt::LoreHit>>,
 }
 
 /// The composed prompt and what was left out.
@@ -116,9 +119,16 @@ fn lore(c: &Character, ctx: &ComposeContext, position: LorePosition) -> Option<p
     if c.lore_entry_count() == 0 {
         return None;
     }
-    let c = prompt::for_prompt(c, &ctx.user_name);
-    let history = with_greeting(&c, ctx);
-    prompt::lorebook(&prompt::lore_hits(&c, &history, &ctx.user_text), position)
+    prompt::lorebook(c, &ctx.user_name, lore_hits(c, ctx), position)
+}
+
+/// This turn's lore hits, found on first use. Keys match what was written (the card's and
+/// the conversation's own text); contents are resolved where they are placed.
+fn lore_hits<'a>(c: &Character, ctx: &'a ComposeContext) -> &'a [prompt::LoreHit] {
+    ctx.lore.get_or_init(|| {
+        let history = with_greeting(&prompt::for_prompt(c, &ctx.user_name), ctx);
+        prompt::lore_hits(c, &history, &ctx.user_text)
+    })
 }
 
 /// The history a prompt shows: a card character's greeting opens a conversation that has
@@ -183,12 +193,16 @@ pub fn assemble(
     );
     // What the budget kept of the lore: the hits of the sections still in the prompt.
     let system = messages.first().map_or("", |m| m.content.as_str());
-    let lore_entries_used = if resolved.lore_entry_count() == 0 {
+    let lore_entries_used = if character.lore_entry_count() == 0 {
         0
     } else {
-        prompt::lore_hits(&resolved, &history, &ctx.user_text)
+        lore_hits(character, ctx)
             .iter()
-            .filter(|h| system.contains(h.content.as_str()))
+            .filter(|h| {
+                system
+                    .lines()
+                    .any(|l| l == prompt::lore_kind(h.position).heading())
+            })
             .count() as u32
     };
     if let Some(text) = prompt::post_history(&resolved) {

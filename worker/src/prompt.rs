@@ -61,11 +61,11 @@ mod voice;
 
 pub use ai_identity::ai_identity_guidance;
 pub use assemble::assemble;
-pub use card::{example_dialogue, for_prompt, greeting, post_history};
+pub use card::{example_dialogue, for_prompt, greeting, post_history, resolve_text};
 pub use emotion::emotion_context;
 pub use final_guidance::final_response_guidance;
 pub use identity::character_identity;
-pub use lorebook::{DEFAULT_SCAN_DEPTH, LoreHit, lore_hits, lorebook};
+pub use lorebook::{DEFAULT_SCAN_DEPTH, LoreHit, lore_hits, lore_kind, lorebook};
 pub use macros::resolve as resolve_macros;
 pub use memories::memories;
 pub use mode::character_mode;

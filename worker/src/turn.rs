@@ -556,6 +556,7 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
         }),
         budget_tokens: deps.settings.prompt_budget_tokens,
         conversation_key: conv_key.clone(),
+        lore: Default::default(),
     };
     // A card character's first turn in a conversation opens its history with the greeting.
     let greeting = crate::compose::opening_greeting(&character, &ctx);

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use whisperfleet_shared::cards::{Card, CardData};
 use whisperfleet_shared::character::Character;
 use whisperfleet_shared::prompt::hygiene;
 
@@ -13,46 +14,52 @@ use super::assemble::sanitize_user_name;
 use super::macros::resolve;
 use super::model::{Component, ComponentKind};
 
-/// The character with its card's text ready for a prompt: every macro resolved, in every
-/// field a prompt reads (description, card fields, lore contents), and each field passed
-/// through [`hygiene::message`] — a card (or a user name a macro put at the start of a line)
-/// cannot forge a heading, the "talking with" line or a role. Borrowed unchanged for a
-/// character without a card or lorebooks.
-pub fn for_prompt<'a>(c: &'a Character, user_name: &str) -> Cow<'a, Character> {
-    if c.card.is_none() && c.lorebooks.is_empty() {
-        return Cow::Borrowed(c);
-    }
-    let user = sanitize_user_name(user_name);
+/// Card text ready for a prompt: the macros resolved, then [`hygiene::message`], so neither
+/// a card nor a user name a macro put at the start of a line can forge a heading, the
+/// "talking with" line or a role.
+pub fn resolve_text(c: &Character, user_name: &str, text: &str) -> String {
     let char_name = c
         .card
         .as_ref()
-        .map_or(c.name.as_str(), |card| card.char_name())
-        .to_string();
-    let fix = |s: &mut String| *s = hygiene::message(&resolve(s, &char_name, &user));
-    let mut out = c.clone();
-    fix(&mut out.description);
-    if let Some(card) = &mut out.card {
-        // The original stays in `raw`; a prompt never reads it.
-        let d = &mut card.data;
-        for s in [
-            &mut d.description,
-            &mut d.personality,
-            &mut d.scenario,
-            &mut d.first_mes,
-            &mut d.mes_example,
-            &mut d.system_prompt,
-            &mut d.post_history_instructions,
-        ] {
-            fix(s);
-        }
-        d.alternate_greetings.iter_mut().for_each(fix);
-        if let Some(book) = &mut d.character_book {
-            book.entries.iter_mut().for_each(|e| fix(&mut e.content));
-        }
-    }
-    for book in &mut out.lorebooks {
-        book.entries.iter_mut().for_each(|e| fix(&mut e.content));
-    }
+        .map_or(c.name.as_str(), |card| card.char_name());
+    hygiene::message(&resolve(text, char_name, &sanitize_user_name(user_name)))
+}
+
+/// The character with its card ready for a prompt: the fields a prompt reads (description,
+/// personality, scenario, greetings, example dialogue, system prompt, post-history
+/// instructions) through [`resolve_text`]; what no prompt reads is left out of the copy —
+/// the original JSON, the lorebooks (their hits are resolved where they are placed:
+/// [`lorebook`](fn@super::lorebook)), extensions, assets and the creator notes, which
+/// therefore cannot reach a prompt. Borrowed unchanged for a character without a card.
+pub fn for_prompt<'a>(c: &'a Character, user_name: &str) -> Cow<'a, Character> {
+    let Some(card) = &c.card else {
+        return Cow::Borrowed(c);
+    };
+    let fix = |s: &str| resolve_text(c, user_name, s);
+    let d = &card.data;
+    let data = CardData {
+        name: d.name.clone(),
+        nickname: d.nickname.clone(),
+        description: fix(&d.description),
+        personality: fix(&d.personality),
+        scenario: fix(&d.scenario),
+        first_mes: fix(&d.first_mes),
+        mes_example: fix(&d.mes_example),
+        system_prompt: fix(&d.system_prompt),
+        post_history_instructions: fix(&d.post_history_instructions),
+        alternate_greetings: d.alternate_greetings.iter().map(|g| fix(g)).collect(),
+        ..CardData::default()
+    };
+    let mut out = c.clone_without_card();
+    out.description = fix(&c.description);
+    out.card = Some(Card {
+        container: card.container,
+        spec: card.spec,
+        spec_version: card.spec_version.clone(),
+        raw: String::new(),
+        data,
+        warnings: Vec::new(),
+    });
     Cow::Owned(out)
 }
 

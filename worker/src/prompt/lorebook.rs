@@ -14,6 +14,8 @@
 //! the start of a content) are trimmed and not interpreted.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use regex::RegexBuilder;
 use whisperfleet_shared::cards::lorebook::is_slash_regex;
@@ -54,47 +56,114 @@ impl<'a> Scan<'a> {
     }
 }
 
-fn key_matches(entry: &LoreEntry, key: &str, scan: &Scan<'_>) -> bool {
-    let key = key.trim();
-    if key.is_empty() {
-        return false;
-    }
-    let insensitive = entry.case_sensitive != Some(true);
-    if is_slash_regex(key) {
-        let end = key.rfind('/').unwrap_or(key.len());
-        let flags = &key[end + 1..];
-        return regex_matches(&key[1..end], flags.contains('i') || insensitive, scan.text);
-    }
-    if entry.use_regex {
-        return regex_matches(key, insensitive, scan.text);
-    }
-    if insensitive {
-        scan.lower.contains(&key.to_lowercase())
-    } else {
-        scan.text.contains(key)
-    }
-}
+/// Regex keys compiled so far in this process: a character's lorebook is scanned on every
+/// turn, and compiling its patterns each time would cost more than the scan. Bounded: past
+/// [`REGEX_CACHE_MAX`] patterns the cache starts over.
+static REGEX_CACHE: LazyLock<Mutex<RegexCache>> = LazyLock::new(Mutex::default);
+/// (pattern, case-insensitive) → the compiled pattern, `None` when it does not compile.
+type RegexCache = HashMap<(String, bool), Option<regex::Regex>>;
+const REGEX_CACHE_MAX: usize = 4096;
 
-fn regex_matches(pattern: &str, insensitive: bool, text: &str) -> bool {
-    RegexBuilder::new(pattern)
+/// `pattern` compiled (`None` when invalid or too large), from the cache when it was before.
+fn compiled(pattern: &str, insensitive: bool) -> Option<regex::Regex> {
+    let key = (pattern.to_string(), insensitive);
+    if let Some(hit) = REGEX_CACHE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+    {
+        return hit.clone();
+    }
+    let re = RegexBuilder::new(pattern)
         .case_insensitive(insensitive)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .is_ok_and(|re| re.is_match(text))
+        .ok();
+    let mut cache = REGEX_CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= REGEX_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key, re.clone());
+    re
 }
 
-fn activated(entry: &LoreEntry, scan: &Scan<'_>) -> bool {
-    if !entry.keys.iter().any(|k| key_matches(entry, k, scan)) {
-        return false;
+/// One key, ready to match: compiled once per scan, used in every recursion round.
+enum Key {
+    /// Plain text; lower-cased when the match ignores case.
+    Text {
+        key: String,
+        insensitive: bool,
+    },
+    Regex(regex::Regex),
+    /// An invalid pattern (or an empty key): never matches.
+    Never,
+}
+
+impl Key {
+    fn new(entry: &LoreEntry, key: &str) -> Self {
+        let key = key.trim();
+        let insensitive = entry.case_sensitive != Some(true);
+        let regex = |pattern: &str, insensitive: bool| {
+            compiled(pattern, insensitive).map_or(Key::Never, Key::Regex)
+        };
+        if key.is_empty() {
+            Key::Never
+        } else if is_slash_regex(key) {
+            let end = key.rfind('/').unwrap_or(key.len());
+            regex(&key[1..end], key[end + 1..].contains('i') || insensitive)
+        } else if entry.use_regex {
+            regex(key, insensitive)
+        } else if insensitive {
+            Key::Text {
+                key: key.to_lowercase(),
+                insensitive,
+            }
+        } else {
+            Key::Text {
+                key: key.to_string(),
+                insensitive,
+            }
+        }
     }
-    // Secondary keys narrow a selective entry; the V3 spec ignores them for regex entries.
-    if entry.selective && !entry.use_regex && !entry.secondary_keys.is_empty() {
-        return entry
-            .secondary_keys
-            .iter()
-            .any(|k| key_matches(entry, k, scan));
+
+    fn matches(&self, scan: &Scan<'_>) -> bool {
+        match self {
+            Key::Text {
+                key,
+                insensitive: true,
+            } => scan.lower.contains(key.as_str()),
+            Key::Text { key, .. } => scan.text.contains(key.as_str()),
+            Key::Regex(re) => re.is_match(scan.text),
+            Key::Never => false,
+        }
     }
-    true
+}
+
+/// An entry's keys, compiled.
+struct Matcher {
+    keys: Vec<Key>,
+    /// Empty unless the entry is selective (and not regex: the V3 spec ignores secondary
+    /// keys then).
+    secondary: Vec<Key>,
+}
+
+impl Matcher {
+    fn new(entry: &LoreEntry) -> Self {
+        let compile = |keys: &[String]| keys.iter().map(|k| Key::new(entry, k)).collect();
+        Self {
+            keys: compile(&entry.keys),
+            secondary: if entry.selective && !entry.use_regex {
+                compile(&entry.secondary_keys)
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn activated(&self, scan: &Scan<'_>) -> bool {
+        self.keys.iter().any(|k| k.matches(scan))
+            && (self.secondary.is_empty() || self.secondary.iter().any(|k| k.matches(scan)))
+    }
 }
 
 /// Content without leading `@@decorator` lines.
@@ -116,9 +185,11 @@ fn select(book: &Lorebook, messages: &[&str]) -> Vec<LoreHit> {
         .iter()
         .filter(|e| e.enabled && !strip_decorators(&e.content).is_empty())
         .collect();
+    let matchers: Vec<Matcher> = candidates.iter().map(|e| Matcher::new(e)).collect();
     let mut on: Vec<bool> = candidates
         .iter()
-        .map(|e| e.constant || activated(e, &window))
+        .zip(&matchers)
+        .map(|(e, m)| e.constant || m.activated(&window))
         .collect();
     if book.recursive_scanning == Some(true) {
         for _ in 0..MAX_RECURSION {
@@ -131,8 +202,8 @@ fn select(book: &Lorebook, messages: &[&str]) -> Vec<LoreHit> {
                 .join("\n");
             let scanned = Scan::new(&scanned);
             let mut changed = false;
-            for (i, e) in candidates.iter().enumerate() {
-                if !on[i] && activated(e, &scanned) {
+            for (i, m) in matchers.iter().enumerate() {
+                if !on[i] && m.activated(&scanned) {
                     on[i] = true;
                     changed = true;
                 }
@@ -205,24 +276,35 @@ pub fn lore_hits(c: &Character, history: &[HistoryEntry], user_text: &str) -> Ve
         .collect()
 }
 
-/// The lore section at `position`, if any entry goes there.
-pub fn lorebook(hits: &[LoreHit], position: LorePosition) -> Option<Component> {
-    let texts: Vec<&str> = hits
+/// The lore section at `position`, if any entry goes there, each content resolved for the
+/// prompt ([`resolve_text`](super::card::resolve_text)).
+pub fn lorebook(
+    c: &Character,
+    user_name: &str,
+    hits: &[LoreHit],
+    position: LorePosition,
+) -> Option<Component> {
+    let texts: Vec<String> = hits
         .iter()
         .filter(|h| h.position == position)
-        .map(|h| h.content.as_str())
+        .map(|h| super::card::resolve_text(c, user_name, &h.content))
         .collect();
     if texts.is_empty() {
         return None;
     }
-    let kind = match position {
-        LorePosition::BeforeChar => ComponentKind::WorldInfoBefore,
-        LorePosition::AfterChar => ComponentKind::WorldInfoAfter,
-    };
+    let kind = lore_kind(position);
     Some(Component::new(
         kind,
         format!("{}\n{}", kind.heading(), texts.join("\n\n")),
     ))
+}
+
+/// The section a position's entries go into.
+pub fn lore_kind(position: LorePosition) -> ComponentKind {
+    match position {
+        LorePosition::BeforeChar => ComponentKind::WorldInfoBefore,
+        LorePosition::AfterChar => ComponentKind::WorldInfoAfter,
+    }
 }
 
 #[cfg(test)]

@@ -88,10 +88,10 @@ fn recursion_positions_and_decorators() {
     // The harbor entry mentions the lighthouse: recursive scanning activates it, after the
     // character block.
     let hits = lore_hits(&c, &[], "silver harbor");
-    let after = lorebook(&hits, LorePosition::AfterChar).unwrap();
+    let after = lorebook(&c, "Sam", &hits, LorePosition::AfterChar).unwrap();
     assert_eq!(after.kind, ComponentKind::WorldInfoAfter);
     assert!(after.text.contains("LORE-LIGHTHOUSE"));
-    let before = lorebook(&hits, LorePosition::BeforeChar).unwrap();
+    let before = lorebook(&c, "Sam", &hits, LorePosition::BeforeChar).unwrap();
     assert!(before.text.starts_with("# World Info\n"));
     assert!(!before.text.contains("LORE-LIGHTHOUSE"));
     // Without recursion it stays out.
@@ -107,7 +107,7 @@ fn recursion_positions_and_decorators() {
     book.entries[0].content =
         "@@depth 4\n@@@instruct_depth 4\nLORE-HARBOR: see the lighthouse".into();
     let hits = lore_hits(&c, &[], "silver harbor");
-    assert!(lorebook(&hits, LorePosition::AfterChar).is_none());
+    assert!(lorebook(&c, "Sam", &hits, LorePosition::AfterChar).is_none());
     assert!(
         hits.iter()
             .any(|h| h.content == "LORE-HARBOR: see the lighthouse")
