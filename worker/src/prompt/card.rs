@@ -22,7 +22,10 @@ pub fn resolve_text(c: &Character, user_name: &str, text: &str) -> String {
         .card
         .as_ref()
         .map_or(c.name.as_str(), |card| card.char_name());
-    hygiene::message(&resolve(text, char_name, &sanitize_user_name(user_name)))
+    let user = sanitize_user_name(user_name);
+    // A platform that gives no display name: what card tools call the user.
+    let user = if user.is_empty() { "User".into() } else { user };
+    hygiene::message(&resolve(text, char_name, &user))
 }
 
 /// The character with its card ready for a prompt: the fields a prompt reads (description,

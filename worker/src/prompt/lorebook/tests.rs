@@ -124,3 +124,23 @@ fn recursion_positions_and_decorators() {
     book.entries[1].keys = vec!["(unclosed".into()];
     assert!(!tags(&lore_hits(&c, &[], "(unclosed")).contains(&"LORE-DRAGON".to_string()));
 }
+
+#[test]
+fn attached_lorebooks_count_for_any_character() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/cards/world_info.json"),
+    )
+    .unwrap();
+    let mut c = crate::prompt::test_support::sample(
+        whisperfleet_shared::character::Archetype::RealWorld,
+        false,
+    );
+    c.lorebooks
+        .push(whisperfleet_shared::cards::Lorebook::from_json(&text).unwrap());
+    assert!(lore_hits(&c, &[], "what sleeps under the pier?").is_empty());
+    let hits = lore_hits(&c, &[], "Is the KRAKEN real?");
+    assert_eq!(tags(&hits), ["LORE-WI-KRAKEN"]);
+    let section = lorebook(&c, "", &hits, LorePosition::BeforeChar).unwrap();
+    assert!(section.text.contains("The kraken sleeps under the pier."));
+}
