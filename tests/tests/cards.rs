@@ -293,3 +293,70 @@ async fn card_characters_prompts_through_the_fleet() {
         );
     }
 }
+
+/// The embedded fleet (SQLite, nothing configured) takes cards too: a CHARX imports, shows
+/// where it came from, exports its card.json back unchanged, and chats.
+#[test]
+fn embedded_fleet_imports_and_chats_with_a_card() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = bin_dir()
+        .join("test-logs")
+        .join(format!("cards-embedded-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let embedded = |args: &[&str]| {
+        let mut cmd = Command::new(bin("whisperfleet"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.join("home"))
+            .env("WHISPERFLEET_DATA_DIR", dir.join("data"))
+            .env("WHISPERFLEET_GATEWAY_ID", "cards-embedded")
+            .args(args);
+        cmd
+    };
+    let run = |args: &[&str]| {
+        let out = embedded(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&["characters", "import", &fixture("v3.charx")]);
+    assert!(out.contains("imported Charx Cat"), "{out}");
+    let show = run(&["characters", "show", "Charx Cat"]);
+    assert!(
+        show.contains("# source: charx card chara_card_v3 3.0"),
+        "{show}"
+    );
+    let exported = run(&["characters", "export", "Charx Cat"]);
+    let original = whisperfleet_shared::cards::charx::card_json(
+        &std::fs::read(fixtures().join("v3.charx")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        exported.trim_end(),
+        original,
+        "card.json back, byte for byte"
+    );
+
+    let mut child = embedded(&["chat", "--character", "Charx Cat", "--user", "ada"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "hello cat").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[offline responder]"),
+        "an answer: {stdout}"
+    );
+}
