@@ -20,18 +20,21 @@ pub enum LorePosition {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Lorebook {
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub name: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub description: String,
     /// How many of the latest messages are scanned for keys (`None`: the worker's default).
+    #[serde(deserialize_with = "lenient::opt_count")]
     pub scan_depth: Option<u32>,
     /// Tokens the lorebook's entries may take in one prompt (`None`: no own limit).
+    #[serde(deserialize_with = "lenient::opt_count")]
     pub token_budget: Option<u32>,
+    #[serde(deserialize_with = "lenient::opt_flag")]
     pub recursive_scanning: Option<bool>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::object")]
     pub extensions: Map<String, Value>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::or_default")]
     pub entries: Vec<LoreEntry>,
     /// Fields this model does not know, kept as found.
     #[serde(flatten)]
@@ -42,25 +45,32 @@ pub struct Lorebook {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoreEntry {
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::keys")]
     pub keys: Vec<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub content: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::object")]
     pub extensions: Map<String, Value>,
+    #[serde(deserialize_with = "lenient::flag_on")]
     pub enabled: bool,
+    #[serde(deserialize_with = "lenient::number")]
     pub insertion_order: f64,
+    #[serde(deserialize_with = "lenient::opt_flag")]
     pub case_sensitive: Option<bool>,
+    #[serde(deserialize_with = "lenient::flag")]
     pub use_regex: bool,
+    #[serde(deserialize_with = "lenient::flag")]
     pub constant: bool,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub name: String,
+    #[serde(deserialize_with = "lenient::opt_number")]
     pub priority: Option<f64>,
     pub id: Option<Value>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub comment: String,
+    #[serde(deserialize_with = "lenient::flag")]
     pub selective: bool,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::keys")]
     pub secondary_keys: Vec<String>,
     #[serde(deserialize_with = "position")]
     pub position: LorePosition,

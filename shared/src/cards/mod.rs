@@ -13,11 +13,11 @@
 //! panic and never a half-read card.
 
 pub mod charx;
+pub mod lenient;
 pub mod lorebook;
 pub mod png;
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use lorebook::{LoreEntry, LorePosition, Lorebook};
@@ -103,13 +103,13 @@ impl Container {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Asset {
-    #[serde(rename = "type", deserialize_with = "lenient")]
+    #[serde(rename = "type", deserialize_with = "lenient::text")]
     pub kind: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub uri: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub name: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub ext: String,
 }
 
@@ -118,60 +118,53 @@ pub struct Asset {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CardData {
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub name: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub nickname: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub description: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub personality: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub scenario: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub first_mes: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub mes_example: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub system_prompt: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub post_history_instructions: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::texts")]
     pub alternate_greetings: Vec<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::texts")]
     pub group_only_greetings: Vec<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::texts")]
     pub tags: Vec<String>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub creator: String,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub character_version: String,
     /// Shown to people, never put into a prompt.
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::text")]
     pub creator_notes: String,
     /// Never put into a prompt.
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::object")]
     pub creator_notes_multilingual: Map<String, Value>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::texts")]
     pub source: Vec<String>,
     /// Unix seconds (the spec's numbers), kept as written.
+    #[serde(deserialize_with = "lenient::date")]
     pub creation_date: Option<serde_json::Number>,
+    #[serde(deserialize_with = "lenient::date")]
     pub modification_date: Option<serde_json::Number>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::or_default")]
     pub assets: Vec<Asset>,
-    #[serde(deserialize_with = "lenient")]
+    #[serde(deserialize_with = "lenient::object")]
     pub extensions: Map<String, Value>,
+    #[serde(deserialize_with = "lenient::or_default")]
     pub character_book: Option<Lorebook>,
-}
-
-/// `null` reads as the type's default (cards in the wild write `null` for "none").
-fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned + Default,
-{
-    let v = Option::<T>::deserialize(d)?;
-    Ok(v.unwrap_or_default())
 }
 
 /// A card as imported: where it came from, its spec, the original JSON text and the typed
@@ -288,13 +281,9 @@ impl Card {
                 }));
             }
         };
-        let mut data: CardData =
-            serde_json::from_value(normalize_v1(spec, data_value)).map_err(|e| {
-                CardError::Field {
-                    field: if spec == Spec::V1 { "card" } else { "data" }.into(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let data_value = normalize_v1(spec, data_value);
+        let mut data: CardData = serde_json::from_value(data_value.clone())
+            .map_err(|e| field_error(spec, &data_value, e))?;
         if data.name.trim().is_empty() {
             return Err(CardError::MissingName);
         }
@@ -418,6 +407,28 @@ impl Card {
                 .or_insert(Value::Array(Vec::new()));
         }
         serde_json::to_string(&Value::Object(card)).map_err(|e| CardError::Json(e.to_string()))
+    }
+}
+
+/// Which field a typed read failed on: serde names the problem, not the field, so each
+/// field is read alone until one fails.
+fn field_error(spec: Spec, data: &Value, e: serde_json::Error) -> CardError {
+    let prefix = if spec == Spec::V1 { "" } else { "data." };
+    if let Value::Object(o) = data {
+        for (k, v) in o {
+            let mut one = Map::new();
+            one.insert(k.clone(), v.clone());
+            if let Err(e) = serde_json::from_value::<CardData>(Value::Object(one)) {
+                return CardError::Field {
+                    field: format!("{prefix}{k}"),
+                    reason: e.to_string(),
+                };
+            }
+        }
+    }
+    CardError::Field {
+        field: if spec == Spec::V1 { "card" } else { "data" }.into(),
+        reason: e.to_string(),
     }
 }
 

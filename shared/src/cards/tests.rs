@@ -223,3 +223,39 @@ fn standalone_lorebooks_read_both_forms() {
     assert!(lorebook::is_slash_regex("/drag(on|ons)\\b/i"));
     assert!(!lorebook::is_slash_regex("/usr"));
 }
+
+#[test]
+fn values_other_tools_write_are_read_and_a_bad_field_is_named() {
+    // Numbers for text, null for lists, a string for a list, comma-separated keys,
+    // "true"/1 for flags, a string date: read, and the original kept as written.
+    let raw = r#"{"spec":"chara_card_v2","spec_version":"2.0","data":{"name":"Messy",
+        "character_version":2,"tags":null,"alternate_greetings":"only one","creator":null,
+        "extensions":null,"creation_date":"1700000000",
+        "character_book":{"scan_depth":"3","token_budget":null,"recursive_scanning":"true",
+          "entries":[{"keys":"alpha, beta","content":"x","enabled":null,"constant":1,
+                      "insertion_order":"5","secondary_keys":null,"priority":null}]}}}"#;
+    let c = Card::from_json(raw, Container::Json).unwrap();
+    assert_eq!(c.data.character_version, "2");
+    assert!(c.data.tags.is_empty());
+    assert_eq!(c.data.alternate_greetings, ["only one"]);
+    assert_eq!(c.data.creation_date.as_ref().unwrap().as_i64(), Some(1700000000));
+    let book = c.data.character_book.as_ref().unwrap();
+    assert_eq!(book.scan_depth, Some(3));
+    assert_eq!(book.recursive_scanning, Some(true));
+    let e = &book.entries[0];
+    assert_eq!(e.keys, ["alpha", "beta"]);
+    assert!(e.enabled && e.constant);
+    assert_eq!(e.insertion_order, 5.0);
+    assert_eq!(c.export(Spec::V2).unwrap(), raw, "the original, as written");
+
+    let bad = r#"{"spec":"chara_card_v2","data":{"name":"Bad","description":{"not":"text"}}}"#;
+    let err = Card::from_json(bad, Container::Json).unwrap_err();
+    assert!(
+        matches!(&err, CardError::Field { field, .. } if field == "data.description"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with("field data.description: "),
+        "{err}"
+    );
+}
