@@ -272,6 +272,16 @@ async fn attach_lorebook(
     file: &Path,
     name: &str,
 ) -> anyhow::Result<()> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?
+        .len();
+    if size > cards::MAX_JSON_BYTES as u64 {
+        bail!(
+            "{}: lorebook is {size} bytes, over the limit of {} bytes",
+            file.display(),
+            cards::MAX_JSON_BYTES
+        );
+    }
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("{}: cannot read", file.display()))?;
     let book =

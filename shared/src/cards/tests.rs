@@ -238,7 +238,10 @@ fn values_other_tools_write_are_read_and_a_bad_field_is_named() {
     assert_eq!(c.data.character_version, "2");
     assert!(c.data.tags.is_empty());
     assert_eq!(c.data.alternate_greetings, ["only one"]);
-    assert_eq!(c.data.creation_date.as_ref().unwrap().as_i64(), Some(1700000000));
+    assert_eq!(
+        c.data.creation_date.as_ref().unwrap().as_i64(),
+        Some(1700000000)
+    );
     let book = c.data.character_book.as_ref().unwrap();
     assert_eq!(book.scan_depth, Some(3));
     assert_eq!(book.recursive_scanning, Some(true));
