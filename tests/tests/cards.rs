@@ -188,6 +188,16 @@ async fn card_characters_prompts_through_the_fleet() {
     s.fleet
         .cli(&["characters", "import", &fixture("v2_lorebook.png")])
         .unwrap();
+    s.fleet
+        .cli(&[
+            "characters",
+            "import",
+            "--lorebook",
+            &fixture("world_info.json"),
+            "--character",
+            "Lyra Vale",
+        ])
+        .unwrap();
     s.fleet.spawn("worker", "worker-1", &[]).unwrap();
     let base = s.fleet.spawn_gateway(&[]).await.unwrap();
     let client = reqwest::Client::new();
@@ -218,8 +228,17 @@ async fn card_characters_prompts_through_the_fleet() {
         .unwrap();
     assert_eq!(other["outcome"], "ok", "{other}");
 
+    let (_, kraken) = post_turn(&client, &base, lyra("u2", "Ada", "Is the kraken awake?"))
+        .await
+        .unwrap();
+    assert_eq!(kraken["outcome"], "ok", "{kraken}");
+
     let prompts = recorded(&s.record);
-    assert_eq!(prompts.len(), 3);
+    assert_eq!(prompts.len(), 4);
+    // An attached World Info book counts like the card's own.
+    assert!(system_of(&prompts[3]).contains("LORE-WI-KRAKEN"));
+    assert!(!system_of(&prompts[2]).contains("LORE-WI-KRAKEN"));
+    assert_eq!(kraken["counters"]["lore_entries_used"], 2, "{kraken}");
     let greetings = ["FIRST-GREETING", "ALT-GREETING-1", "ALT-GREETING-2"];
     let greeting_of = |req: &Value| -> String {
         let m = &req["messages"][1];
