@@ -202,6 +202,10 @@ pub struct Counters {
     pub cdl_local_hits: u32,
     #[serde(default)]
     pub cdl_redis_hits: u32,
+    /// Lorebook entries the prompt carried (characters from community cards). Absent from
+    /// older senders.
+    #[serde(default)]
+    pub lore_entries_used: u32,
 }
 
 /// The answer to one turn.
