@@ -240,12 +240,7 @@ pub fn dashboard_queries(dash: &Value) -> Result<Vec<(String, String, String)>> 
 pub fn check_query(what: &str, query: &str, written: &Written) -> Result<Names> {
     use whisperfleet_shared::topology;
     use whisperfleet_shared::wire::Outcome;
-    let queues = [
-        topology::TURNS_QUEUE,
-        topology::TURNS_DEAD_QUEUE,
-        topology::METRICS_QUEUE,
-        topology::METRICS_DEAD_QUEUE,
-    ];
+    let queues = topology::FLEET_QUEUES;
     let n = flux_names(query);
     ensure!(
         !n.measurements.is_empty() && !n.fields.is_empty(),

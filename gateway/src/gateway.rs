@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Consuming, Message};
 use whisperfleet_shared::ports::cache::Cache;
@@ -19,7 +20,8 @@ use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::trace::{self, TraceContext};
 use whisperfleet_shared::wire::{
-    Conversation, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
+    Conversation, PrivacyAction, PrivacyOutcome, PrivacyReply, PrivacyRequest, Stage, TurnReply,
+    TurnRequest, WIRE_VERSION, ms_between,
 };
 
 use crate::conversations::{Conversations, TooManyWaiting};
@@ -52,6 +54,21 @@ pub enum SubmitError {
     BrokerDown(BrokerError),
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+}
+
+/// Why a privacy request (show or forget a user's data) was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    /// Retryable: the broker did not take the request.
+    #[error("the message queue is unavailable right now: {0}")]
+    BrokerDown(BrokerError),
+    /// No worker answered in time (none running, or all busy); the request expires
+    /// unanswered, so nothing was done.
+    #[error("no worker answered within {0:?}")]
+    Timeout(Duration),
+    /// A worker tried and a store failed; retry later.
+    #[error("the request could not be done: {0}")]
+    Failed(String),
 }
 
 /// Why the gateway cannot take turns right now (`/readyz`).
@@ -94,6 +111,7 @@ pub struct GatewayCore {
     conversations: Arc<Conversations>,
     pub max_text_chars: usize,
     reply_timeout: Duration,
+    privacy_timeout: Duration,
     max_waiting: usize,
     publish_retry: RetryPolicy,
     /// The reply queue and whether its consumer is subscribed right now (readiness).
@@ -176,6 +194,7 @@ impl GatewayCore {
             conversations: Conversations::new(),
             max_text_chars,
             reply_timeout,
+            privacy_timeout: Duration::from_secs(15),
             max_waiting,
             // Three attempts, 100 ms–1 s apart: a blip is ridden out, the user is not kept
             // waiting through an outage.
@@ -200,6 +219,12 @@ impl GatewayCore {
     /// Marks given-up turns in the workers' turn records (`ttl`: their lifetime).
     pub fn with_records(mut self, cache: Option<Arc<dyn Cache>>, ttl: Duration) -> Self {
         self.records = cache.map(|cache| Records { cache, ttl });
+        self
+    }
+
+    /// How long [`GatewayCore::privacy`] waits for a worker.
+    pub fn with_privacy_timeout(mut self, timeout: Duration) -> Self {
+        self.privacy_timeout = timeout;
         self
     }
 
@@ -328,6 +353,57 @@ impl GatewayCore {
             trace,
             span,
         })
+    }
+
+    /// Shows or forgets what is stored about `identity` (with `character` only, or all):
+    /// publishes a privacy request for a worker (the gateway holds no store) and waits for
+    /// its reply, at most `PRIVACY_TIMEOUT_MS`. The identity comes from the adapter's trust
+    /// boundary (API key, Discord interaction), never from what a client wrote.
+    pub async fn privacy(
+        &self,
+        identity: Identity,
+        character: Option<String>,
+        action: PrivacyAction,
+    ) -> Result<PrivacyReply, PrivacyError> {
+        let req = PrivacyRequest {
+            v: WIRE_VERSION,
+            request_id: Uuid::now_v7(),
+            identity,
+            character,
+            action,
+            reply_to: self.id.clone(),
+            expires_at: Utc::now()
+                + chrono::Duration::from_std(self.privacy_timeout).unwrap_or(chrono::Duration::MAX),
+        };
+        let reply = self.router.expect_privacy(req.request_id);
+        let msg = Message::json(
+            topology::PRIVACY_EXCHANGE,
+            topology::PRIVACY_ROUTING_KEY,
+            req.encode(),
+        )
+        .with_id(req.request_id.to_string());
+        let published = retry(&self.publish_retry, "privacy request publish", |_| {
+            self.broker.publish(msg.clone())
+        })
+        .await;
+        if let Err(e) = published {
+            self.router.forget_privacy(req.request_id);
+            return Err(PrivacyError::BrokerDown(e));
+        }
+        let reply = match tokio::time::timeout(self.privacy_timeout, reply).await {
+            Ok(Ok(r)) => r,
+            _ => {
+                self.router.forget_privacy(req.request_id);
+                tracing::warn!(request_id = %req.request_id, action = ?req.action, "no worker answered a privacy request in time");
+                return Err(PrivacyError::Timeout(self.privacy_timeout));
+            }
+        };
+        match reply.outcome {
+            PrivacyOutcome::Ok => Ok(reply),
+            PrivacyOutcome::Error => Err(PrivacyError::Failed(
+                reply.error.unwrap_or_else(|| "a store failed".into()),
+            )),
+        }
     }
 
     /// Replies nobody waits for (their wait ended, or this gateway restarted since): shown
@@ -492,6 +568,7 @@ impl Connected {
                 config.gateway.max_queued_per_conversation,
             )
             .with_records(cache, config.worker.turn_record_ttl)
+            .with_privacy_timeout(config.gateway.privacy_timeout)
             .with_reply_consumer(reply_queue, consuming),
         );
         if config.gateway.reply_timeout <= config.worker.turn_deadline {

@@ -6,11 +6,16 @@
 //! request, 401 send a valid API key, 404 unknown character, 429 slow down, 503 retry later,
 //! 504 the fleet is slow.
 //!
+//! `GET /v1/users/{user_id}/memories` and `DELETE /v1/users/{user_id}` (both with an
+//! optional `?character=NAME`) show or forget what is stored about one of the caller's
+//! users (`privacy.rs`).
+//!
 //! `/v1/*` sits behind [`auth::guard`] (API key, per-key rate limit) and an explicit body
 //! limit (`HTTP_MAX_BODY_BYTES`); the health routes answer anyone. The caller's namespace
 //! (its key's name) comes from the key, never from the body.
 
 pub mod auth;
+mod privacy;
 pub mod rate;
 
 use std::sync::Arc;
@@ -58,6 +63,11 @@ struct BodyLimit(usize);
 pub fn router(core: Arc<GatewayCore>, access: Arc<Access>, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route("/v1/turns", post(turn))
+        .route("/v1/users/{user_id}/memories", get(privacy::show))
+        .route(
+            "/v1/users/{user_id}",
+            axum::routing::delete(privacy::forget),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .route_layer(axum::middleware::from_fn_with_state(access, auth::guard));

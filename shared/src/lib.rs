@@ -3,6 +3,7 @@
 //! is written against. No backend lives here: implementations are in `whisperfleet-adapters`.
 //! See ARCHITECTURE.md.
 
+pub mod cards;
 pub mod character;
 pub mod config;
 pub mod health;

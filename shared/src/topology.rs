@@ -17,6 +17,31 @@ pub const DEAD_EXCHANGE: &str = "fleet.dead";
 pub const TURNS_DEAD_QUEUE: &str = "turns.dead";
 pub const METRICS_DEAD_QUEUE: &str = "metrics.dead";
 pub const REPLY_QUEUE_PREFIX: &str = "replies.";
+/// Privacy requests (show or forget one identity's data) from gateways to workers: the
+/// gateway links no store, so a user's `/forget` or `DELETE /v1/users/{id}` travels here.
+pub const PRIVACY_EXCHANGE: &str = "fleet.privacy";
+pub const PRIVACY_QUEUE: &str = "privacy";
+pub const PRIVACY_ROUTING_KEY: &str = "privacy";
+pub const PRIVACY_DEAD_QUEUE: &str = "privacy.dead";
+
+/// Every dead-letter queue: what the dashboard's and the alerts' dead-letter queries must name.
+pub const DEAD_QUEUES: [&str; 3] = [TURNS_DEAD_QUEUE, METRICS_DEAD_QUEUE, PRIVACY_DEAD_QUEUE];
+/// The fleet's fixed queues (reply queues come and go with gateways): what the queue-depth
+/// sampler watches.
+pub const FLEET_QUEUES: [&str; 6] = [
+    TURNS_QUEUE,
+    TURNS_DEAD_QUEUE,
+    METRICS_QUEUE,
+    METRICS_DEAD_QUEUE,
+    PRIVACY_QUEUE,
+    PRIVACY_DEAD_QUEUE,
+];
+
+/// What a message on a gateway's reply queue is: absent (or `"reply"`) a `TurnReply`, so
+/// workers from before kinds keep working; otherwise one of the `KIND_*` below.
+pub const HEADER_KIND: &str = "x-whisperfleet-kind";
+/// A `PrivacyReply`.
+pub const KIND_PRIVACY: &str = "privacy";
 
 /// Header carrying why we dead-lettered a message ourselves (RabbitMQ's own dead-lettering
 /// writes `x-death` / `x-first-death-reason` instead).
@@ -31,6 +56,7 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub fn dead_queue_for(source: &str) -> &'static str {
     match source {
         METRICS_QUEUE => METRICS_DEAD_QUEUE,
+        PRIVACY_QUEUE => PRIVACY_DEAD_QUEUE,
         _ => TURNS_DEAD_QUEUE,
     }
 }

@@ -691,7 +691,7 @@ fn qdrant_server_is_within_one_minor_of_the_client() -> anyhow::Result<()> {
 // The checks of queries against what the code writes live in `whisperfleet::grafana`,
 // which `whisperfleet doctor` runs too.
 
-use whisperfleet::grafana::{alert_rules, check_query, written};
+use whisperfleet::grafana::{alert_rules, check_query, flux_names, written};
 
 /// The first `"…"` literal at the start of `s`.
 fn first_quoted(s: &str) -> Option<String> {
@@ -747,6 +747,18 @@ fn dashboard_queries_name_what_the_code_writes() -> anyhow::Result<()> {
     for m in written.keys() {
         ensure!(shown.contains(m), "no panel shows measurement {m:?}");
     }
+    // Every dead-letter queue is on the dead-letters panel (a new one is easy to forget).
+    let dead_panel: BTreeSet<String> = dashboard_queries()?
+        .into_iter()
+        .filter(|(title, _, _)| title.to_ascii_lowercase().contains("dead"))
+        .flat_map(|(_, _, query)| flux_names(&query).tags.remove("queue").unwrap_or_default())
+        .collect();
+    for dead in whisperfleet_shared::topology::DEAD_QUEUES {
+        ensure!(
+            dead_panel.contains(dead),
+            "the dead-letters panel does not show {dead}: {dead_panel:?}"
+        );
+    }
     Ok(())
 }
 
@@ -793,12 +805,16 @@ fn alert_rules_parse_and_name_what_the_code_writes() -> anyhow::Result<()> {
         "fleet_queue.consumers",
         "metrics_writer.points_written",
         "queue turns",
-        "queue turns.dead",
-        "queue metrics.dead",
     ] {
         ensure!(
             watched.contains(needed),
             "no alert watches {needed}: {watched:?}"
+        );
+    }
+    for dead in whisperfleet_shared::topology::DEAD_QUEUES {
+        ensure!(
+            watched.contains(&format!("queue {dead}")),
+            "no alert watches dead-letter queue {dead}: {watched:?}"
         );
     }
     let receivers = &doc["contactPoints"][0]["receivers"];

@@ -388,8 +388,8 @@ async fn startup_failures_never_print_a_secret() {
         labels.push(label);
     }
     for label in &labels {
-        // Those that keep retrying (the writer with a bad InfluxDB or management URL) have
-        // said what they will by then; the rest exit.
+        // Those that keep retrying (an unreachable broker) have said what they will by then;
+        // the rest exit.
         if fleet
             .wait_exit(label, Duration::from_secs(20))
             .await

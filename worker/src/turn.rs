@@ -583,7 +583,11 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
             interactions: r.interactions,
         }),
         budget_tokens: deps.settings.prompt_budget_tokens,
+        conversation_key: conv_key.clone(),
+        lore: Default::default(),
     };
+    // A card character's first turn in a conversation opens its history with the greeting.
+    let greeting = crate::compose::opening_greeting(&character, &ctx);
     let composed = deps
         .composition
         .compose(
@@ -595,7 +599,10 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
         .await;
     timings.since(Stage::Compose, t);
     let composed = match composed {
-        Ok(c) => c,
+        Ok(c) => {
+            counters.lore_entries_used = c.lore_entries_used;
+            c
+        }
         Err(e) => {
             counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
             let reply = reply_of(
@@ -675,19 +682,28 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     if outcome == Outcome::Ok
         && let Some(c) = &cache
     {
-        let entries = [
-            HistoryEntry {
-                role: Role::User,
-                text: req.text.clone(),
+        // The greeting joins the first exchange's turn, so it is appended at most once with
+        // it and the conversation keeps the greeting it was shown.
+        let entries: Vec<Vec<u8>> = greeting
+            .map(|g| HistoryEntry {
                 turn_id: turn_id.clone(),
-            },
-            HistoryEntry {
-                role: Role::Assistant,
-                text: text.clone(),
-                turn_id: turn_id.clone(),
-            },
-        ]
-        .map(|e| serde_json::to_vec(&e).expect("history entry serializes"));
+                ..g
+            })
+            .into_iter()
+            .chain([
+                HistoryEntry {
+                    role: Role::User,
+                    text: req.text.clone(),
+                    turn_id: turn_id.clone(),
+                },
+                HistoryEntry {
+                    role: Role::Assistant,
+                    text: text.clone(),
+                    turn_id: turn_id.clone(),
+                },
+            ])
+            .map(|e| serde_json::to_vec(&e).expect("history entry serializes"))
+            .collect();
         counters.redis_round_trips += 1;
         match c
             .append_once(
@@ -854,6 +870,7 @@ pub fn turn_points(
         .int("llm_calls", i64::from(c.llm_calls))
         .int("redis_round_trips", i64::from(c.redis_round_trips))
         .int("context_degraded", i64::from(c.context_degraded))
+        .int("lore_entries_used", i64::from(c.lore_entries_used))
         .int("text_chars", req.text.chars().count() as i64)
         .int("reply_chars", reply.text.chars().count() as i64);
     // Cache effectiveness: the request cache's hits (and the level that served them:
