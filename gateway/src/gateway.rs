@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use uuid::Uuid;
 use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::lineproto::{self, Point};
@@ -17,6 +18,7 @@ use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::records;
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
+use whisperfleet_shared::trace::{self, TraceContext};
 use whisperfleet_shared::wire::{
     Conversation, PrivacyAction, PrivacyOutcome, PrivacyReply, PrivacyRequest, Stage, TurnReply,
     TurnRequest, WIRE_VERSION, ms_between,
@@ -96,6 +98,10 @@ pub struct Pending {
     /// The conversation's turn slot: its next message starts when this is dropped, so an
     /// adapter that delivers in several sends (Discord chunks) keeps it until the last one.
     pub slot: crate::conversations::Turn,
+    /// The turn's trace (its delivery metric event carries it).
+    pub trace: TraceContext,
+    /// The turn's span (`turn_id`, `trace_id`): adapters log its delivery in it.
+    pub span: tracing::Span,
 }
 
 pub struct GatewayCore {
@@ -160,11 +166,15 @@ impl Drop for GiveUp<'_> {
         let (turn_id, key, why) = (self.turn_id, self.conversation_key.clone(), self.why);
         tracing::info!(%turn_id, why, "turn given up; its reply will not be kept");
         // Off this (possibly cancelled) task; Redis calls are bounded.
-        tokio::spawn(async move {
-            if let Err(e) = records::abandon(r.cache.as_ref(), &turn_id, &key, why, r.ttl).await {
-                tracing::warn!(%turn_id, error = %e, "could not mark the turn abandoned; a late reply may enter history");
+        tokio::spawn(
+            async move {
+                if let Err(e) = records::abandon(r.cache.as_ref(), &turn_id, &key, why, r.ttl).await
+                {
+                    tracing::warn!(%turn_id, error = %e, "could not mark the turn abandoned; a late reply may enter history");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 }
 
@@ -257,11 +267,35 @@ impl GatewayCore {
 
     /// Publishes the turn and waits for its reply; the conversation's next turn waits until
     /// the returned [`Pending`] (its `slot`) is dropped, i.e. until the reply was delivered.
+    ///
+    /// Each platform event starts a trace ([`TraceContext`]): the turn carries it in its
+    /// `traceparent` header, and every log line of the turn here is in a `turn` span with
+    /// `turn_id` and `trace_id` (the adapter keeps [`Pending::span`] for its delivery).
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
+        let trace = TraceContext::new_root();
+        let span = tracing::info_span!(
+            "turn",
+            turn_id = tracing::field::Empty,
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+        );
+        trace::link(&span, &trace);
+        trace::scope(trace, self.submit_traced(input, trace, span.clone()))
+            .instrument(span)
+            .await
+    }
+
+    async fn submit_traced(
+        &self,
+        input: TurnInput,
+        trace: TraceContext,
+        span: tracing::Span,
+    ) -> Result<Pending, SubmitError> {
         self.validate(&input.text)?;
         let key = input.conversation.key(&input.character);
         let turn = self.conversations.enter(&key, self.max_waiting).await?;
         let turn_id = Uuid::now_v7();
+        span.record("turn_id", tracing::field::display(turn_id));
         let req = TurnRequest {
             v: WIRE_VERSION,
             turn_id,
@@ -285,13 +319,14 @@ impl GatewayCore {
             why: "client_gone",
             armed: true,
         };
-        if let Err(e) = self.publish_turn(&req).await {
+        if let Err(e) = self.publish_turn(&req, &trace).await {
             // It may still reach the queue (a confirm lost, a blocked broker letting it
             // through later): the record keeps a worker from running it into history.
             give_up.why = "publish_failed";
             return Err(SubmitError::BrokerDown(e));
         }
         let ingress_ms = input.received.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(seq = req.seq, ingress_ms, "turn published");
         let platform_lag_ms = req
             .platform_sent_at
             .map_or(0.0, |s| ms_between(s, req.received_at));
@@ -315,6 +350,8 @@ impl GatewayCore {
             ingress_ms,
             platform_lag_ms,
             slot: turn,
+            trace,
+            span,
         })
     }
 
@@ -391,13 +428,18 @@ impl GatewayCore {
     }
 
     /// Bounded retry: a broker blip is ridden out, an outage is reported to the user.
-    async fn publish_turn(&self, req: &TurnRequest) -> Result<(), BrokerError> {
+    async fn publish_turn(
+        &self,
+        req: &TurnRequest,
+        trace: &TraceContext,
+    ) -> Result<(), BrokerError> {
         let msg = Message::json(
             topology::TURNS_EXCHANGE,
             topology::TURNS_ROUTING_KEY,
             req.encode(),
         )
-        .with_id(req.turn_id.to_string());
+        .with_id(req.turn_id.to_string())
+        .with_trace(trace);
         let res = retry(&self.publish_retry, "turn publish", |_| {
             self.broker.publish(msg.clone())
         })
@@ -440,18 +482,19 @@ impl GatewayCore {
         t
     }
 
-    /// One `delivery` metric event for this turn, off the reply path.
-    pub fn publish_delivery_metrics(&self, reply: &TurnReply, timings: &BTreeMap<String, f64>) {
-        let body = lineproto::encode(&[delivery_point(reply, timings, Utc::now())]);
+    /// One `delivery` metric event for this turn (in its trace), off the reply path.
+    pub fn publish_delivery_metrics(&self, pending: &Pending, timings: &BTreeMap<String, f64>) {
+        let body = lineproto::encode(&[delivery_point(&pending.reply, timings, Utc::now())]);
+        let msg = Message::line_protocol(body.into_bytes()).with_trace(&pending.trace);
         let broker = self.broker.clone();
-        tokio::spawn(async move {
-            if let Err(e) = broker
-                .publish(Message::line_protocol(body.into_bytes()))
-                .await
-            {
-                tracing::debug!(error = %e, "delivery metric not published");
+        tokio::spawn(
+            async move {
+                if let Err(e) = broker.publish(msg).await {
+                    tracing::debug!(error = %e, "delivery metric not published");
+                }
             }
-        });
+            .instrument(pending.span.clone()),
+        );
     }
 }
 

@@ -188,7 +188,10 @@ async fn turn(
         Outcome::Error => StatusCode::BAD_GATEWAY,
     };
     let timings = core.complete(&pending);
-    core.publish_delivery_metrics(reply, &timings);
+    core.publish_delivery_metrics(&pending, &timings);
+    pending
+        .span
+        .in_scope(|| tracing::debug!(outcome = reply.outcome.as_str(), "reply returned over HTTP"));
     let mut out = json!({
         "turn_id": reply.turn_id,
         "character": reply.character,

@@ -1,5 +1,5 @@
 //! Everything the whisperfleet services share: the wire contract, topology, configuration,
-//! telemetry, shutdown, retry, the prompt's layout contract, and the ports (traits) the pipeline
+//! telemetry, the trace context of a turn, shutdown, retry, the prompt's layout contract, and the ports (traits) the pipeline
 //! is written against. No backend lives here: implementations are in `whisperfleet-adapters`.
 //! See ARCHITECTURE.md.
 
@@ -17,4 +17,5 @@ pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 pub mod wire;

@@ -48,6 +48,9 @@ pub const KIND_PRIVACY: &str = "privacy";
 pub const HEADER_DEAD_REASON: &str = "x-whisperfleet-dead-reason";
 /// Header naming the queue a dead letter came from.
 pub const HEADER_DEAD_SOURCE: &str = "x-whisperfleet-source-queue";
+/// Header carrying the W3C trace context of the turn a message belongs to (`crate::trace`):
+/// on the turn, its reply and its metric events.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
 
 /// The dead-letter queue of a source queue.
 pub fn dead_queue_for(source: &str) -> &'static str {

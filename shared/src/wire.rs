@@ -202,6 +202,13 @@ pub struct Counters {
     pub cdl_local_hits: u32,
     #[serde(default)]
     pub cdl_redis_hits: u32,
+    /// `cache_hits` by level: served in the worker's process (loaded earlier in this turn)
+    /// or from Redis (finished by an earlier attempt of this turn). Absent from older
+    /// senders.
+    #[serde(default)]
+    pub cache_local_hits: u32,
+    #[serde(default)]
+    pub cache_redis_hits: u32,
     /// Lorebook entries the prompt carried (characters from community cards). Absent from
     /// older senders.
     #[serde(default)]

@@ -214,9 +214,11 @@ async fn rejected_and_malformed_events_are_dead_lettered_and_the_good_points_lan
     );
     msgs.insert(40, Message::line_protocol(format!("{m} v=").into_bytes()));
     msgs.insert(60, Message::line_protocol(Vec::new()));
+    // A turn's event, in its trace: the writer's log of its dead letter names the trace.
+    let trace = whisperfleet_shared::trace::TraceContext::new_root();
     msgs.insert(
         30,
-        Message::line_protocol(format!("poison_{m} v=1i").into_bytes()),
+        Message::line_protocol(format!("poison_{m} v=1i").into_bytes()).with_trace(&trace),
     );
     msgs.insert(
         80,
@@ -280,6 +282,13 @@ async fn rejected_and_malformed_events_are_dead_lettered_and_the_good_points_lan
     assert!(
         proxy.requests.load(Ordering::SeqCst) >= 3,
         "429 retried, rejected bisected"
+    );
+    let log = fleet.log_of("writer");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dead-lettering a metric event") && l.contains(&trace.trace_id())),
+        "the dead letter's log line names its trace {}:\n{log}",
+        trace.trace_id()
     );
 }
 

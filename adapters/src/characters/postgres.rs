@@ -42,7 +42,7 @@ use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 
 use super::sql::{Dialect, Sql, upsert_character_sql};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Bound of applying migrations at startup (connecting included).
 pub const MIGRATION_BOUND: Duration = Duration::from_secs(60);

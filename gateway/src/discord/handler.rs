@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use serenity::all::{
@@ -196,7 +197,11 @@ impl Bot {
         let result = self.core.submit(input).await;
         drop(typing);
         match result {
-            Ok(pending) => self.deliver(&ctx, &msg, pending).await,
+            Ok(pending) => {
+                // Delivery logs belong to the turn's trace.
+                let span = pending.span.clone();
+                self.deliver(&ctx, &msg, pending).instrument(span).await
+            }
             Err(SubmitError::Empty) => {}
             Err(SubmitError::TooLong { chars, limit }) => {
                 self.say(&ctx, &msg, &text::too_long_notice(chars, limit))
