@@ -1,7 +1,8 @@
 //! `whisperfleet`: the operator CLI. `up` runs gateway, workers and metrics writer in one
 //! process and `chat` talks to a character from the terminal — both on embedded defaults
 //! where nothing is configured; `characters` manages character data, `queues` shows queue
-//! depth, `bench` measures, `mock-llm` serves a local OpenAI-compatible endpoint. This file
+//! depth, `doctor` checks every configured backend, `bench` measures, `mock-llm` serves a
+//! local OpenAI-compatible endpoint. This file
 //! is the command line and its dispatch; each command's body is in `commands/`.
 
 mod commands;
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         watch: Option<u64>,
     },
+    /// Check every configured backend and the Grafana provisioning files; say what is wrong
+    /// and what fixes it (exit status 1 when something is).
+    Doctor(commands::doctor::DoctorArgs),
     /// A local OpenAI-compatible chat completion server with fixed latency.
     MockLlm(commands::mock_llm::MockLlmArgs),
 }
@@ -79,11 +83,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Chat { .. });
-    let mut config = if quiet {
-        telemetry::bootstrap_with("warn,lapin=error,sqlx=error")
-    } else {
-        telemetry::bootstrap()
+    let mut config = match cli.command {
+        Command::Chat { .. } => telemetry::bootstrap_with("warn,lapin=error,sqlx=error"),
+        // The report is the output: lapin's own logging of the 404s a passive declaration
+        // gets for a missing queue would only bury it.
+        Command::Doctor(_) => telemetry::bootstrap_with("error,lapin=off"),
+        _ => telemetry::bootstrap(),
     }
     .context("loading configuration")?;
     if let Some(dir) = cli.data_dir {
@@ -101,5 +106,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => commands::bench::run(&config, args).await,
         Command::Queues { json, watch } => commands::queues::run(&config, json, watch).await,
         Command::MockLlm(args) => commands::mock_llm::run(args).await,
+        Command::Doctor(args) => {
+            if !commands::doctor::run(&config, args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

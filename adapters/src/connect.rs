@@ -28,7 +28,7 @@ pub enum Missing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    /// A required URL is not set (not retryable: fix the configuration).
+    /// A required URL is not set or cannot be used (not retryable: fix the configuration).
     #[error(transparent)]
     Missing(#[from] ConfigError),
     /// The configuration asks for a backend this binary was built without.
@@ -449,6 +449,7 @@ pub fn metrics(config: &Config, missing: Missing) -> Result<Metrics, ConnectErro
         (Some(url), _) => {
             #[cfg(feature = "influx")]
             {
+                crate::http::check_http_url("WHISPERFLEET_INFLUX_URL", url.expose_secret())?;
                 let sink = Arc::new(
                     crate::metrics::influx::InfluxSink::from_config(url.expose_secret(), config)
                         .map_err(|e| {

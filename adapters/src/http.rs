@@ -24,6 +24,29 @@ pub fn openai_endpoint(base_url: &str, path: &str) -> Result<String, String> {
     Ok(url)
 }
 
+/// Checks that `url`, the value of the variable `var`, is an absolute http(s) URL with a
+/// host, so a typo stops the process at start with the variable's name instead of failing
+/// every request (and being retried forever). The URL itself is not shown: it may hold
+/// credentials, and the parse error says what is wrong.
+pub fn check_http_url(
+    var: &str,
+    url: &str,
+) -> Result<(), whisperfleet_shared::config::ConfigError> {
+    let invalid = |why: String| {
+        whisperfleet_shared::config::ConfigError::Invalid(format!(
+            "{var} must be an http:// or https:// URL: {why}"
+        ))
+    };
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!("the scheme is {:?}", parsed.scheme())));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("there is no host".into()));
+    }
+    Ok(())
+}
+
 /// Drops `user:password@` from a URL so it can be shown.
 pub fn redact_userinfo(url: &str) -> String {
     match reqwest::Url::parse(url) {

@@ -14,3 +14,4 @@ pub mod http;
 pub mod llm;
 pub mod memory;
 pub mod metrics;
+pub mod probe;

@@ -18,6 +18,9 @@
 //! With a custom `discord_api_base` (tests' stand-in) serenity's rate limiter is disabled,
 //! because it would send every request to the real Discord whatever the base URL.
 //!
+//! Privacy: `/memories` and `/forget` (with a confirmation button) are slash commands of
+//! every bot (`commands`), answered ephemerally through the gateway's privacy requests.
+//!
 //! By job: `client` builds each bot's REST client and keeps its serenity client running,
 //! `handler` turns an incoming message into a turn, `delivery` sends the reply (and knows
 //! which failures to retry), `typing` keeps the indicator up meanwhile; `policy` and `text`
@@ -25,6 +28,7 @@
 
 pub mod bots;
 mod client;
+pub mod commands;
 mod delivery;
 mod handler;
 pub mod policy;

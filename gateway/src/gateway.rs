@@ -9,15 +9,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 use uuid::Uuid;
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Consuming, Message};
 use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::records;
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
+use whisperfleet_shared::trace::{self, TraceContext};
 use whisperfleet_shared::wire::{
-    Conversation, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
+    Conversation, PrivacyAction, PrivacyOutcome, PrivacyReply, PrivacyRequest, Stage, TurnReply,
+    TurnRequest, WIRE_VERSION, ms_between,
 };
 
 use crate::conversations::{Conversations, TooManyWaiting};
@@ -52,6 +56,21 @@ pub enum SubmitError {
     Timeout(Duration),
 }
 
+/// Why a privacy request (show or forget a user's data) was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    /// Retryable: the broker did not take the request.
+    #[error("the message queue is unavailable right now: {0}")]
+    BrokerDown(BrokerError),
+    /// No worker answered in time (none running, or all busy); the request expires
+    /// unanswered, so nothing was done.
+    #[error("no worker answered within {0:?}")]
+    Timeout(Duration),
+    /// A worker tried and a store failed; retry later.
+    #[error("the request could not be done: {0}")]
+    Failed(String),
+}
+
 /// Why the gateway cannot take turns right now (`/readyz`).
 #[derive(Debug, thiserror::Error)]
 pub enum NotReady {
@@ -82,6 +101,10 @@ pub struct Pending {
     /// When the user first saw text of this reply (a streamed delta shown), set by the
     /// adapter; unset, the text first shows when the delivery completes.
     pub first_visible: Option<Instant>,
+    /// The turn's trace (its delivery metric event carries it).
+    pub trace: TraceContext,
+    /// The turn's span (`turn_id`, `trace_id`): adapters log its delivery in it.
+    pub span: tracing::Span,
 }
 
 pub struct GatewayCore {
@@ -91,6 +114,7 @@ pub struct GatewayCore {
     conversations: Arc<Conversations>,
     pub max_text_chars: usize,
     reply_timeout: Duration,
+    privacy_timeout: Duration,
     max_waiting: usize,
     publish_retry: RetryPolicy,
     /// The reply queue and whether its consumer is subscribed right now (readiness).
@@ -145,11 +169,15 @@ impl Drop for GiveUp<'_> {
         let (turn_id, key, why) = (self.turn_id, self.conversation_key.clone(), self.why);
         tracing::info!(%turn_id, why, "turn given up; its reply will not be kept");
         // Off this (possibly cancelled) task; Redis calls are bounded.
-        tokio::spawn(async move {
-            if let Err(e) = records::abandon(r.cache.as_ref(), &turn_id, &key, why, r.ttl).await {
-                tracing::warn!(%turn_id, error = %e, "could not mark the turn abandoned; a late reply may enter history");
+        tokio::spawn(
+            async move {
+                if let Err(e) = records::abandon(r.cache.as_ref(), &turn_id, &key, why, r.ttl).await
+                {
+                    tracing::warn!(%turn_id, error = %e, "could not mark the turn abandoned; a late reply may enter history");
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
     }
 }
 
@@ -169,6 +197,7 @@ impl GatewayCore {
             conversations: Conversations::new(),
             max_text_chars,
             reply_timeout,
+            privacy_timeout: Duration::from_secs(15),
             max_waiting,
             // Three attempts, 100 ms–1 s apart: a blip is ridden out, the user is not kept
             // waiting through an outage.
@@ -193,6 +222,12 @@ impl GatewayCore {
     /// Marks given-up turns in the workers' turn records (`ttl`: their lifetime).
     pub fn with_records(mut self, cache: Option<Arc<dyn Cache>>, ttl: Duration) -> Self {
         self.records = cache.map(|cache| Records { cache, ttl });
+        self
+    }
+
+    /// How long [`GatewayCore::privacy`] waits for a worker.
+    pub fn with_privacy_timeout(mut self, timeout: Duration) -> Self {
+        self.privacy_timeout = timeout;
         self
     }
 
@@ -235,6 +270,10 @@ impl GatewayCore {
 
     /// Publishes the turn and waits for its reply; the conversation's next turn waits until
     /// the returned [`Pending`] (its `slot`) is dropped, i.e. until the reply was delivered.
+    ///
+    /// Each platform event starts a trace ([`TraceContext`]): the turn carries it in its
+    /// `traceparent` header, and every log line of the turn here is in a `turn` span with
+    /// `turn_id` and `trace_id` (the adapter keeps [`Pending::span`] for its delivery).
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
         self.submit_with(input, None).await
     }
@@ -256,10 +295,34 @@ impl GatewayCore {
         input: TurnInput,
         stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Pending, SubmitError> {
+        let trace = TraceContext::new_root();
+        let span = tracing::info_span!(
+            "turn",
+            turn_id = tracing::field::Empty,
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+        );
+        trace::link(&span, &trace);
+        trace::scope(
+            trace,
+            self.submit_traced(input, stream, trace, span.clone()),
+        )
+        .instrument(span)
+        .await
+    }
+
+    async fn submit_traced(
+        &self,
+        input: TurnInput,
+        stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+        trace: TraceContext,
+        span: tracing::Span,
+    ) -> Result<Pending, SubmitError> {
         self.validate(&input.text)?;
         let key = input.conversation.key(&input.character);
         let turn = self.conversations.enter(&key, self.max_waiting).await?;
         let turn_id = Uuid::now_v7();
+        span.record("turn_id", tracing::field::display(turn_id));
         let req = TurnRequest {
             v: WIRE_VERSION,
             turn_id,
@@ -287,13 +350,14 @@ impl GatewayCore {
             why: "client_gone",
             armed: true,
         };
-        if let Err(e) = self.publish_turn(&req).await {
+        if let Err(e) = self.publish_turn(&req, &trace).await {
             // It may still reach the queue (a confirm lost, a blocked broker letting it
             // through later): the record keeps a worker from running it into history.
             give_up.why = "publish_failed";
             return Err(SubmitError::BrokerDown(e));
         }
         let ingress_ms = input.received.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(seq = req.seq, ingress_ms, "turn published");
         let platform_lag_ms = req
             .platform_sent_at
             .map_or(0.0, |s| ms_between(s, req.received_at));
@@ -318,7 +382,60 @@ impl GatewayCore {
             platform_lag_ms,
             slot: turn,
             first_visible: None,
+            trace,
+            span,
         })
+    }
+
+    /// Shows or forgets what is stored about `identity` (with `character` only, or all):
+    /// publishes a privacy request for a worker (the gateway holds no store) and waits for
+    /// its reply, at most `PRIVACY_TIMEOUT_MS`. The identity comes from the adapter's trust
+    /// boundary (API key, Discord interaction), never from what a client wrote.
+    pub async fn privacy(
+        &self,
+        identity: Identity,
+        character: Option<String>,
+        action: PrivacyAction,
+    ) -> Result<PrivacyReply, PrivacyError> {
+        let req = PrivacyRequest {
+            v: WIRE_VERSION,
+            request_id: Uuid::now_v7(),
+            identity,
+            character,
+            action,
+            reply_to: self.id.clone(),
+            expires_at: Utc::now()
+                + chrono::Duration::from_std(self.privacy_timeout).unwrap_or(chrono::Duration::MAX),
+        };
+        let reply = self.router.expect_privacy(req.request_id);
+        let msg = Message::json(
+            topology::PRIVACY_EXCHANGE,
+            topology::PRIVACY_ROUTING_KEY,
+            req.encode(),
+        )
+        .with_id(req.request_id.to_string());
+        let published = retry(&self.publish_retry, "privacy request publish", |_| {
+            self.broker.publish(msg.clone())
+        })
+        .await;
+        if let Err(e) = published {
+            self.router.forget_privacy(req.request_id);
+            return Err(PrivacyError::BrokerDown(e));
+        }
+        let reply = match tokio::time::timeout(self.privacy_timeout, reply).await {
+            Ok(Ok(r)) => r,
+            _ => {
+                self.router.forget_privacy(req.request_id);
+                tracing::warn!(request_id = %req.request_id, action = ?req.action, "no worker answered a privacy request in time");
+                return Err(PrivacyError::Timeout(self.privacy_timeout));
+            }
+        };
+        match reply.outcome {
+            PrivacyOutcome::Ok => Ok(reply),
+            PrivacyOutcome::Error => Err(PrivacyError::Failed(
+                reply.error.unwrap_or_else(|| "a store failed".into()),
+            )),
+        }
     }
 
     /// Replies nobody waits for (their wait ended, or this gateway restarted since): shown
@@ -343,13 +460,18 @@ impl GatewayCore {
     }
 
     /// Bounded retry: a broker blip is ridden out, an outage is reported to the user.
-    async fn publish_turn(&self, req: &TurnRequest) -> Result<(), BrokerError> {
+    async fn publish_turn(
+        &self,
+        req: &TurnRequest,
+        trace: &TraceContext,
+    ) -> Result<(), BrokerError> {
         let msg = Message::json(
             topology::TURNS_EXCHANGE,
             topology::TURNS_ROUTING_KEY,
             req.encode(),
         )
-        .with_id(req.turn_id.to_string());
+        .with_id(req.turn_id.to_string())
+        .with_trace(trace);
         let res = retry(&self.publish_retry, "turn publish", |_| {
             self.broker.publish(msg.clone())
         })
@@ -397,18 +519,19 @@ impl GatewayCore {
         t
     }
 
-    /// One `delivery` metric event for this turn, off the reply path.
-    pub fn publish_delivery_metrics(&self, reply: &TurnReply, timings: &BTreeMap<String, f64>) {
-        let body = lineproto::encode(&[delivery_point(reply, timings, Utc::now())]);
+    /// One `delivery` metric event for this turn (in its trace), off the reply path.
+    pub fn publish_delivery_metrics(&self, pending: &Pending, timings: &BTreeMap<String, f64>) {
+        let body = lineproto::encode(&[delivery_point(&pending.reply, timings, Utc::now())]);
+        let msg = Message::line_protocol(body.into_bytes()).with_trace(&pending.trace);
         let broker = self.broker.clone();
-        tokio::spawn(async move {
-            if let Err(e) = broker
-                .publish(Message::line_protocol(body.into_bytes()))
-                .await
-            {
-                tracing::debug!(error = %e, "delivery metric not published");
+        tokio::spawn(
+            async move {
+                if let Err(e) = broker.publish(msg).await {
+                    tracing::debug!(error = %e, "delivery metric not published");
+                }
             }
-        });
+            .instrument(pending.span.clone()),
+        );
     }
 }
 
@@ -484,6 +607,7 @@ impl Connected {
                 config.gateway.max_queued_per_conversation,
             )
             .with_records(cache, config.worker.turn_record_ttl)
+            .with_privacy_timeout(config.gateway.privacy_timeout)
             .with_reply_consumer(reply_queue, consuming),
         );
         if config.gateway.reply_timeout <= config.worker.turn_deadline {

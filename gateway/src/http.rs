@@ -6,6 +6,10 @@
 //! request, 401 send a valid API key, 404 unknown character, 429 slow down, 503 retry later,
 //! 504 the fleet is slow.
 //!
+//! `GET /v1/users/{user_id}/memories` and `DELETE /v1/users/{user_id}` (both with an
+//! optional `?character=NAME`) show or forget what is stored about one of the caller's
+//! users (`privacy.rs`).
+//!
 //! `/v1/*` sits behind [`auth::guard`] (API key, per-key rate limit) and an explicit body
 //! limit (`HTTP_MAX_BODY_BYTES`); the health routes answer anyone. The caller's namespace
 //! (its key's name) comes from the key, never from the body.
@@ -14,6 +18,7 @@
 //! answers with server-sent events instead (see [`stream`]).
 
 pub mod auth;
+mod privacy;
 pub mod rate;
 pub mod stream;
 
@@ -66,6 +71,11 @@ struct BodyLimit(usize);
 pub fn router(core: Arc<GatewayCore>, access: Arc<Access>, max_body_bytes: usize) -> Router {
     let api = Router::new()
         .route("/v1/turns", post(turn))
+        .route("/v1/users/{user_id}/memories", get(privacy::show))
+        .route(
+            "/v1/users/{user_id}",
+            axum::routing::delete(privacy::forget),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .route_layer(axum::middleware::from_fn_with_state(access, auth::guard));
@@ -173,7 +183,13 @@ async fn turn(
         }
     };
     let timings = core.complete(&pending);
-    core.publish_delivery_metrics(&pending.reply, &timings);
+    core.publish_delivery_metrics(&pending, &timings);
+    pending.span.in_scope(|| {
+        tracing::debug!(
+            outcome = pending.reply.outcome.as_str(),
+            "reply returned over HTTP"
+        )
+    });
     let (status, out) = reply_body(&pending.reply, &timings);
     (status, Json(out)).into_response()
 }

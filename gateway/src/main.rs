@@ -8,5 +8,8 @@ use whisperfleet_shared::{shutdown, telemetry};
 async fn main() -> anyhow::Result<()> {
     let config = telemetry::bootstrap().context("loading configuration")?;
     let app = Application::build(&config).await?;
-    app.run_until_stopped(shutdown::on_signals()).await
+    let result = app.run_until_stopped(shutdown::on_signals()).await;
+    // Spans still batched for OTLP (feature `otlp`) leave before the process does.
+    telemetry::flush();
+    result
 }

@@ -4,9 +4,12 @@
 //! for (its wait timed out or was cancelled, or this gateway restarted since) goes to the
 //! `unclaimed` channel, whose reader decides what becomes of it.
 //!
-//! The reply queue also carries streamed progress (`TurnReplyDelta`, header
-//! `x-whisperfleet-kind: delta`): a waiter that asked for it ([`ReplyRouter::expect_streaming`])
-//! gets the new text of each delta, in order and once — duplicates, stale and gapped
+//! The queue carries several kinds of message, told apart by the `x-whisperfleet-kind`
+//! header ([`topology::HEADER_KIND`]): absent, a `TurnReply`; `privacy`, a `PrivacyReply`,
+//! routed by `request_id` to the privacy call waiting for it (nobody waiting: dropped).
+//!
+//! Streamed progress (`TurnReplyDelta`, kind `delta`): a waiter that asked for it
+//! ([`ReplyRouter::expect_streaming`]) gets the new text of each delta, in order and once — duplicates, stale and gapped
 //! deltas are dropped by `index`/`seq` — until its reply arrives. Deltas nobody waits for
 //! are dropped (the reply brings the whole text anyway).
 
@@ -19,9 +22,9 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
-use whisperfleet_shared::ports::broker::Subscription;
+use whisperfleet_shared::ports::broker::{Delivery, Subscription};
 use whisperfleet_shared::topology;
-use whisperfleet_shared::wire::{TurnReply, TurnReplyDelta};
+use whisperfleet_shared::wire::{PrivacyReply, TurnReply, TurnReplyDelta};
 
 /// How many delivered turn ids are remembered for de-duplication.
 const REMEMBERED: usize = 100_000;
@@ -73,6 +76,8 @@ struct Streaming {
 struct Inner {
     waiting: HashMap<Uuid, oneshot::Sender<Arrived>>,
     streams: HashMap<Uuid, Streaming>,
+    /// Privacy calls waiting for their reply, by `request_id`.
+    privacy: HashMap<Uuid, oneshot::Sender<PrivacyReply>>,
     delivered: HashSet<Uuid>,
     order: VecDeque<Uuid>,
     duplicates: u64,
@@ -189,6 +194,49 @@ impl ReplyRouter {
         tx.send(Arrived { reply, consumed_at }).is_ok()
     }
 
+    /// Registers a privacy call before its request is published; the returned receiver
+    /// gets the reply. Call [`ReplyRouter::forget_privacy`] when the wait ends without it.
+    pub fn expect_privacy(&self, request_id: Uuid) -> oneshot::Receiver<PrivacyReply> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .lock()
+            .expect("router lock")
+            .privacy
+            .insert(request_id, tx);
+        rx
+    }
+
+    pub fn forget_privacy(&self, request_id: Uuid) {
+        self.inner
+            .lock()
+            .expect("router lock")
+            .privacy
+            .remove(&request_id);
+    }
+
+    /// Hands a privacy reply to its caller; false when nobody waits (timed out: the
+    /// caller already answered that it failed, so the reply has no one to go to).
+    pub fn route_privacy(&self, reply: PrivacyReply) -> bool {
+        let tx = self
+            .inner
+            .lock()
+            .expect("router lock")
+            .privacy
+            .remove(&reply.request_id);
+        match tx {
+            Some(tx) => tx.send(reply).is_ok(),
+            None => {
+                tracing::info!(request_id = %reply.request_id, "privacy reply nobody waits for (timed out); dropped");
+                false
+            }
+        }
+    }
+
+    /// Privacy calls waiting right now.
+    pub fn waiting_privacy(&self) -> usize {
+        self.inner.lock().expect("router lock").privacy.len()
+    }
+
     /// Turns whose reply someone is waiting for right now.
     pub fn waiting(&self) -> usize {
         self.inner.lock().expect("router lock").waiting.len()
@@ -201,28 +249,40 @@ impl ReplyRouter {
     /// Consumes the reply queue until the subscription ends.
     pub async fn run(self: Arc<Self>, mut sub: Subscription) {
         while let Some(d) = sub.rx.recv().await {
-            match d.headers.get(topology::HEADER_KIND).map(String::as_str) {
-                None | Some(topology::KIND_REPLY) => match TurnReply::decode(&d.body) {
-                    Ok(reply) => {
-                        self.route(reply);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "unreadable reply dropped"),
-                },
-                Some(topology::KIND_DELTA) => match TurnReplyDelta::decode(&d.body) {
-                    Ok(delta) => {
-                        self.route_delta(&delta);
-                    }
-                    Err(e) => tracing::debug!(error = %e, "unreadable delta dropped"),
-                },
-                Some(other) => {
-                    tracing::warn!(
-                        kind = other,
-                        "reply-queue message of an unknown kind dropped"
-                    )
-                }
-            }
+            self.dispatch(&d);
             // Replies are only useful to a live waiter; nothing to retry.
             let _ = d.acker.ack().await;
+        }
+    }
+
+    /// One delivery of the reply queue, by its kind.
+    fn dispatch(&self, d: &Delivery) {
+        match d.headers.get(topology::HEADER_KIND).map(String::as_str) {
+            Some(topology::KIND_PRIVACY) => match PrivacyReply::decode(&d.body) {
+                Ok(reply) => {
+                    self.route_privacy(reply);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable privacy reply dropped"),
+            },
+            Some(topology::KIND_DELTA) => match TurnReplyDelta::decode(&d.body) {
+                Ok(delta) => {
+                    self.route_delta(&delta);
+                }
+                Err(e) => tracing::debug!(error = %e, "unreadable delta dropped"),
+            },
+            // Absent (or "reply"): a turn's reply, as before kinds existed.
+            None | Some(topology::KIND_REPLY) => match TurnReply::decode(&d.body) {
+                Ok(reply) => {
+                    self.route(reply);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable reply dropped"),
+            },
+            Some(other) => {
+                tracing::warn!(
+                    kind = other,
+                    "reply-queue message of an unknown kind dropped"
+                )
+            }
         }
     }
 }
@@ -272,6 +332,83 @@ mod tests {
         // The stream ends with the reply; a late delta is dropped.
         assert_eq!(rx.recv().await, None);
         assert!(!router.route_delta(&delta(turn_id, 2, 11, "!")));
+    }
+
+    struct NoAck;
+
+    #[async_trait::async_trait]
+    impl whisperfleet_shared::ports::broker::Acker for NoAck {
+        async fn ack(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+        async fn ack_up_to(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+        async fn requeue(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+        async fn reject(&self) -> Result<(), whisperfleet_shared::ports::BrokerError> {
+            Ok(())
+        }
+    }
+
+    fn delivery(body: Vec<u8>, kind: Option<&str>) -> Delivery {
+        let mut headers = std::collections::BTreeMap::new();
+        if let Some(k) = kind {
+            headers.insert(topology::HEADER_KIND.to_string(), k.to_string());
+        }
+        Delivery {
+            queue: "replies.gw".into(),
+            body,
+            headers,
+            message_id: None,
+            redelivered: false,
+            delivery_count: 0,
+            acker: Box::new(NoAck),
+        }
+    }
+
+    /// The reply queue's kinds: a privacy reply reaches its privacy call by `request_id`;
+    /// without the header a body is a turn's reply, as before kinds existed.
+    #[tokio::test]
+    async fn deliveries_are_dispatched_by_their_kind() {
+        use whisperfleet_shared::wire::{PrivacyAction, WIRE_VERSION};
+        let router = ReplyRouter::new();
+        let request_id = Uuid::now_v7();
+        let mut waiting = router.expect_privacy(request_id);
+        let reply = PrivacyReply::error(request_id, PrivacyAction::Show, "test");
+        // Without the header it is read as a turn's reply (and is not one): not routed.
+        router.dispatch(&delivery(reply.encode(), None));
+        assert!(waiting.try_recv().is_err());
+        router.dispatch(&delivery(reply.encode(), Some(topology::KIND_PRIVACY)));
+        assert_eq!(waiting.try_recv().unwrap().request_id, request_id);
+        assert_eq!(router.waiting_privacy(), 0);
+
+        let turn_id = Uuid::now_v7();
+        let waiter = router.expect(turn_id);
+        let turn_reply = TurnReply {
+            v: WIRE_VERSION,
+            turn_id,
+            conversation: whisperfleet_shared::wire::Conversation {
+                platform: "http".into(),
+                namespace: String::new(),
+                channel_id: "c".into(),
+                user_id: "u".into(),
+                guild_id: None,
+                is_dm: true,
+            },
+            character: "nora".into(),
+            text: "hi".into(),
+            outcome: whisperfleet_shared::wire::Outcome::Ok,
+            timings: Default::default(),
+            counters: Default::default(),
+            seq: 1,
+            platform_message_id: None,
+            reason: None,
+            partial: false,
+        };
+        router.dispatch(&delivery(turn_reply.encode(), None));
+        assert_eq!(waiter.await.unwrap().reply.turn_id, turn_id);
     }
 
     #[tokio::test]

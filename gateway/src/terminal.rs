@@ -287,7 +287,7 @@ impl Chat {
             _ => reply.text.split_whitespace().collect::<Vec<_>>().join(" "),
         };
         let timings = self.core.complete(&pending);
-        self.core.publish_delivery_metrics(reply, &timings);
+        self.core.publish_delivery_metrics(&pending, &timings);
         for (stage, ms) in &timings {
             self.session.record(stage, *ms);
         }

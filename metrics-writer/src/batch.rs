@@ -131,7 +131,14 @@ impl Batcher {
     }
 
     async fn dead_letter(&mut self, delivery: Delivery, reason: &str) {
-        tracing::warn!(reason, "dead-lettering a metric event");
+        // The turn the event belongs to, by the trace its publisher sent with it.
+        let trace_id = delivery
+            .headers
+            .get(whisperfleet_shared::topology::HEADER_TRACEPARENT)
+            .and_then(|h| whisperfleet_shared::trace::TraceContext::parse(h))
+            .map(|t| t.trace_id())
+            .unwrap_or_default();
+        tracing::warn!(reason, trace_id, "dead-lettering a metric event");
         match broker::dead_letter(self.broker.as_ref(), delivery, reason).await {
             Ok(()) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);

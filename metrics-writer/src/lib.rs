@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use whisperfleet_adapters::connect::{self, Missing};
 use whisperfleet_shared::config::Config;
@@ -45,11 +46,16 @@ impl Application {
         let metrics = connect::metrics(config, Missing::Refuse)?;
         let broker = connect::broker(config, "metrics-writer", Missing::Refuse).await?;
         let cache = connect::cache(config, "metrics-writer", Missing::Refuse)?;
-        let management = config
-            .metrics
-            .rabbitmq_management_url
-            .as_ref()
-            .and_then(|m| sampler::Management::new(m, &amqp));
+        let management = match &config.metrics.rabbitmq_management_url {
+            Some(url) => {
+                whisperfleet_adapters::http::check_http_url(
+                    "WHISPERFLEET_RABBITMQ_MANAGEMENT_URL",
+                    url.expose_secret(),
+                )?;
+                sampler::Management::new(url, &amqp)
+            }
+            None => None,
+        };
         let mut app = Self::build_with(
             config,
             broker,

@@ -1,6 +1,6 @@
 //! Queue-depth sampling: every `metrics_sample_interval_ms`, the ready count and consumers
-//! of every fleet queue (`turns`, `turns.dead`, `metrics`, `metrics.dead` and each gateway's
-//! `replies.*`, found in the gateways' heartbeat registry: one Redis call per sample, however
+//! of every fleet queue (`turns`, `turns.dead`, `metrics`, `metrics.dead`, `privacy`,
+//! `privacy.dead` and each gateway's `replies.*`, found in the gateways' heartbeat registry: one Redis call per sample, however
 //! large the keyspace grows with per-turn records), plus unacked counts from the
 //! management API where it is configured, as `fleet_queue` points; and the writer's own
 //! `metrics_writer` health point. The samples are published as a metric event like any
@@ -25,15 +25,10 @@ pub async fn fleet_queues(
     broker: &dyn Broker,
     cache: Option<&dyn Cache>,
 ) -> Result<Vec<QueueStats>, whisperfleet_shared::ports::broker::BrokerError> {
-    let mut names: Vec<String> = [
-        topology::TURNS_QUEUE,
-        topology::TURNS_DEAD_QUEUE,
-        topology::METRICS_QUEUE,
-        topology::METRICS_DEAD_QUEUE,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut names: Vec<String> = topology::FLEET_QUEUES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if let Some(cache) = cache {
         match cache
             .alive(topology::GATEWAY_REGISTRY, topology::GATEWAY_ALIVE)

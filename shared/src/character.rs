@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cards::{Card, Lorebook};
+
 /// A character as stored, cached and composed into prompts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -35,6 +37,14 @@ pub struct Character {
     pub response_guidelines: Vec<ResponseGuideline>,
     pub ai_scenarios: Vec<AiScenario>,
     pub llm: LlmSettings,
+    /// The community card this character was imported from, kept whole (`None`: the
+    /// project's own format). Prompts read its fields; exports give it back unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<Card>,
+    /// Lorebooks attached with `characters import --lorebook` (a card's own book is in
+    /// `card`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lorebooks: Vec<Lorebook>,
 }
 
 impl Default for Character {
@@ -59,6 +69,8 @@ impl Default for Character {
             response_guidelines: Vec::new(),
             ai_scenarios: Vec::new(),
             llm: LlmSettings::default(),
+            card: None,
+            lorebooks: Vec::new(),
         }
     }
 }
@@ -291,6 +303,61 @@ impl Character {
             }
         }
         Ok(())
+    }
+
+    /// A character made from a community card: the name and description the model's own
+    /// fields hold (lists, the identity section), the card kept whole for everything else.
+    /// Card characters are fictional personas: the fantasy archetype, honest when asked
+    /// directly whether they are an AI.
+    pub fn from_card(card: Card) -> Result<Self, String> {
+        let mut c = Character {
+            name: card.data.name.clone(),
+            description: card.data.description.clone(),
+            archetype: Archetype::Fantasy,
+            card: Some(card),
+            ..Default::default()
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// A copy without the card and the lorebooks (the heavy, rarely needed parts: a prompt
+    /// builder takes from the card only what it uses). Every field named, so a new field
+    /// cannot be forgotten here.
+    pub fn clone_without_card(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            normalized_name: self.normalized_name.clone(),
+            occupation: self.occupation.clone(),
+            description: self.description.clone(),
+            archetype: self.archetype,
+            allow_full_roleplay: self.allow_full_roleplay,
+            emoji_frequency: self.emoji_frequency.clone(),
+            emoji_style: self.emoji_style.clone(),
+            version: self.version,
+            personality: self.personality,
+            communication: self.communication.clone(),
+            values: self.values.clone(),
+            voice_traits: self.voice_traits.clone(),
+            speech_patterns: self.speech_patterns.clone(),
+            interests: self.interests.clone(),
+            background: self.background.clone(),
+            response_guidelines: self.response_guidelines.clone(),
+            ai_scenarios: self.ai_scenarios.clone(),
+            llm: self.llm.clone(),
+            card: None,
+            lorebooks: Vec::new(),
+        }
+    }
+
+    /// Lorebook entries this character has: its card's own and the attached ones.
+    pub fn lore_entry_count(&self) -> usize {
+        self.card.as_ref().map_or(0, Card::lore_entries)
+            + self
+                .lorebooks
+                .iter()
+                .map(|b| b.entries.len())
+                .sum::<usize>()
     }
 
     pub fn summary(&self) -> CharacterSummary {

@@ -1,8 +1,9 @@
 //! Everything the whisperfleet services share: the wire contract, topology, configuration,
-//! telemetry, shutdown, retry, the prompt's layout contract, and the ports (traits) the pipeline
+//! telemetry, the trace context of a turn, shutdown, retry, the prompt's layout contract, and the ports (traits) the pipeline
 //! is written against. No backend lives here: implementations are in `whisperfleet-adapters`.
 //! See ARCHITECTURE.md.
 
+pub mod cards;
 pub mod character;
 pub mod config;
 pub mod health;
@@ -17,4 +18,5 @@ pub mod shutdown;
 pub mod sse;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 pub mod wire;

@@ -8,6 +8,9 @@
 //!   redelivered to another worker reuses what the first attempt finished (above all the LLM
 //!   answer: a crash after the LLM call neither pays twice nor answers differently).
 //! - The scope dies with the turn (drop), and the Redis copies expire by TTL.
+//! - Hits are counted by level: in-process (this turn loaded the key already, or is loading
+//!   it) and the backing cache (an earlier attempt of this turn finished it), so a
+//!   dashboard tells sharing within a turn from work a redelivery did not repeat.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -28,7 +31,8 @@ pub struct RequestCache {
     turn_id: String,
     backing: Option<Arc<dyn Cache>>,
     cells: Mutex<HashMap<String, Cell>>,
-    hits: AtomicU32,
+    local_hits: AtomicU32,
+    backing_hits: AtomicU32,
     misses: AtomicU32,
     round_trips: AtomicU32,
 }
@@ -39,7 +43,8 @@ impl RequestCache {
             turn_id: turn_id.into(),
             backing,
             cells: Mutex::new(HashMap::new()),
-            hits: AtomicU32::new(0),
+            local_hits: AtomicU32::new(0),
+            backing_hits: AtomicU32::new(0),
             misses: AtomicU32::new(0),
             round_trips: AtomicU32::new(0),
         }
@@ -66,7 +71,7 @@ impl RequestCache {
             cells.entry(key.to_string()).or_default().clone()
         };
         if let Some(v) = cell.get() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.local_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(downcast::<T>(v));
         }
         let mut ran_here = false;
@@ -76,7 +81,7 @@ impl RequestCache {
                 if persist.is_some()
                     && let Some(v) = self.backing_get::<T>(key).await
                 {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    self.backing_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Arc::new(v) as Arc<dyn Any + Send + Sync>);
                 }
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -88,8 +93,8 @@ impl RequestCache {
             })
             .await?;
         if !ran_here {
-            // Waited on another caller's load: shared, so a hit.
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            // Waited on another caller's load: shared in this process, so a local hit.
+            self.local_hits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(downcast::<T>(v))
     }
@@ -126,8 +131,19 @@ impl RequestCache {
         }
     }
 
+    /// Hits at either level.
     pub fn hits(&self) -> u32 {
-        self.hits.load(Ordering::Relaxed)
+        self.local_hits() + self.backing_hits()
+    }
+
+    /// Served in this process: the key was loaded (or being loaded) in this turn already.
+    pub fn local_hits(&self) -> u32 {
+        self.local_hits.load(Ordering::Relaxed)
+    }
+
+    /// Served from the backing cache (Redis): an earlier attempt of this turn finished it.
+    pub fn backing_hits(&self) -> u32 {
+        self.backing_hits.load(Ordering::Relaxed)
     }
 
     pub fn misses(&self) -> u32 {
@@ -167,6 +183,11 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(rc.misses(), 1);
         assert_eq!(rc.hits(), 9);
+        assert_eq!(
+            (rc.local_hits(), rc.backing_hits()),
+            (9, 0),
+            "shared in-process"
+        );
 
         let err: Result<u32, String> = rc
             .load("bad", None, || async { Err("boom".to_string()) })

@@ -17,24 +17,48 @@ pub const DEAD_EXCHANGE: &str = "fleet.dead";
 pub const TURNS_DEAD_QUEUE: &str = "turns.dead";
 pub const METRICS_DEAD_QUEUE: &str = "metrics.dead";
 pub const REPLY_QUEUE_PREFIX: &str = "replies.";
+/// Privacy requests (show or forget one identity's data) from gateways to workers: the
+/// gateway links no store, so a user's `/forget` or `DELETE /v1/users/{id}` travels here.
+pub const PRIVACY_EXCHANGE: &str = "fleet.privacy";
+pub const PRIVACY_QUEUE: &str = "privacy";
+pub const PRIVACY_ROUTING_KEY: &str = "privacy";
+pub const PRIVACY_DEAD_QUEUE: &str = "privacy.dead";
+
+/// Every dead-letter queue: what the dashboard's and the alerts' dead-letter queries must name.
+pub const DEAD_QUEUES: [&str; 3] = [TURNS_DEAD_QUEUE, METRICS_DEAD_QUEUE, PRIVACY_DEAD_QUEUE];
+/// The fleet's fixed queues (reply queues come and go with gateways): what the queue-depth
+/// sampler watches.
+pub const FLEET_QUEUES: [&str; 6] = [
+    TURNS_QUEUE,
+    TURNS_DEAD_QUEUE,
+    METRICS_QUEUE,
+    METRICS_DEAD_QUEUE,
+    PRIVACY_QUEUE,
+    PRIVACY_DEAD_QUEUE,
+];
+
+/// What a message on a gateway's reply queue (`replies.<gateway-id>`) is: absent or
+/// [`KIND_REPLY`] a `TurnReply` (what workers sent before there were kinds), [`KIND_DELTA`]
+/// a `TurnReplyDelta`, [`KIND_PRIVACY`] a `PrivacyReply`.
+pub const HEADER_KIND: &str = "x-whisperfleet-kind";
+pub const KIND_REPLY: &str = "reply";
+pub const KIND_DELTA: &str = "delta";
+pub const KIND_PRIVACY: &str = "privacy";
 
 /// Header carrying why we dead-lettered a message ourselves (RabbitMQ's own dead-lettering
 /// writes `x-death` / `x-first-death-reason` instead).
 pub const HEADER_DEAD_REASON: &str = "x-whisperfleet-dead-reason";
 /// Header naming the queue a dead letter came from.
 pub const HEADER_DEAD_SOURCE: &str = "x-whisperfleet-source-queue";
-
-/// What a message on a reply queue (`replies.<gateway-id>`) is: absent or [`KIND_REPLY`] a
-/// `TurnReply` (what workers sent before there were kinds), [`KIND_DELTA`] a
-/// `TurnReplyDelta`.
-pub const HEADER_KIND: &str = "x-whisperfleet-kind";
-pub const KIND_REPLY: &str = "reply";
-pub const KIND_DELTA: &str = "delta";
+/// Header carrying the W3C trace context of the turn a message belongs to (`crate::trace`):
+/// on the turn, its reply and its metric events.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
 
 /// The dead-letter queue of a source queue.
 pub fn dead_queue_for(source: &str) -> &'static str {
     match source {
         METRICS_QUEUE => METRICS_DEAD_QUEUE,
+        PRIVACY_QUEUE => PRIVACY_DEAD_QUEUE,
         _ => TURNS_DEAD_QUEUE,
     }
 }

@@ -8,6 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod privacy;
+pub use privacy::*;
+
 /// Current schema version written by this build.
 pub const WIRE_VERSION: u32 = 1;
 /// Oldest schema version this build still reads.
@@ -210,6 +213,17 @@ pub struct Counters {
     pub cdl_local_hits: u32,
     #[serde(default)]
     pub cdl_redis_hits: u32,
+    /// `cache_hits` by level: served in the worker's process (loaded earlier in this turn)
+    /// or from Redis (finished by an earlier attempt of this turn). Absent from older
+    /// senders.
+    #[serde(default)]
+    pub cache_local_hits: u32,
+    #[serde(default)]
+    pub cache_redis_hits: u32,
+    /// Lorebook entries the prompt carried (characters from community cards). Absent from
+    /// older senders.
+    #[serde(default)]
+    pub lore_entries_used: u32,
 }
 
 /// The answer to one turn.

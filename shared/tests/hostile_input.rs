@@ -1,13 +1,16 @@
 //! Property tests over the shared decoders of untrusted input: the wire bodies that come off
-//! the broker (`TurnRequest`, `TurnReply`, the dead-letter salvage) and character files.
+//! the broker (`TurnRequest`, `TurnReply`, `PrivacyRequest`, `PrivacyReply`, the dead-letter
+//! salvages) and character files.
 //! Whatever the bytes, a decoder answers with a value or an error; it never panics.
 
 use chrono::Utc;
 use proptest::prelude::*;
 use uuid::Uuid;
 use whisperfleet_shared::character::{Character, CharacterFileError};
+use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::wire::{
-    Conversation, TurnReply, TurnRequest, WIRE_VERSION, WireError, salvage_reply_address,
+    Conversation, PrivacyAction, PrivacyReply, PrivacyRequest, TurnReply, TurnRequest,
+    WIRE_VERSION, WireError, salvage_privacy_address, salvage_reply_address,
 };
 
 fn sample_request() -> TurnRequest {
@@ -32,6 +35,18 @@ fn sample_request() -> TurnRequest {
         reply_to: "gw1".into(),
         platform_message_id: Some("40".into()),
         stream: false,
+    }
+}
+
+fn sample_privacy_request() -> PrivacyRequest {
+    PrivacyRequest {
+        v: WIRE_VERSION,
+        request_id: Uuid::now_v7(),
+        identity: Identity::new("http", "acme", "a:b*? [c]\n"),
+        character: Some("Vellum".into()),
+        action: PrivacyAction::Forget,
+        reply_to: "gw1".into(),
+        expires_at: Utc::now(),
     }
 }
 
@@ -95,6 +110,37 @@ proptest! {
             readable_error(&e, "TurnReply");
         }
         let _ = salvage_reply_address(&body);
+    }
+
+    #[test]
+    fn any_bytes_decode_to_a_privacy_request_or_an_error(
+        body in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        if let Err(e) = PrivacyRequest::decode(&body) {
+            readable_error(&e, "PrivacyRequest");
+        }
+        if let Err(e) = PrivacyReply::decode(&body) {
+            readable_error(&e, "PrivacyReply");
+        }
+        let _ = salvage_privacy_address(&body);
+    }
+
+    #[test]
+    fn mutated_privacy_requests_decode_or_fail_cleanly(
+        body in mutated(sample_privacy_request().encode()),
+    ) {
+        match PrivacyRequest::decode(&body) {
+            // Whatever got through names one user and somewhere to answer.
+            Ok(r) => {
+                prop_assert!(!r.reply_to.is_empty());
+                prop_assert!(!r.identity.platform.is_empty() && !r.identity.user_id.is_empty());
+                let _ = r.identity.key();
+            }
+            Err(e) => readable_error(&e, "PrivacyRequest"),
+        }
+        if let Some((reply_to, _, _)) = salvage_privacy_address(&body) {
+            prop_assert!(!reply_to.is_empty());
+        }
     }
 
     #[test]

@@ -518,6 +518,8 @@ async fn run_one(
             // Cache effectiveness: the request cache's hit rate, and where characters came
             // from (each turn's loads at each level, as the workers counted them).
             "request_cache_hit_rate": hit_rate,
+            "request_cache_local_hits": mean("cache_local_hits"),
+            "request_cache_redis_hits": mean("cache_redis_hits"),
             "character_local_hits": mean("cdl_local_hits"),
             "character_redis_hits": mean("cdl_redis_hits"),
             "llm_calls": mean("llm_calls"),

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod characters;
 pub mod chat;
+pub mod doctor;
 pub mod memory;
 pub mod mock_llm;
 pub mod queues;

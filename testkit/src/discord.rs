@@ -40,6 +40,8 @@
 //!   adapter must ignore its own messages. Intents are honoured: no `GUILD_MESSAGES` /
 //!   `DIRECT_MESSAGES`, no event; no `MESSAGE_CONTENT`, empty content in guild messages that do
 //!   not mention the bot.
+//! - Interactions (slash commands, buttons): registration, `INTERACTION_CREATE`, the
+//!   callback, edits of the original answer and follow-ups, in `discord/interactions.rs`.
 //! - Gateway faults: [`DiscordStandIn::request_reconnect`] (op 7),
 //!   [`DiscordStandIn::drop_connection`] (TCP gone without a close frame) and
 //!   [`DiscordStandIn::invalidate_session`] (op 9).
@@ -47,7 +49,7 @@
 //! What it does not cover: guilds, channels, roles and permissions as objects (every bot is in
 //! every guild and may write to every channel it has seen a message in; READY has no guilds and
 //! no GUILD_CREATE follows), multipart uploads (attachments), embeds beyond echoing them back,
-//! reactions, interactions and slash commands, presences, voice,
+//! reactions, presences, voice,
 //! `zlib-stream` transport compression, ETF encoding, gateway rate limits, heartbeat timeouts
 //! (a silent client is never disconnected), and real rate limiting (the headers count requests
 //! per bot and route in 5-second windows, but nothing is refused unless
@@ -76,6 +78,9 @@ use flate2::write::ZlibEncoder;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+mod interactions;
+pub use interactions::{CALLBACK_WINDOW, Callback, EPHEMERAL, InteractionLog, Invoker, Sent};
 
 /// Discord's epoch (2015-01-01T00:00:00Z) in Unix milliseconds: snowflake ids carry the
 /// milliseconds since then in their upper 42 bits.
@@ -318,6 +323,8 @@ struct State_ {
     windows: HashMap<(Option<u64>, String), (Instant, u32)>,
     last_snowflake: u64,
     edits: edits::EditState,
+    /// Registered commands and interactions in flight (`discord/interactions.rs`).
+    interactions: interactions::Interactions,
 }
 
 struct Inner {
@@ -998,7 +1005,9 @@ impl Inner {
                     (Some(_), Err(_)) => Reply::error(StatusCode::NOT_FOUND),
                 })
             }
-            _ => Reply::error(StatusCode::NOT_FOUND),
+            _ => self
+                .interaction_route(method, &segments, bot, body)
+                .unwrap_or_else(|| Reply::error(StatusCode::NOT_FOUND)),
         }
     }
 

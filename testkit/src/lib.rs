@@ -205,6 +205,18 @@ impl Fleet {
         run(self.command("whisperfleet", &[]).args(args))
     }
 
+    /// Runs `whisperfleet <args>` with this fleet's env plus `extra` to completion, whatever
+    /// its exit status (for commands whose failure is the point: `doctor`).
+    pub fn cli_output(
+        &self,
+        args: &[&str],
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<std::process::Output> {
+        let mut cmd = self.command("whisperfleet", extra);
+        cmd.args(args);
+        cmd.output().with_context(|| format!("running {cmd:?}"))
+    }
+
     /// Starts a service binary with this fleet's env plus `extra`; its logs go to
     /// `target/test-logs/<fleet>-<label>.log`.
     pub fn spawn(

@@ -201,7 +201,7 @@ pub struct ReloadingComposition {
 impl Composition for ReloadingComposition {
     async fn compose(
         &self,
-        _loaded: &Arc<Character>,
+        loaded: &Arc<Character>,
         ctx: &ComposeContext,
         reload: &Reload<'_>,
     ) -> Result<Composed, StoreError> {
@@ -227,7 +227,9 @@ impl Composition for ReloadingComposition {
                 Err(e) => degraded.push(format!("component: {e}")),
             }
         }
-        Ok(compose::assemble(parts, ctx, degraded))
+        // The history and post-history part reads the character the turn loaded, as the
+        // seed's final assembly did.
+        Ok(compose::assemble(loaded, parts, ctx, degraded))
     }
 }
 

@@ -1,7 +1,9 @@
-//! What the workers really published: a test's own queue bound to `fleet.replies` with a
-//! gateway's routing key, counting replies per `turn_id`. Fault tests assert on it rather
-//! than on what the gateway returns, because the gateway drops duplicates. Streamed
-//! progress (`x-whisperfleet-kind: delta`) is kept apart: a delta is not a reply.
+//! What the fleet really published. [`ReplyTap`]: a test's own queue bound to
+//! `fleet.replies` with a gateway's routing key, counting replies per `turn_id`. Fault tests
+//! assert on it rather than on what the gateway returns, because the gateway drops
+//! duplicates; streamed progress (`x-whisperfleet-kind: delta`) is kept apart: a delta is
+//! not a reply. [`MessageTap`]: every message of one exchange and routing key with its
+//! headers (the trace test reads `traceparent` off turns, replies and metric events).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -217,4 +219,99 @@ pub async fn publish_turn(
         )
         .await?;
     Ok(())
+}
+
+/// One message a [`MessageTap`] saw: its headers (string values) and body.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// A copy of everything routed to `exchange` with `routing_key` (turns, replies, metric
+/// events), headers included: an exclusive queue of the test's own, bound beside the
+/// fleet's. The exchange must exist (declare the topology first).
+pub struct MessageTap {
+    seen: Arc<Mutex<Vec<Tapped>>>,
+    _conn: Connection,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MessageTap {
+    pub async fn bind(amqp_url: &str, exchange: &str, routing_key: &str) -> anyhow::Result<Self> {
+        let conn = Connection::connect(
+            amqp_url,
+            ConnectionProperties::default().with_connection_name("test/message-tap".into()),
+        )
+        .await?;
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        ch.queue_bind(
+            q.name().as_str().into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut consumer = ch
+            .basic_consume(
+                q.name().as_str().into(),
+                "message-tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let _ch = ch;
+            while let Some(Ok(d)) = consumer.next().await {
+                let mut headers = std::collections::BTreeMap::new();
+                if let Some(table) = d.properties.headers() {
+                    for (k, v) in table.inner() {
+                        if let lapin::types::AMQPValue::LongString(s) = v {
+                            headers.insert(
+                                k.as_str().to_string(),
+                                String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                            );
+                        }
+                    }
+                }
+                sink.lock().unwrap().push(Tapped {
+                    headers,
+                    body: d.data,
+                });
+            }
+        });
+        Ok(Self {
+            seen,
+            _conn: conn,
+            task,
+        })
+    }
+
+    /// Everything seen so far, in arrival order.
+    pub fn seen(&self) -> Vec<Tapped> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for MessageTap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

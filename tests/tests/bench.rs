@@ -67,6 +67,9 @@ async fn bench_both_pipelines_reports_honest_counts() {
     // InfluxDB write requests, counted by the server: batched ≪ 1 per turn; naive one per point.
     assert!(f(&o["influx_writes"]) < 1.0, "{o}");
     assert!(f(&n["influx_writes"]) >= 5.0, "{n}");
+    // Request cache hits by level: shared within turns, none from Redis (nothing redelivered).
+    assert!(f(&o["request_cache_local_hits"]) >= 0.0, "{o}");
+    assert_eq!(f(&o["request_cache_redis_hits"]), 0.0, "{o}");
     assert!(v["ratio"]["overhead_p50"].is_number());
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
 }

@@ -53,6 +53,17 @@ async fn turn_through_real_binaries_reports_every_stage_and_caches_characters() 
         })
     };
     assert_eq!(levels(&first).iter().sum::<u64>(), 1, "{first}");
+    // The request cache's hits, by the level that served them.
+    let c = &first["counters"];
+    assert_eq!(
+        c["cache_local_hits"].as_u64().unwrap() + c["cache_redis_hits"].as_u64().unwrap(),
+        c["cache_hits"].as_u64().unwrap(),
+        "{first}"
+    );
+    assert_eq!(
+        c["cache_redis_hits"], 0,
+        "a first delivery finds nothing in Redis: {first}"
+    );
 
     let (_, second) = post_turn(&client, &base, turn("u2", "Do you like whales?"))
         .await

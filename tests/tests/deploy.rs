@@ -688,188 +688,20 @@ fn qdrant_server_is_within_one_minor_of_the_client() -> anyhow::Result<()> {
 }
 
 // ------------------------------------------------------------------ Grafana
+// The checks of queries against what the code writes live in `whisperfleet::grafana`,
+// which `whisperfleet doctor` runs too.
 
-/// Measurement → (fields, tags), from points built by the code that writes them.
-type Written = BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)>;
+use whisperfleet::grafana::{alert_rules, check_query, flux_names, written};
 
-fn written() -> anyhow::Result<Written> {
-    use chrono::Utc;
-    use whisperfleet_shared::lineproto;
-    use whisperfleet_shared::ports::broker::QueueStats;
-    use whisperfleet_shared::wire::{TurnReply, TurnRequest};
-
-    let now = Utc::now();
-    let conversation =
-        json!({"platform": "http", "channel_id": "c", "user_id": "u", "is_dm": true});
-    let req: TurnRequest = serde_json::from_value(json!({
-        "v": 1, "turn_id": "018f0000-0000-7000-8000-000000000000", "conversation": conversation,
-        "character": "Nora Halvorsen", "user_name": "u", "text": "hi", "received_at": now,
-        "published_at": now, "reply_to": "gateway-1"
-    }))?;
-    let reply: TurnReply = serde_json::from_value(json!({
-        "v": 1, "turn_id": "018f0000-0000-7000-8000-000000000000", "conversation": conversation,
-        "character": "Nora Halvorsen", "text": "hello", "outcome": "ok"
-    }))?;
-    // Every stage the worker times becomes a `<stage>_ms` field of its `turn` point.
-    let worker_timings = whisperfleet_worker::turn::WORKER_STAGES
-        .iter()
-        .map(|s| (s.to_string(), 1.0))
-        .collect::<BTreeMap<_, _>>();
-    let gateway_timings = whisperfleet_gateway::gateway::DELIVERY_STAGES
-        .iter()
-        .map(|s| (s.to_string(), 1.0))
-        .collect::<BTreeMap<_, _>>();
-    let stats = whisperfleet_metrics_writer::batch::WriterStats::default();
-    let queue = QueueStats {
-        queue: whisperfleet_shared::topology::TURNS_QUEUE.into(),
-        ready: 1,
-        consumers: 1,
-    };
-    let mut points = whisperfleet_worker::turn::turn_points(&req, &reply, &worker_timings);
-    points.push(whisperfleet_gateway::gateway::delivery_point(
-        &reply,
-        &gateway_timings,
-        now,
-    ));
-    points.push(whisperfleet_metrics_writer::sampler::queue_point(
-        &queue,
-        Some(1),
-        now,
-    ));
-    points.push(whisperfleet_metrics_writer::sampler::health_point(
-        &stats, 1, now,
-    ));
-    // Read back with the line-protocol parser, as InfluxDB and the metrics-writer do.
-    let body = lineproto::encode(&points);
-    let mut out = Written::new();
-    for line in influxdb_line_protocol::parse_lines(&body) {
-        let line = line?;
-        let entry = out.entry(line.series.measurement.to_string()).or_default();
-        entry
-            .0
-            .extend(line.field_set.iter().map(|(k, _)| k.to_string()));
-        entry.1.extend(
-            line.series
-                .tag_set
-                .iter()
-                .flatten()
-                .map(|(k, _)| k.to_string()),
-        );
-    }
-    Ok(out)
-}
-
-/// Every `"…"` literal from `start` up to the closing bracket.
-fn quoted_until(s: &str, close: char) -> Vec<String> {
-    let body = &s[..s.find(close).unwrap_or(s.len())];
-    body.split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
-}
-
+/// The first `"…"` literal at the start of `s`.
 fn first_quoted(s: &str) -> Option<String> {
     let s = s.trim_start().strip_prefix('"')?;
     Some(s[..s.find('"')?].to_string())
 }
 
-/// What a Flux query names: measurements, fields (with the measurement whose clause names
-/// them: the nearest one before; `None` before any), and tags compared with a literal.
-#[derive(Debug, Default)]
-struct Names {
-    measurements: BTreeSet<String>,
-    fields: Vec<(Option<String>, String)>,
-    tags: BTreeMap<String, BTreeSet<String>>,
-}
-
-fn flux_names(q: &str) -> Names {
-    let mut n = Names::default();
-    // (position, is_measurement, name), in query order.
-    let mut named = Vec::new();
-    for (i, _) in q.match_indices("r._measurement ==") {
-        if let Some(m) = first_quoted(&q[i + "r._measurement ==".len()..]) {
-            named.push((i, true, m));
-        }
-    }
-    for (i, _) in q.match_indices("r._field ==") {
-        if let Some(f) = first_quoted(&q[i + "r._field ==".len()..]) {
-            named.push((i, false, f));
-        }
-    }
-    for (i, _) in q.match_indices("contains(value: r._field, set: [") {
-        let rest = &q[i + "contains(value: r._field, set: [".len()..];
-        named.extend(quoted_until(rest, ']').into_iter().map(|f| (i, false, f)));
-    }
-    named.sort();
-    let mut current = None;
-    for (_, is_measurement, name) in named {
-        if is_measurement {
-            n.measurements.insert(name.clone());
-            current = Some(name);
-        } else {
-            n.fields.push((current.clone(), name));
-        }
-    }
-    // `r.<tag> == "value"` (tags are the non-underscore columns).
-    for (i, _) in q.match_indices("r.") {
-        let rest = &q[i + 2..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        let (name, after) = rest.split_at(end);
-        if name.is_empty() || name.starts_with('_') {
-            continue;
-        }
-        if let Some(v) = after.trim_start().strip_prefix("==") {
-            n.tags
-                .entry(name.to_string())
-                .or_default()
-                .extend(first_quoted(v));
-        }
-    }
-    for (i, _) in q.match_indices("group(columns: [") {
-        for c in quoted_until(&q[i + "group(columns: [".len()..], ']') {
-            if !c.starts_with('_') {
-                n.tags.entry(c).or_default();
-            }
-        }
-    }
-    n
-}
-
 fn dashboard_queries() -> anyhow::Result<Vec<(String, String, String)>> {
     let dash: Value = serde_json::from_str(&read(DASHBOARD)?).context("dashboard JSON")?;
-    let mut out = Vec::new();
-    let mut panels: Vec<&Value> = dash["panels"]
-        .as_array()
-        .context("panels")?
-        .iter()
-        .collect();
-    while let Some(p) = panels.pop() {
-        if let Some(inner) = p["panels"].as_array() {
-            panels.extend(inner);
-        }
-        if matches!(p["type"].as_str(), Some("row" | "text")) {
-            continue;
-        }
-        let title = p["title"].as_str().context("panel title")?.to_string();
-        let targets = p["targets"]
-            .as_array()
-            .filter(|t| !t.is_empty())
-            .with_context(|| format!("panel {title:?} has no queries"))?;
-        for t in targets {
-            let uid = t["datasource"]["uid"]
-                .as_str()
-                .or(p["datasource"]["uid"].as_str())
-                .with_context(|| format!("panel {title:?}: datasource"))?;
-            let query = t["query"]
-                .as_str()
-                .with_context(|| format!("panel {title:?}: Flux query"))?;
-            out.push((title.clone(), uid.to_string(), query.to_string()));
-        }
-    }
-    Ok(out)
+    Ok(whisperfleet::grafana::dashboard_queries(&dash)?)
 }
 
 #[test]
@@ -904,58 +736,6 @@ fn dashboard_parses_and_uses_the_provisioned_datasource() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Checks that a Flux query names only what the code writes: measurements, their fields
-/// (with the measurement whose clause names them), their tags, and queues and outcomes that
-/// exist; returns what it names. `what` says whose query it is in errors.
-fn check_query(what: &str, query: &str, written: &Written) -> anyhow::Result<Names> {
-    use whisperfleet_shared::topology;
-    use whisperfleet_shared::wire::Outcome;
-    let queues = [
-        topology::TURNS_QUEUE,
-        topology::TURNS_DEAD_QUEUE,
-        topology::METRICS_QUEUE,
-        topology::METRICS_DEAD_QUEUE,
-    ];
-    let n = flux_names(query);
-    ensure!(
-        !n.measurements.is_empty() && !n.fields.is_empty(),
-        "{what} must name a measurement and a field"
-    );
-    for m in &n.measurements {
-        ensure!(
-            written.contains_key(m),
-            "{what}: nothing writes measurement {m:?} (written: {:?})",
-            written.keys()
-        );
-    }
-    for (of, f) in &n.fields {
-        let candidates: Vec<&String> = match of {
-            Some(m) => vec![m],
-            None => n.measurements.iter().collect(),
-        };
-        ensure!(
-            candidates.iter().any(|m| written[*m].0.contains(f)),
-            "{what}: {candidates:?} write no field {f:?}"
-        );
-    }
-    for (tag, values) in &n.tags {
-        ensure!(
-            n.measurements.iter().any(|m| written[m].1.contains(tag)),
-            "{what}: {:?} have no tag {tag:?}",
-            n.measurements
-        );
-        for v in values {
-            let known = match tag.as_str() {
-                "queue" => queues.contains(&v.as_str()),
-                "outcome" => serde_json::from_value::<Outcome>(json!(v)).is_ok(),
-                _ => true,
-            };
-            ensure!(known, "{what}: no {tag} is called {v:?}");
-        }
-    }
-    Ok(n)
-}
-
 #[test]
 fn dashboard_queries_name_what_the_code_writes() -> anyhow::Result<()> {
     let written = written()?;
@@ -967,53 +747,22 @@ fn dashboard_queries_name_what_the_code_writes() -> anyhow::Result<()> {
     for m in written.keys() {
         ensure!(shown.contains(m), "no panel shows measurement {m:?}");
     }
+    // Every dead-letter queue is on the dead-letters panel (a new one is easy to forget).
+    let dead_panel: BTreeSet<String> = dashboard_queries()?
+        .into_iter()
+        .filter(|(title, _, _)| title.to_ascii_lowercase().contains("dead"))
+        .flat_map(|(_, _, query)| flux_names(&query).tags.remove("queue").unwrap_or_default())
+        .collect();
+    for dead in whisperfleet_shared::topology::DEAD_QUEUES {
+        ensure!(
+            dead_panel.contains(dead),
+            "the dead-letters panel does not show {dead}: {dead_panel:?}"
+        );
+    }
     Ok(())
 }
 
 const ALERTING: &str = "deploy/grafana/provisioning/alerting/whisperfleet.yml";
-
-/// An alert rule's title and its datasource queries: (datasource uid, Flux).
-type RuleQueries = (String, Vec<(String, String)>);
-
-/// Each alert rule with its queries, once its condition and expressions were checked to
-/// name refIds its data defines.
-fn alert_rules(doc: &Value) -> anyhow::Result<Vec<RuleQueries>> {
-    let mut out = Vec::new();
-    for group in doc["groups"].as_array().context("alert groups")? {
-        for rule in group["rules"].as_array().context("alert rules")? {
-            let title = rule["title"].as_str().context("rule title")?.to_string();
-            ensure!(rule["uid"].is_string(), "rule {title:?} has no uid");
-            let data = rule["data"]
-                .as_array()
-                .with_context(|| format!("rule {title:?}: data"))?;
-            let refs: BTreeSet<&str> = data.iter().filter_map(|d| d["refId"].as_str()).collect();
-            let condition = rule["condition"].as_str().unwrap_or_default();
-            ensure!(
-                refs.contains(condition),
-                "rule {title:?}: condition {condition:?} is none of its refIds {refs:?}"
-            );
-            let mut queries = Vec::new();
-            for d in data {
-                let uid = d["datasourceUid"].as_str().context("datasourceUid")?;
-                if uid == "__expr__" {
-                    let input = d["model"]["expression"].as_str().unwrap_or_default();
-                    ensure!(
-                        refs.contains(input),
-                        "rule {title:?}: expression reads {input:?}, which is none of {refs:?}"
-                    );
-                    continue;
-                }
-                let query = d["model"]["query"]
-                    .as_str()
-                    .with_context(|| format!("rule {title:?}: Flux query"))?;
-                queries.push((uid.to_string(), query.to_string()));
-            }
-            ensure!(!queries.is_empty(), "rule {title:?} queries nothing");
-            out.push((title, queries));
-        }
-    }
-    Ok(out)
-}
 
 /// The provisioned alerts: five rules (latency regression, backlog, dead letters, a silent
 /// writer, missing workers) on the provisioned datasource, each query naming only
@@ -1056,12 +805,16 @@ fn alert_rules_parse_and_name_what_the_code_writes() -> anyhow::Result<()> {
         "fleet_queue.consumers",
         "metrics_writer.points_written",
         "queue turns",
-        "queue turns.dead",
-        "queue metrics.dead",
     ] {
         ensure!(
             watched.contains(needed),
             "no alert watches {needed}: {watched:?}"
+        );
+    }
+    for dead in whisperfleet_shared::topology::DEAD_QUEUES {
+        ensure!(
+            watched.contains(&format!("queue {dead}")),
+            "no alert watches dead-letter queue {dead}: {watched:?}"
         );
     }
     let receivers = &doc["contactPoints"][0]["receivers"];

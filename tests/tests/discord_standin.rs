@@ -374,3 +374,102 @@ async fn unknown_tokens_are_rejected() {
     );
     assert!(discord.connected_sessions().is_empty());
 }
+
+/// Interactions as Discord answers them: commands are registered by their own application
+/// only, an unregistered command is never sent, the first callback is taken (204) and a
+/// second refused (40060), a callback after the 3-second window is refused (10062), and the
+/// original answer can be edited only once there is one (10015 before).
+#[tokio::test]
+async fn interactions_are_answered_once_within_the_window() {
+    use whisperfleet_testkit::discord::{CALLBACK_WINDOW, Invoker};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let standin = DiscordStandIn::start(&[(TOKEN, BOT, "Nora")])
+        .await
+        .unwrap();
+    let base = standin.base_url();
+    let client = reqwest::Client::new();
+    let api = |path: &str| format!("{base}/api/v10{path}");
+    let alice = Invoker {
+        user_id: ALICE,
+        user_name: "alice".into(),
+        channel_id: CHANNEL,
+        guild_id: Some(GUILD),
+    };
+    assert!(standin.slash_command(BOT, "memories", &alice).is_err());
+
+    let put = |app: u64, body: serde_json::Value| {
+        client
+            .put(api(&format!("/applications/{app}/commands")))
+            .header("authorization", format!("Bot {TOKEN}"))
+            .json(&body)
+            .send()
+    };
+    let r = put(BOT + 1, json!([])).await.unwrap();
+    assert_eq!(r.status(), 403, "another application's commands");
+    let r = put(BOT, json!([{"name": "Memories!", "description": "x"}]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "names are lower-case words");
+    let r = put(
+        BOT,
+        json!([{"name": "memories", "description": "What I remember"}]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let commands: serde_json::Value = r.json().await.unwrap();
+    assert!(commands[0]["id"].as_str().is_some(), "{commands}");
+    assert_eq!(standin.command_registrations(BOT), 1);
+
+    let sent = standin.slash_command(BOT, "memories", &alice).unwrap();
+    let original = api(&format!(
+        "/webhooks/{BOT}/{}/messages/@original",
+        sent.token
+    ));
+    let r = client
+        .patch(&original)
+        .json(&json!({"content": "too early"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no original answer yet");
+    let callback = api(&format!(
+        "/interactions/{}/{}/callback",
+        sent.id, sent.token
+    ));
+    let defer = json!({"type": 5, "data": {"flags": 64}});
+    let r = client.post(&callback).json(&defer).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client.post(&callback).json(&defer).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 40060, "{body}");
+    let r = client
+        .patch(&original)
+        .json(&json!({"content": "Here is what I remember."}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log = standin.interaction(&sent.token).unwrap();
+    assert_eq!(log.callbacks.len(), 2);
+    assert_eq!((log.callbacks[0].kind, log.callbacks[0].flags), (5, 64));
+    let message = log.original.unwrap();
+    assert_eq!(message["content"], "Here is what I remember.");
+    assert_eq!(message["flags"], 64, "ephemeral, no longer loading");
+
+    let late = standin.slash_command(BOT, "memories", &alice).unwrap();
+    tokio::time::sleep(CALLBACK_WINDOW + Duration::from_millis(200)).await;
+    let r = client
+        .post(api(&format!(
+            "/interactions/{}/{}/callback",
+            late.id, late.token
+        )))
+        .json(&json!({"type": 4, "data": {"content": "late"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 10062, "{body}");
+}

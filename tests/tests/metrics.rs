@@ -214,9 +214,11 @@ async fn rejected_and_malformed_events_are_dead_lettered_and_the_good_points_lan
     );
     msgs.insert(40, Message::line_protocol(format!("{m} v=").into_bytes()));
     msgs.insert(60, Message::line_protocol(Vec::new()));
+    // A turn's event, in its trace: the writer's log of its dead letter names the trace.
+    let trace = whisperfleet_shared::trace::TraceContext::new_root();
     msgs.insert(
         30,
-        Message::line_protocol(format!("poison_{m} v=1i").into_bytes()),
+        Message::line_protocol(format!("poison_{m} v=1i").into_bytes()).with_trace(&trace),
     );
     msgs.insert(
         80,
@@ -280,6 +282,13 @@ async fn rejected_and_malformed_events_are_dead_lettered_and_the_good_points_lan
     assert!(
         proxy.requests.load(Ordering::SeqCst) >= 3,
         "429 retried, rejected bisected"
+    );
+    let log = fleet.log_of("writer");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dead-lettering a metric event") && l.contains(&trace.trace_id())),
+        "the dead letter's log line names its trace {}:\n{log}",
+        trace.trace_id()
     );
 }
 
@@ -464,4 +473,40 @@ async fn reply_queues_to_sample_come_from_the_gateway_registry() {
         .await
         .unwrap();
     assert_eq!(score, None, "the stale gateway stays in the registry");
+}
+
+/// An InfluxDB or management URL the writer cannot use is a configuration error: the writer
+/// refuses to start and names the variable, instead of retrying a write that can never work
+/// (or silently sampling without the management API).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unusable_url_stops_the_writer_at_start_naming_its_variable() {
+    let mut fleet = Fleet::new("mw_badurl").unwrap();
+    let cases = [
+        ("WHISPERFLEET_INFLUX_URL", "http://influx:notaport"),
+        ("WHISPERFLEET_INFLUX_URL", "influx:8086"),
+        ("WHISPERFLEET_INFLUX_URL", "ftp://influx:8086"),
+        (
+            "WHISPERFLEET_RABBITMQ_MANAGEMENT_URL",
+            "http://mgmt:notaport",
+        ),
+    ];
+    for (i, (var, value)) in cases.iter().enumerate() {
+        let label = format!("writer-{i}");
+        let mut env = vec![(*var, value.to_string())];
+        if *var != "WHISPERFLEET_INFLUX_URL" {
+            env.push(("WHISPERFLEET_INFLUX_URL", "http://127.0.0.1:1".into()));
+        }
+        fleet.spawn("metrics-writer", &label, &env).unwrap();
+        let status = fleet.wait_exit(&label, Duration::from_secs(20)).await;
+        let log = fleet.log_of(&label);
+        if status.is_err() {
+            let _ = fleet.signal(&label, "KILL");
+        }
+        let status = status.unwrap_or_else(|_| panic!("{var}={value}: still running\n{log}"));
+        assert_ne!(status, Some(0), "{var}={value}: exited 0\n{log}");
+        assert!(
+            log.contains(var),
+            "{var}={value}: the error does not name the variable\n{log}"
+        );
+    }
 }

@@ -388,8 +388,8 @@ async fn startup_failures_never_print_a_secret() {
         labels.push(label);
     }
     for label in &labels {
-        // Those that keep retrying (the writer with a bad InfluxDB or management URL) have
-        // said what they will by then; the rest exit.
+        // Those that keep retrying (an unreachable broker) have said what they will by then;
+        // the rest exit.
         if fleet
             .wait_exit(label, Duration::from_secs(20))
             .await
@@ -411,6 +411,43 @@ async fn startup_failures_never_print_a_secret() {
     assert!(
         leaks.is_empty(),
         "secrets printed (of {secrets:?}):\n{}",
+        leaks.join("\n")
+    );
+}
+
+/// `whisperfleet doctor` against every backend with secrets in its URLs and keys: what it
+/// prints, in lines and in JSON, while everything answers and while Redis, PostgreSQL and
+/// InfluxDB are cut (its failure messages quote what the backends said).
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_never_prints_a_secret() {
+    let r = rig("secrets_doctor").await;
+    let mut printed = Vec::new();
+    for cut in [false, true] {
+        if cut {
+            r.redis.cut();
+            r.pg.cut();
+            r.influx.cut();
+        }
+        for args in [&["doctor"][..], &["doctor", "--json"][..]] {
+            let out = r.s.fleet.cli_output(args, &[]).unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.stdout.is_empty(), "doctor printed nothing: {text}");
+            printed.push(text);
+        }
+    }
+    let leaks: Vec<&str> = printed
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.to_ascii_lowercase().contains(MARK))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "doctor printed secrets (of {:?}):\n{}",
+        r.secrets,
         leaks.join("\n")
     );
 }

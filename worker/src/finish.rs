@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -24,7 +25,7 @@ use crate::memory;
 use whisperfleet_shared::records::{self, TurnRecord};
 
 use crate::turn::{
-    Deps, Timings, ToRemember, publish_reply, record_done, reply_bound, turn_points,
+    Deps, Timings, ToRemember, publish_reply, record_done, reply_bound, stage_span, turn_points,
 };
 
 /// The reply could not be published; the turn is left unsettled for redelivery.
@@ -59,7 +60,7 @@ impl TurnMetrics for MetricEvent {
     async fn send(&self, points: Vec<Point>) -> Result<(), MetricsNotSent> {
         let body = lineproto::encode(&points);
         self.broker
-            .publish(Message::line_protocol(body.into_bytes()))
+            .publish(Message::line_protocol(body.into_bytes()).traced())
             .await
             .map_err(|e| MetricsNotSent(e.to_string()))
     }
@@ -137,7 +138,9 @@ impl<'a> Tail<'a> {
         let send = !self.already_replied && self.abandoned.is_none();
         if send {
             let bound = reply_bound(deps, self.req);
-            publish_reply(deps, &self.req.reply_to, self.reply, bound).await?;
+            publish_reply(deps, &self.req.reply_to, self.reply, bound)
+                .instrument(stage_span(Stage::ReplyPublish))
+                .await?;
         }
         self.replied = true;
         self.timings.since(Stage::ReplyPublish, t);
@@ -189,6 +192,7 @@ impl<'a> Tail<'a> {
                     reply_text: &reply.text,
                 },
             )
+            .instrument(stage_span(Stage::MemoryStore))
             .await;
             self.timings.since(Stage::MemoryStore, t);
             for f in &stored.failures {

@@ -12,6 +12,7 @@ pub mod finish;
 pub mod lease;
 pub mod memory;
 pub mod privacy;
+pub mod privacy_requests;
 pub mod prompt;
 pub mod startup;
 pub mod stream;

@@ -15,6 +15,7 @@ use whisperfleet_shared::ports::cache::{Cache, CacheError};
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 use whisperfleet_shared::ports::{MemoryError, MemoryPoint, VectorMemory};
 use whisperfleet_shared::records;
+use whisperfleet_shared::retry::{RetryAction, Retryable};
 
 use crate::prompt::HistoryEntry;
 
@@ -47,6 +48,31 @@ pub enum PrivacyError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+impl Retryable for PrivacyError {
+    fn retry_action(&self) -> RetryAction {
+        match self {
+            Self::Memory(e) => e.retry_action(),
+            Self::Store(e) => e.retry_action(),
+            Self::Cache(e) => e.retry_action(),
+        }
+    }
+}
+
+impl PrivacyError {
+    pub fn is_retryable(&self) -> bool {
+        self.retry_action() != RetryAction::DontRetry
+    }
+
+    /// Which store failed, for the user (the details stay in the worker's log).
+    pub fn for_people(&self) -> &'static str {
+        match self {
+            Self::Memory(_) => "the memory store failed; try again later",
+            Self::Store(_) => "the relationship store failed; try again later",
+            Self::Cache(_) => "the conversation cache failed; try again later",
+        }
+    }
 }
 
 /// Most memories `show` lists (newest first).

@@ -15,6 +15,10 @@
 //! - **Final Response Guidance** ([`final_response_guidance`]): response guidelines, length and
 //!   the standing rules every reply obeys;
 //!
+//! plus, for characters imported from community cards ([`card`](mod@card)): the card's
+//! framing (`system_prompt`), [`example_dialogue`] and the [`lorebook`](fn@lorebook) entries
+//! the conversation activates, with the card macros resolved ([`for_prompt`]);
+//!
 //! plus the per-turn context components built from what the `context` stage fetched:
 //! [`memories`](fn@memories), [`emotion_context`] and [`relationship`](fn@relationship).
 //!
@@ -39,9 +43,12 @@
 
 mod ai_identity;
 mod assemble;
+mod card;
 mod emotion;
 mod final_guidance;
 mod identity;
+mod lorebook;
+mod macros;
 mod memories;
 mod mode;
 mod model;
@@ -54,9 +61,12 @@ mod voice;
 
 pub use ai_identity::ai_identity_guidance;
 pub use assemble::assemble;
+pub use card::{example_dialogue, for_prompt, greeting, post_history, resolve_text};
 pub use emotion::emotion_context;
 pub use final_guidance::final_response_guidance;
 pub use identity::character_identity;
+pub use lorebook::{DEFAULT_SCAN_DEPTH, LoreHit, lore_hits, lore_kind, lorebook};
+pub use macros::resolve as resolve_macros;
 pub use memories::memories;
 pub use mode::character_mode;
 pub use model::{

@@ -27,6 +27,8 @@ use crate::turn::{Deps, MemoryPorts, TurnSettings};
 pub struct Application {
     deps: Arc<Deps>,
     turns: Subscription,
+    /// Privacy requests (show or forget one user's data) from gateways.
+    privacy: Subscription,
     control: Option<Subscription>,
     grace: Duration,
     /// `/healthz` and `/readyz` (the standalone worker only).
@@ -129,6 +131,13 @@ impl Application {
             .consume(topology::TURNS_QUEUE, config.worker.concurrency)
             .await
             .context("consuming turns")?;
+        let privacy = broker
+            .consume(
+                topology::PRIVACY_QUEUE,
+                crate::privacy_requests::PRIVACY_PREFETCH,
+            )
+            .await
+            .context("consuming privacy requests")?;
         let control = match broker.subscribe_control().await {
             Ok(c) => Some(c),
             Err(e) => {
@@ -158,20 +167,26 @@ impl Application {
         Ok(Self {
             deps,
             turns,
+            privacy,
             control,
             grace: config.process.shutdown_grace,
             health: None,
         })
     }
 
-    /// Ready while the worker consumes `turns` and the broker takes its replies.
+    /// Ready while the worker consumes `turns` and `privacy` and the broker takes its
+    /// replies.
     fn readiness(&self) -> health::Readiness {
         let (consuming, broker) = (self.turns.consuming.clone(), self.deps.broker.clone());
+        let privacy = self.privacy.consuming.clone();
         Arc::new(move || {
-            let (consuming, broker) = (consuming.clone(), broker.clone());
+            let (consuming, broker, privacy) = (consuming.clone(), broker.clone(), privacy.clone());
             Box::pin(async move {
                 if !consuming.now() {
                     return Err(format!("not consuming {}", topology::TURNS_QUEUE));
+                }
+                if !privacy.now() {
+                    return Err(format!("not consuming {}", topology::PRIVACY_QUEUE));
                 }
                 broker
                     .readiness()
@@ -185,7 +200,16 @@ impl Application {
         if let Some(listener) = self.health.take() {
             health::spawn(listener, "worker", self.readiness(), shutdown.clone());
         }
+        let privacy = tokio::spawn(crate::privacy_requests::run(
+            self.deps.clone(),
+            self.privacy,
+            shutdown.clone(),
+            self.grace,
+        ));
         crate::consumer::run(self.deps, self.turns, self.control, shutdown, self.grace).await;
+        if let Err(e) = privacy.await {
+            tracing::warn!(error = %e, "the privacy consumer ended abnormally");
+        }
         tracing::info!("worker stopped");
         Ok(())
     }

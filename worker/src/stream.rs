@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 use whisperfleet_shared::ports::broker::{Broker, Message};
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::{TurnReplyDelta, TurnRequest, WIRE_VERSION};
@@ -120,7 +121,13 @@ impl Deltas {
     /// Starts publishing `req`'s deltas to its gateway.
     pub fn start(broker: Arc<dyn Broker>, req: &TurnRequest) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish_loop(broker, req.reply_to.clone(), req.turn_id, rx));
+        // Deltas belong to the turn's trace like its reply: the same `traceparent`, and the
+        // publisher's logs in the turn's span.
+        let trace = whisperfleet_shared::trace::current();
+        tokio::spawn(
+            publish_loop(broker, req.reply_to.clone(), req.turn_id, trace, rx)
+                .instrument(tracing::Span::current()),
+        );
         Self { tx }
     }
 
@@ -137,6 +144,7 @@ async fn publish_loop(
     broker: Arc<dyn Broker>,
     reply_to: String,
     turn_id: uuid::Uuid,
+    trace: Option<whisperfleet_shared::trace::TraceContext>,
     mut rx: mpsc::UnboundedReceiver<String>,
 ) {
     let mut c = Coalescer::new(DELTA_INTERVAL);
@@ -168,6 +176,9 @@ async fn publish_loop(
         msg.persistent = false;
         msg.headers
             .insert(topology::HEADER_KIND.into(), topology::KIND_DELTA.into());
+        if let Some(t) = &trace {
+            msg = msg.with_trace(t);
+        }
         match tokio::time::timeout(DELTA_PUBLISH_TIMEOUT, broker.publish(msg)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, seq = delta.seq, "delta not published"),

@@ -52,6 +52,7 @@ use whisperfleet_shared::records::{self, TurnRecord};
 use whisperfleet_shared::request_cache::RequestCache;
 use whisperfleet_shared::retry::{RetryPolicy, retry};
 use whisperfleet_shared::topology;
+use whisperfleet_shared::trace::{self, TraceContext};
 use whisperfleet_shared::wire::{
     Counters, Outcome, Stage, TurnReply, TurnRequest, WIRE_VERSION, ms_between,
     salvage_reply_address,
@@ -158,14 +159,36 @@ pub async fn handle(deps: &Deps, delivery: Delivery) -> Handled {
         );
         return give_up(deps, delivery, &reason).await;
     }
-    let span = tracing::info_span!("turn", turn_id = %req.turn_id, character = %req.character, seq = req.seq);
-    async move {
+    // The gateway's trace continues here with a span of this worker; a turn from a gateway
+    // that sent none (or an unreadable one) starts its own.
+    let parent = delivery
+        .headers
+        .get(topology::HEADER_TRACEPARENT)
+        .and_then(|h| TraceContext::parse(h))
+        .unwrap_or_else(TraceContext::new_root);
+    let trace = parent.child();
+    let span = tracing::info_span!(
+        "turn",
+        turn_id = %req.turn_id,
+        trace_id = %trace.trace_id(),
+        span_id = %trace.span_id(),
+        character = %req.character,
+        seq = req.seq
+    );
+    trace::link(&span, &parent);
+    let turn = async move {
         let lock = deps.conversation_lock(&req.conversation_key());
         let _guard = lock.lock().await;
+        tracing::debug!("turn started");
         run(deps, req, delivery).await
-    }
-    .instrument(span)
-    .await
+    };
+    trace::scope(trace, turn.instrument(span)).await
+}
+
+/// A span for one stage of the turn, inside the turn's span (named by the stage in an OTLP
+/// export, so a trace shows where the turn's time went).
+pub(crate) fn stage_span(stage: Stage) -> tracing::Span {
+    tracing::info_span!("stage", stage = stage.as_str(), otel.name = stage.as_str())
 }
 
 /// The turn's record; empty without a cache, or (logged) when Redis cannot be read — then
@@ -265,7 +288,8 @@ pub(crate) async fn publish_reply(
     bound: Duration,
 ) -> Result<(), broker::BrokerError> {
     let msg = Message::json(topology::REPLIES_EXCHANGE, reply_to, reply.encode())
-        .with_id(reply.turn_id.to_string());
+        .with_id(reply.turn_id.to_string())
+        .traced();
     let policy = reply_retry();
     let tries = retry(&policy, "reply publish", |_| {
         deps.broker.publish(msg.clone())
@@ -433,7 +457,9 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
 
     // --- cdl_load
     let t = Instant::now();
-    let character = load_character(deps, &rc, &name, &cdl_counts).await;
+    let character = load_character(deps, &rc, &name, &cdl_counts)
+        .instrument(stage_span(Stage::CdlLoad))
+        .await;
     timings.since(Stage::CdlLoad, t);
     let character = match character {
         Ok(Some(c)) => c,
@@ -509,7 +535,9 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
         recent_states: deps.settings.recent_states,
     };
     let (gathered, index_trips) =
-        tokio::join!(context::gather(&context_ports, &context_request), indexed);
+        async { tokio::join!(context::gather(&context_ports, &context_request), indexed) }
+            .instrument(stage_span(Stage::Context))
+            .await;
     timings.since(Stage::Context, t);
     counters.redis_round_trips += gathered.redis_round_trips + index_trips;
     counters.emotion_queries = counting.recents.load(Ordering::Relaxed);
@@ -558,7 +586,11 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
             interactions: r.interactions,
         }),
         budget_tokens: deps.settings.prompt_budget_tokens,
+        conversation_key: conv_key.clone(),
+        lore: Default::default(),
     };
+    // A card character's first turn in a conversation opens its history with the greeting.
+    let greeting = crate::compose::opening_greeting(&character, &ctx);
     let composed = deps
         .composition
         .compose(
@@ -566,10 +598,14 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
             &ctx,
             &Reload::new(deps.characters.as_ref(), &name, &cdl_counts),
         )
+        .instrument(stage_span(Stage::Compose))
         .await;
     timings.since(Stage::Compose, t);
     let composed = match composed {
-        Ok(c) => c,
+        Ok(c) => {
+            counters.lore_entries_used = c.lore_entries_used;
+            c
+        }
         Err(e) => {
             counters.cdl_queries = cdl_counts.queries.load(Ordering::Relaxed);
             let reply = reply_of(
@@ -624,6 +660,7 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
             }
         }),
     )
+    .instrument(stage_span(Stage::Llm))
     .await;
     if let Some(d) = deltas {
         d.finish();
@@ -701,19 +738,28 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     if outcome == Outcome::Ok
         && let Some(c) = &cache
     {
-        let entries = [
-            HistoryEntry {
-                role: Role::User,
-                text: req.text.clone(),
+        // The greeting joins the first exchange's turn, so it is appended at most once with
+        // it and the conversation keeps the greeting it was shown.
+        let entries: Vec<Vec<u8>> = greeting
+            .map(|g| HistoryEntry {
                 turn_id: turn_id.clone(),
-            },
-            HistoryEntry {
-                role: Role::Assistant,
-                text: text.clone(),
-                turn_id: turn_id.clone(),
-            },
-        ]
-        .map(|e| serde_json::to_vec(&e).expect("history entry serializes"));
+                ..g
+            })
+            .into_iter()
+            .chain([
+                HistoryEntry {
+                    role: Role::User,
+                    text: req.text.clone(),
+                    turn_id: turn_id.clone(),
+                },
+                HistoryEntry {
+                    role: Role::Assistant,
+                    text: text.clone(),
+                    turn_id: turn_id.clone(),
+                },
+            ])
+            .map(|e| serde_json::to_vec(&e).expect("history entry serializes"))
+            .collect();
         counters.redis_round_trips += 1;
         match c
             .append_once(
@@ -745,6 +791,8 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     counters.redis_round_trips +=
         cdl_counts.redis_round_trips.load(Ordering::Relaxed) + rc.round_trips();
     counters.cache_hits = rc.hits();
+    counters.cache_local_hits = rc.local_hits();
+    counters.cache_redis_hits = rc.backing_hits();
     counters.cache_misses = rc.misses();
     timings.since(Stage::WorkerTotal, started);
     let mut reply = reply_of(&req, text, outcome, reason, timings.into_map(), counters);
@@ -881,13 +929,17 @@ pub fn turn_points(
         .int("redis_round_trips", i64::from(c.redis_round_trips))
         .int("context_degraded", i64::from(c.context_degraded))
         .int("partial", i64::from(reply.partial))
+        .int("lore_entries_used", i64::from(c.lore_entries_used))
         .int("text_chars", req.text.chars().count() as i64)
         .int("reply_chars", reply.text.chars().count() as i64);
-    // Cache effectiveness: the request cache's hits and misses, and the level each
-    // character load was served from (own copy, Redis, PostgreSQL).
+    // Cache effectiveness: the request cache's hits (and the level that served them:
+    // this process, Redis) and misses, and the level each character load was served from
+    // (own copy, Redis, PostgreSQL).
     let cache = Point::new("cache", now)
         .tag("character", &character)
         .int("hits", i64::from(c.cache_hits))
+        .int("local_hits", i64::from(c.cache_local_hits))
+        .int("redis_hits", i64::from(c.cache_redis_hits))
         .int("misses", i64::from(c.cache_misses))
         .int("character_local", i64::from(c.cdl_local_hits))
         .int("character_redis", i64::from(c.cdl_redis_hits))

@@ -500,6 +500,7 @@ impl State {
         match queue {
             topology::TURNS_QUEUE => topology::TURNS_EXCHANGE,
             topology::METRICS_QUEUE => topology::METRICS_EXCHANGE,
+            topology::PRIVACY_QUEUE => topology::PRIVACY_EXCHANGE,
             _ => "",
         }
     }
@@ -610,6 +611,7 @@ impl Broker for EmbeddedBroker {
         self.with_state(|s, _| {
             for (name, fanout) in [
                 (topology::TURNS_EXCHANGE, false),
+                (topology::PRIVACY_EXCHANGE, false),
                 (topology::REPLIES_EXCHANGE, false),
                 (topology::METRICS_EXCHANGE, false),
                 (topology::DEAD_EXCHANGE, false),
@@ -641,6 +643,22 @@ impl Broker for EmbeddedBroker {
                     None,
                     topology::DEAD_EXCHANGE,
                     topology::TURNS_QUEUE,
+                ),
+                (
+                    topology::PRIVACY_QUEUE,
+                    true,
+                    Some(limit),
+                    Some(topology::PRIVACY_QUEUE),
+                    topology::PRIVACY_EXCHANGE,
+                    topology::PRIVACY_ROUTING_KEY,
+                ),
+                (
+                    topology::PRIVACY_DEAD_QUEUE,
+                    true,
+                    None,
+                    None,
+                    topology::DEAD_EXCHANGE,
+                    topology::PRIVACY_QUEUE,
                 ),
                 (
                     topology::METRICS_DEAD_QUEUE,

@@ -451,6 +451,7 @@ impl RabbitBroker {
         };
         for (name, kind) in [
             (topology::TURNS_EXCHANGE, ExchangeKind::Direct),
+            (topology::PRIVACY_EXCHANGE, ExchangeKind::Direct),
             (topology::REPLIES_EXCHANGE, ExchangeKind::Direct),
             (topology::METRICS_EXCHANGE, ExchangeKind::Direct),
             (topology::DEAD_EXCHANGE, ExchangeKind::Direct),
@@ -472,6 +473,13 @@ impl RabbitBroker {
         turns_args.insert(
             "x-dead-letter-routing-key".into(),
             long_str(topology::TURNS_QUEUE),
+        );
+        // Privacy requests: like turns (quorum, bounded redeliveries, dead letters with a
+        // reason), so a request is never lost nor retried forever.
+        let mut privacy_args = turns_args.clone();
+        privacy_args.insert(
+            "x-dead-letter-routing-key".into(),
+            long_str(topology::PRIVACY_QUEUE),
         );
         let mut metrics_args = FieldTable::default();
         metrics_args.insert(
@@ -502,6 +510,18 @@ impl RabbitBroker {
                 dead_args.clone(),
                 topology::DEAD_EXCHANGE,
                 topology::TURNS_QUEUE,
+            ),
+            (
+                topology::PRIVACY_QUEUE,
+                privacy_args,
+                topology::PRIVACY_EXCHANGE,
+                topology::PRIVACY_ROUTING_KEY,
+            ),
+            (
+                topology::PRIVACY_DEAD_QUEUE,
+                dead_args.clone(),
+                topology::DEAD_EXCHANGE,
+                topology::PRIVACY_QUEUE,
             ),
             (
                 topology::METRICS_DEAD_QUEUE,

@@ -42,7 +42,7 @@ use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
 
 use super::sql::{Dialect, Sql, upsert_character_sql};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Bound of applying migrations at startup (connecting included).
 pub const MIGRATION_BOUND: Duration = Duration::from_secs(60);
@@ -83,6 +83,8 @@ SELECT jsonb_build_object(
   'emoji_frequency', c.emoji_frequency,
   'emoji_style', c.emoji_style,
   'version', c.version,
+  'card', c.card::jsonb,
+  'lorebooks', c.lorebooks::jsonb,
   'personality', (SELECT COALESCE(jsonb_object_agg(t.trait_name, t.trait_value), '{}'::jsonb)
                   FROM personality_traits t WHERE t.character_id = c.id),
   'communication', COALESCE((SELECT to_jsonb(s) - 'character_id' FROM communication_styles s

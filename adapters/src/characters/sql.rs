@@ -27,7 +27,7 @@ pub(crate) trait Dialect: Database {
     /// Reads one character in one round trip: `$1` is the normalized name; one column `doc`
     /// holds the character as a JSON document shaped like [`Character`].
     const LOAD_CHARACTER: &'static str;
-    /// Inserts or updates the `characters` row from `$1..$8` (in the order of
+    /// Inserts or updates the `characters` row from `$1..$10` (in the order of
     /// [`upsert_character_sql`]), bumping the version; returns `id, version`.
     const UPSERT_CHARACTER: &'static str;
 
@@ -44,8 +44,10 @@ macro_rules! upsert_character_sql {
     ($($now:tt)+) => {
         concat!(
             "INSERT INTO characters (name, normalized_name, occupation, description, archetype, \
-             allow_full_roleplay, emoji_frequency, emoji_style) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             allow_full_roleplay, emoji_frequency, emoji_style, card, lorebooks) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (normalized_name) DO UPDATE SET name = excluded.name, occupation = excluded.occupation, \
+             card = excluded.card, lorebooks = excluded.lorebooks, \
              description = excluded.description, archetype = excluded.archetype, \
              allow_full_roleplay = excluded.allow_full_roleplay, emoji_frequency = excluded.emoji_frequency, \
              emoji_style = excluded.emoji_style, version = characters.version + 1, updated_at = ",
@@ -173,6 +175,10 @@ where
             .bind(c.allow_full_roleplay)
             .bind(&c.emoji_frequency)
             .bind(&c.emoji_style)
+            // The card and lorebooks as JSON text: the card's original JSON stays a string
+            // inside it, so no database JSON type ever reorders or renormalizes it.
+            .bind(card_text(c)?)
+            .bind(lorebooks_text(c)?)
             .fetch_one(&mut *tx)
             .await
             .map_err(DB::store_err)?;
@@ -385,4 +391,17 @@ where
         .map_err(DB::store_err)?;
         Ok(DB::rows_affected(&done))
     }
+}
+
+fn card_text(c: &Character) -> Result<Option<String>, StoreError> {
+    c.card
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Data(format!("card of {}: {e}", c.name)))
+}
+
+fn lorebooks_text(c: &Character) -> Result<String, StoreError> {
+    serde_json::to_string(&c.lorebooks)
+        .map_err(|e| StoreError::Data(format!("lorebooks of {}: {e}", c.name)))
 }

@@ -74,6 +74,8 @@ SELECT json_object(
   'emoji_frequency', c.emoji_frequency,
   'emoji_style', c.emoji_style,
   'version', c.version,
+  'card', json(c.card),
+  'lorebooks', json(c.lorebooks),
   'personality', json((SELECT json_group_object(t.trait_name, t.trait_value)
                        FROM personality_traits t WHERE t.character_id = c.id)),
   'communication', json(COALESCE((SELECT json_object(

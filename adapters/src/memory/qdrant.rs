@@ -210,6 +210,18 @@ impl QdrantMemory {
             .map(|_| ())
     }
 
+    /// The server's version and whether the collection exists, changing nothing (for
+    /// `whisperfleet doctor`).
+    pub async fn inspect(&self) -> Result<(String, bool), MemoryError> {
+        let health = self.client.health_check().await.map_err(|e| self.err(e))?;
+        let exists = self
+            .client
+            .collection_exists(&self.collection)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((format!("{} {}", health.title, health.version), exists))
+    }
+
     async fn set_up_collection(&self) -> Result<(), MemoryError> {
         let exists = self
             .client

@@ -4,7 +4,7 @@
 //! defined here; what a bot does with a message lives in `handler`, `delivery` and `typing`.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +104,7 @@ impl DiscordBots {
                 seen: Mutex::new(RecentIds::new(REMEMBERED_MESSAGES)),
                 forbidden: Mutex::new(ForbiddenChannels::new(FORBIDDEN_FOR)),
                 token_rejected: CancellationToken::new(),
+                commands_registered: AtomicBool::new(false),
             });
             runners.push(runner.clone());
             tasks.push(tokio::spawn(run_bot(runner, bot.token, stop.clone())));
@@ -200,6 +201,8 @@ pub(super) struct Bot {
     /// REST client for sends outside a message event (late replies), ready before the
     /// bot's gateway connection is, so a restarted gateway can post what waited for it.
     pub(super) http: Arc<Http>,
+    /// The privacy slash commands were registered (`commands`), once per bot.
+    pub(super) commands_registered: AtomicBool,
 }
 
 enum Ended {

@@ -161,7 +161,7 @@ impl Bot {
         {
             Ok(()) => {
                 let timings = self.core.complete(&pending);
-                self.core.publish_delivery_metrics(&pending.reply, &timings);
+                self.core.publish_delivery_metrics(&pending, &timings);
                 tracing::info!(
                     character = %self.character,
                     turn_id = %pending.reply.turn_id,

@@ -2,13 +2,18 @@
 //! submitted turn: the decision (is it for this bot), replay drop, the per-user rate limit,
 //! the length limit and the admission limit (the `turns` queue depth), each refusal answered
 //! with a notice and nothing published. The typing indicator runs while the turn is pending.
+//! READY also registers the bot's slash commands, and interactions (slash commands, buttons)
+//! go to `commands`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
-use serenity::all::{Context, EventHandler, Message, MessageType, Ready, ResumedEvent};
+use serenity::all::{
+    Context, EventHandler, Interaction, Message, MessageType, Ready, ResumedEvent,
+};
 use whisperfleet_shared::ports::broker::Broker;
 use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::Conversation;
@@ -27,7 +32,7 @@ pub(super) struct Handler(pub(super) Arc<Bot>);
 
 #[serenity::async_trait]
 impl EventHandler for Handler {
-    async fn ready(&self, _ctx: Context, ready: Ready) {
+    async fn ready(&self, ctx: Context, ready: Ready) {
         self.0.bot_id.store(ready.user.id.get(), Ordering::Relaxed);
         tracing::info!(
             character = %self.0.character,
@@ -35,6 +40,12 @@ impl EventHandler for Handler {
             guilds = ready.guilds.len(),
             "discord bot ready"
         );
+        self.0.register_commands(&ctx).await;
+    }
+
+    async fn interaction_create(&self, ctx: Context, interaction: Interaction) {
+        let _in_flight = self.0.shared.in_flight.token();
+        self.0.on_interaction(ctx, interaction).await;
     }
 
     async fn resume(&self, _ctx: Context, _event: ResumedEvent) {
@@ -208,8 +219,17 @@ impl Bot {
         };
         drop(typing);
         match result {
-            Ok(pending) if streamed.shown() => self.finish_streamed(&ctx, streamed, pending).await,
-            Ok(pending) => self.deliver(&ctx, &msg, pending).await,
+            Ok(pending) => {
+                // Delivery logs belong to the turn's trace.
+                let span = pending.span.clone();
+                if streamed.shown() {
+                    self.finish_streamed(&ctx, streamed, pending)
+                        .instrument(span)
+                        .await
+                } else {
+                    self.deliver(&ctx, &msg, pending).instrument(span).await
+                }
+            }
             Err(SubmitError::Empty) => {}
             Err(SubmitError::TooLong { chars, limit }) => {
                 self.say(&ctx, &msg, &text::too_long_notice(chars, limit))

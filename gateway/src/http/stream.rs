@@ -139,7 +139,7 @@ fn last(
     };
     pending.first_visible = first_visible;
     let timings = core.complete(&pending);
-    core.publish_delivery_metrics(&pending.reply, &timings);
+    core.publish_delivery_metrics(&pending, &timings);
     let (status, mut out) = reply_body(&pending.reply, &timings);
     if status == StatusCode::OK {
         return event("done", &out);

@@ -34,6 +34,10 @@ section! {
         /// How long the gateway waits for a reply (then 504).
         #[serde(deserialize_with = "millis")]
         reply_timeout: Duration = Duration::from_millis(60_000) => "reply_timeout_ms",
+        /// How long the gateway waits for a worker to answer a privacy request (show or
+        /// forget a user's data; then 504, and the request expires unanswered).
+        #[serde(deserialize_with = "millis")]
+        privacy_timeout: Duration = Duration::from_millis(15_000) => "privacy_timeout_ms",
         /// Turns of one conversation waiting behind the one in flight before we answer
         /// "slow down".
         max_queued_per_conversation: usize = 16 => "max_queued_per_conversation",

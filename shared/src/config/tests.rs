@@ -225,6 +225,7 @@ fn known_keys_are_todays_names() {
         "http_max_body_bytes",
         "max_text_chars",
         "reply_timeout_ms",
+        "privacy_timeout_ms",
         "max_queued_per_conversation",
         "discord_token",
         "discord_character",

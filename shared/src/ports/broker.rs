@@ -85,6 +85,21 @@ impl Message {
         self.message_id = Some(id.into());
         self
     }
+
+    /// Carries `ctx` in the `traceparent` header (the turn this message belongs to).
+    pub fn with_trace(mut self, ctx: &crate::trace::TraceContext) -> Self {
+        self.headers
+            .insert(topology::HEADER_TRACEPARENT.into(), ctx.header());
+        self
+    }
+
+    /// [`Message::with_trace`] with the current task's trace context, when it runs one.
+    pub fn traced(self) -> Self {
+        match crate::trace::current() {
+            Some(ctx) => self.with_trace(&ctx),
+            None => self,
+        }
+    }
 }
 
 /// Settles one delivery. Exactly one of these is called per delivery.

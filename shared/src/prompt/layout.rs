@@ -14,6 +14,12 @@ pub enum ComponentKind {
     Memories,
     EmotionContext,
     Relationship,
+    /// Lorebook entries placed before the character block (`position: before_char`).
+    WorldInfoBefore,
+    /// Lorebook entries placed after the character block (`position: after_char`).
+    WorldInfoAfter,
+    /// A card's `mes_example`: example dialogue in the character's voice.
+    ExampleDialogue,
 }
 
 impl ComponentKind {
@@ -21,11 +27,14 @@ impl ComponentKind {
     /// (they are built concurrently). Who the character is comes first; the situational
     /// guidance sits close to the end; final guidance is last because models weigh the end of
     /// the system prompt most.
-    pub const CANONICAL_ORDER: [ComponentKind; 9] = [
+    pub const CANONICAL_ORDER: [ComponentKind; 12] = [
+        Self::WorldInfoBefore,
         Self::CharacterIdentity,
+        Self::WorldInfoAfter,
         Self::CharacterMode,
         Self::CharacterPersonality,
         Self::CharacterVoice,
+        Self::ExampleDialogue,
         Self::AiIdentityGuidance,
         Self::Relationship,
         Self::EmotionContext,
@@ -45,6 +54,9 @@ impl ComponentKind {
             Self::Memories => "memories",
             Self::EmotionContext => "emotion_context",
             Self::Relationship => "relationship",
+            Self::WorldInfoBefore => "world_info_before",
+            Self::WorldInfoAfter => "world_info_after",
+            Self::ExampleDialogue => "example_dialogue",
         }
     }
 
@@ -61,6 +73,9 @@ impl ComponentKind {
             Self::Memories => "# Memories",
             Self::EmotionContext => "# Emotional Context",
             Self::Relationship => "# Relationship",
+            Self::WorldInfoBefore => "# World Info",
+            Self::WorldInfoAfter => "# Lore",
+            Self::ExampleDialogue => "# Example Dialogue",
         }
     }
 }

@@ -183,6 +183,8 @@ async fn undeclared(b: &dyn Broker) {
         topology::METRICS_QUEUE,
         topology::TURNS_DEAD_QUEUE,
         topology::METRICS_DEAD_QUEUE,
+        topology::PRIVACY_QUEUE,
+        topology::PRIVACY_DEAD_QUEUE,
     ] {
         assert_eq!(b.queue_stats(queue).await.expect("stats"), None, "{queue}");
     }
@@ -251,6 +253,17 @@ async fn routing(b: &dyn Broker) {
             topology::DEAD_EXCHANGE,
             topology::METRICS_QUEUE,
             topology::METRICS_DEAD_QUEUE,
+        ),
+        // fleet.privacy -> privacy, and its dead letters.
+        (
+            topology::PRIVACY_EXCHANGE,
+            topology::PRIVACY_ROUTING_KEY,
+            topology::PRIVACY_QUEUE,
+        ),
+        (
+            topology::DEAD_EXCHANGE,
+            topology::PRIVACY_QUEUE,
+            topology::PRIVACY_DEAD_QUEUE,
         ),
     ] {
         let id = format!("route-{queue}");
@@ -509,6 +522,12 @@ async fn reject(b: &dyn Broker) {
             topology::METRICS_ROUTING_KEY,
             topology::METRICS_QUEUE,
             topology::METRICS_DEAD_QUEUE,
+        ),
+        (
+            topology::PRIVACY_EXCHANGE,
+            topology::PRIVACY_ROUTING_KEY,
+            topology::PRIVACY_QUEUE,
+            topology::PRIVACY_DEAD_QUEUE,
         ),
     ] {
         let mut m = msg(exchange, key, &format!("rej-{queue}"));

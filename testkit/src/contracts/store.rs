@@ -6,6 +6,7 @@
 //! Names and users carry a fresh id per run, so the suite can share a database with other
 //! data (it only asserts about its own rows).
 
+use whisperfleet_shared::cards::{Card, Container, Lorebook};
 use whisperfleet_shared::character::{
     AiScenario, Archetype, BackgroundEntry, BigFive, Character, CharacterValue, CommunicationStyle,
     Interest, LlmSettings, Relationship, RelationshipDelta, ResponseGuideline, SpeechPattern,
@@ -107,6 +108,9 @@ pub fn full_character(name: &str) -> Character {
             temperature: Some(0.35),
             max_tokens: Some(321),
         },
+        // The project's own format: no card (card characters have their own check).
+        card: None,
+        lorebooks: Vec::new(),
     }
 }
 
@@ -136,6 +140,7 @@ pub async fn contract(store: &dyn CharacterStore) {
     let other_key = normalize_name(&other);
     bare_character(store, &other, &other_key).await;
     widest_values(store, &format!("Contract {run} Widest")).await;
+    card_character(store, &format!("Contract {run} Card")).await;
     relationships(store, &run, &key, &other_key).await;
 }
 
@@ -232,6 +237,38 @@ async fn widest_values(store: &dyn CharacterStore, name: &str) {
         Some(want),
         "the widest values of each numeric field"
     );
+}
+
+/// A character imported from a community card keeps the card's JSON text exactly (key
+/// order, number spelling, escapes: what a database JSON type would normalize) and its
+/// attached lorebooks with their unknown fields.
+async fn card_character(store: &dyn CharacterStore, name: &str) {
+    let raw = format!(
+        r#"{{"spec_version":"2.0","spec":"chara_card_v2","data":{{"name":"{name}","description":"d","zeta":1.0,"alpha":12345678901234567890,"extensions":{{"b":[null,true],"a":"caf\u00e9"}},"character_book":{{"entries":[{{"keys":["k"],"content":"c","extensions":{{}},"enabled":true,"insertion_order":1}}]}}}}}}"#
+    );
+    let card = Card::from_json(&raw, Container::Png).unwrap();
+    let mut c = Character::from_card(card).unwrap();
+    c.lorebooks.push(
+        Lorebook::from_json(
+            r#"{"entries":[{"keys":["x"],"content":"y","x_unknown":{"q":1}}],"x_book":"kept"}"#,
+        )
+        .unwrap(),
+    );
+    let v = store.upsert(&c).await.unwrap();
+    let loaded = store
+        .load(&c.normalized_name)
+        .await
+        .unwrap()
+        .expect("the card character");
+    let card = loaded.card.as_ref().expect("the card");
+    assert_eq!(card.raw, raw, "the card's JSON text, byte for byte");
+    assert_eq!(card.container, Container::Png);
+    assert_eq!(loaded.lorebooks[0].rest["x_book"], "kept");
+    assert_eq!(loaded.lorebooks[0].entries[0].rest["x_unknown"]["q"], 1);
+    let mut want = c.clone();
+    want.version = v;
+    assert_eq!(loaded, want, "a card character round-trips whole");
+    assert_eq!(loaded.lore_entry_count(), 2);
 }
 
 async fn relationships(store: &dyn CharacterStore, run: &str, key: &str, other_key: &str) {

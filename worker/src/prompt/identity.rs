@@ -48,6 +48,8 @@ pub fn character_identity(c: &Character) -> Component {
     if !c.description.trim().is_empty() {
         parts.push(c.description.trim().to_string());
     }
+    // A card's personality and scenario belong to the character block too.
+    parts.extend(super::card::character_block(c));
 
     let mut background: Vec<_> = c
         .background

@@ -57,6 +57,11 @@ fn emoji_guidance(c: &Character) -> String {
 
 /// The archetype's AI-honesty mode and emoji usage.
 pub fn character_mode(c: &Character) -> Component {
+    // A card's own system prompt, when it has one, replaces this framing.
+    super::card::framing(c, default_mode(c))
+}
+
+fn default_mode(c: &Character) -> Component {
     let name = display_name(c);
     let mut parts = Vec::new();
     match ai_mode(c) {

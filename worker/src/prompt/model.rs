@@ -30,6 +30,8 @@ impl BudgetRules for ComponentKind {
             Self::AiIdentityGuidance => 80,
             Self::CharacterPersonality => 70,
             Self::CharacterVoice => 60,
+            Self::WorldInfoBefore | Self::WorldInfoAfter => 65,
+            Self::ExampleDialogue => 50,
             Self::Memories => 40,
             Self::Relationship => 30,
             Self::EmotionContext => 20,
