@@ -268,6 +268,7 @@ pub fn llm(config: &Config) -> Result<Arc<dyn Llm>, ConnectError> {
                 cfg.api_key = config.backends.llm_api_key.clone();
                 cfg.timeout = config.backends.llm_timeout;
                 cfg.max_retries = config.backends.llm_max_retries;
+                cfg.stream_idle_timeout = config.backends.llm_stream_idle_timeout;
                 let client = OpenAiClient::new(cfg)
                     .map_err(|e| ConnectError::backend("building the LLM client", e))?;
                 Ok(Arc::new(client))

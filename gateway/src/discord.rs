@@ -32,6 +32,7 @@ pub mod commands;
 mod delivery;
 mod handler;
 pub mod policy;
+mod stream;
 pub mod text;
 mod typing;
 
@@ -67,6 +68,8 @@ pub fn intents() -> GatewayIntents {
 pub struct DiscordSettings {
     pub api_base: String,
     pub footer: FooterMode,
+    /// Stream replies (post, then edit as they grow).
+    pub stream: bool,
     /// Renewal period of the typing indicator, kept within 1–9 s.
     pub typing_every: Duration,
     pub rate_turns: u32,
@@ -80,6 +83,7 @@ impl DiscordSettings {
         Self {
             api_base: config.discord.api_base.trim().to_string(),
             footer: config.discord.footer,
+            stream: config.discord.stream,
             typing_every: config.discord.typing_interval.clamp(TYPING_MIN, TYPING_MAX),
             rate_turns: config.discord.rate_turns,
             rate_window: config.discord.rate_window,

@@ -1,7 +1,7 @@
 //! The platform-independent part of the gateway, shared by every adapter (HTTP, Discord,
 //! terminal): validate, keep conversations in order, publish the turn with confirms, wait
 //! for its reply, and measure the gateway's own stages (`platform_lag`, `ingress`,
-//! `delivery`, `end_to_end`). No prompt, memory or LLM logic lives here.
+//! `delivery`, `first_visible`, `end_to_end`). No prompt, memory or LLM logic lives here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -98,6 +98,9 @@ pub struct Pending {
     /// The conversation's turn slot: its next message starts when this is dropped, so an
     /// adapter that delivers in several sends (Discord chunks) keeps it until the last one.
     pub slot: crate::conversations::Turn,
+    /// When the user first saw text of this reply (a streamed delta shown), set by the
+    /// adapter; unset, the text first shows when the delivery completes.
+    pub first_visible: Option<Instant>,
     /// The turn's trace (its delivery metric event carries it).
     pub trace: TraceContext,
     /// The turn's span (`turn_id`, `trace_id`): adapters log its delivery in it.
@@ -272,6 +275,26 @@ impl GatewayCore {
     /// `traceparent` header, and every log line of the turn here is in a `turn` span with
     /// `turn_id` and `trace_id` (the adapter keeps [`Pending::span`] for its delivery).
     pub async fn submit(&self, input: TurnInput) -> Result<Pending, SubmitError> {
+        self.submit_with(input, None).await
+    }
+
+    /// [`GatewayCore::submit`], asking the worker to stream: the reply's text goes to
+    /// `text` as it is written (new text only, in order), and the channel closes when the
+    /// reply arrives or the wait ends. The reply stays authoritative: a worker that could
+    /// not stream (an old one, a redelivered turn) sends the reply alone.
+    pub async fn submit_streaming(
+        &self,
+        input: TurnInput,
+        text: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Pending, SubmitError> {
+        self.submit_with(input, Some(text)).await
+    }
+
+    async fn submit_with(
+        &self,
+        input: TurnInput,
+        stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Pending, SubmitError> {
         let trace = TraceContext::new_root();
         let span = tracing::info_span!(
             "turn",
@@ -280,14 +303,18 @@ impl GatewayCore {
             span_id = %trace.span_id(),
         );
         trace::link(&span, &trace);
-        trace::scope(trace, self.submit_traced(input, trace, span.clone()))
-            .instrument(span)
-            .await
+        trace::scope(
+            trace,
+            self.submit_traced(input, stream, trace, span.clone()),
+        )
+        .instrument(span)
+        .await
     }
 
     async fn submit_traced(
         &self,
         input: TurnInput,
+        stream: Option<tokio::sync::mpsc::UnboundedSender<String>>,
         trace: TraceContext,
         span: tracing::Span,
     ) -> Result<Pending, SubmitError> {
@@ -309,9 +336,13 @@ impl GatewayCore {
             published_at: Utc::now(),
             reply_to: self.id.clone(),
             platform_message_id: input.platform_message_id,
+            stream: stream.is_some(),
         };
         let late_ok = self.late_for(&req.conversation.platform).is_some();
-        let waiter = self.router.expect(turn_id);
+        let waiter = match stream {
+            Some(text) => self.router.expect_streaming(turn_id, text),
+            None => self.router.expect(turn_id),
+        };
         let mut give_up = GiveUp {
             core: self,
             turn_id,
@@ -350,6 +381,7 @@ impl GatewayCore {
             ingress_ms,
             platform_lag_ms,
             slot: turn,
+            first_visible: None,
             trace,
             span,
         })
@@ -477,6 +509,11 @@ impl GatewayCore {
         put(Stage::Ingress, pending.ingress_ms);
         put(Stage::Delivery, ms(now.duration_since(pending.consumed_at)));
         put(Stage::EndToEnd, end_to_end);
+        // Without streamed text, the reply first shows when its delivery completes.
+        let first_visible = pending
+            .first_visible
+            .map_or(end_to_end, |at| ms(at.duration_since(pending.received)));
+        put(Stage::FirstVisible, first_visible);
         let llm = Stage::Llm.ms_in(&t).unwrap_or(0.0);
         t.insert(Stage::Overhead.as_str().into(), (end_to_end - llm).max(0.0));
         t
@@ -499,13 +536,15 @@ impl GatewayCore {
 }
 
 /// The stages the gateway reports on its `delivery` point, each as a `<stage>_ms` field.
-pub const DELIVERY_STAGES: [Stage; 6] = [
+pub const DELIVERY_STAGES: [Stage; 8] = [
     Stage::PlatformLag,
     Stage::Ingress,
     Stage::Delivery,
     Stage::EndToEnd,
     Stage::Overhead,
     Stage::Llm,
+    Stage::LlmFirstToken,
+    Stage::FirstVisible,
 ];
 
 /// The `delivery` point of one delivered reply (also read by the deploy test, which checks

@@ -13,24 +13,28 @@
 //! `/v1/*` sits behind [`auth::guard`] (API key, per-key rate limit) and an explicit body
 //! limit (`HTTP_MAX_BODY_BYTES`); the health routes answer anyone. The caller's namespace
 //! (its key's name) comes from the key, never from the body.
+//!
+//! With `"stream": true` in the body or `Accept: text/event-stream`, `POST /v1/turns`
+//! answers with server-sent events instead (see [`stream`]).
 
 pub mod auth;
 mod privacy;
 pub mod rate;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use whisperfleet_shared::wire::{Conversation, Outcome};
+use whisperfleet_shared::wire::{Conversation, Outcome, TurnReply};
 
 use crate::gateway::{GatewayCore, NotReady, SubmitError, TurnInput};
 use auth::{Access, Caller};
@@ -52,6 +56,10 @@ pub struct TurnBody {
     /// When the client sent the message, if it wants `platform_lag` measured.
     #[serde(default)]
     pub sent_at: Option<DateTime<Utc>>,
+    /// Answer with server-sent events as the reply is written (like `Accept:
+    /// text/event-stream`).
+    #[serde(default)]
+    pub stream: Option<bool>,
 }
 
 /// `HTTP_MAX_BODY_BYTES`, for the 413 answer's message.
@@ -105,6 +113,7 @@ async fn turn(
     State(core): State<Arc<GatewayCore>>,
     Extension(caller): Extension<Caller>,
     Extension(BodyLimit(limit)): Extension<BodyLimit>,
+    headers: HeaderMap,
     body: Result<Json<TurnBody>, JsonRejection>,
 ) -> Response {
     let received = Instant::now();
@@ -163,22 +172,44 @@ async fn turn(
         received,
         received_at,
     };
+    if body.stream == Some(true) || stream::accepts_event_stream(&headers) {
+        return stream::respond(core, input);
+    }
     let pending = match core.submit(input).await {
         Ok(p) => p,
         Err(e) => {
-            let (status, code) = match &e {
-                SubmitError::Empty => (StatusCode::BAD_REQUEST, "empty_text"),
-                SubmitError::TooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "text_too_long"),
-                SubmitError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "conversation_busy"),
-                SubmitError::BrokerDown(_) => {
-                    (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
-                }
-                SubmitError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "reply_timeout"),
-            };
+            let (status, code) = submit_error(&e);
             return error(status, code, e.to_string());
         }
     };
-    let reply = &pending.reply;
+    let timings = core.complete(&pending);
+    core.publish_delivery_metrics(&pending, &timings);
+    pending.span.in_scope(|| {
+        tracing::debug!(
+            outcome = pending.reply.outcome.as_str(),
+            "reply returned over HTTP"
+        )
+    });
+    let (status, out) = reply_body(&pending.reply, &timings);
+    (status, Json(out)).into_response()
+}
+
+/// The status and error code that tell an HTTP client what a refused turn means.
+fn submit_error(e: &SubmitError) -> (StatusCode, &'static str) {
+    match e {
+        SubmitError::Empty => (StatusCode::BAD_REQUEST, "empty_text"),
+        SubmitError::TooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "text_too_long"),
+        SubmitError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "conversation_busy"),
+        SubmitError::BrokerDown(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
+        SubmitError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "reply_timeout"),
+    }
+}
+
+/// A reply as the API shows it, and the status its outcome maps to.
+fn reply_body(
+    reply: &TurnReply,
+    timings: &std::collections::BTreeMap<String, f64>,
+) -> (StatusCode, serde_json::Value) {
     let status = match reply.outcome {
         Outcome::Ok | Outcome::Fallback => StatusCode::OK,
         Outcome::Rejected if reply.reason.as_deref() == Some("unknown_character") => {
@@ -187,11 +218,6 @@ async fn turn(
         Outcome::Rejected => StatusCode::UNPROCESSABLE_ENTITY,
         Outcome::Error => StatusCode::BAD_GATEWAY,
     };
-    let timings = core.complete(&pending);
-    core.publish_delivery_metrics(&pending, &timings);
-    pending
-        .span
-        .in_scope(|| tracing::debug!(outcome = reply.outcome.as_str(), "reply returned over HTTP"));
     let mut out = json!({
         "turn_id": reply.turn_id,
         "character": reply.character,
@@ -201,6 +227,9 @@ async fn turn(
         "timings": timings,
         "counters": reply.counters,
     });
+    if reply.partial {
+        out["partial"] = json!(true);
+    }
     if let Some(reason) = &reply.reason {
         out["reason"] = json!(reason);
         if status == StatusCode::NOT_FOUND {
@@ -208,5 +237,5 @@ async fn turn(
             out["message"] = json!(reply.text);
         }
     }
-    (status, Json(out)).into_response()
+    (status, out)
 }

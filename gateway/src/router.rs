@@ -7,6 +7,11 @@
 //! The queue carries several kinds of message, told apart by the `x-whisperfleet-kind`
 //! header ([`topology::HEADER_KIND`]): absent, a `TurnReply`; `privacy`, a `PrivacyReply`,
 //! routed by `request_id` to the privacy call waiting for it (nobody waiting: dropped).
+//!
+//! Streamed progress (`TurnReplyDelta`, kind `delta`): a waiter that asked for it
+//! ([`ReplyRouter::expect_streaming`]) gets the new text of each delta, in order and once — duplicates, stale and gapped
+//! deltas are dropped by `index`/`seq` — until its reply arrives. Deltas nobody waits for
+//! are dropped (the reply brings the whole text anyway).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -19,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use whisperfleet_shared::ports::broker::{Delivery, Subscription};
 use whisperfleet_shared::topology;
-use whisperfleet_shared::wire::{PrivacyReply, TurnReply};
+use whisperfleet_shared::wire::{PrivacyReply, TurnReply, TurnReplyDelta};
 
 /// How many delivered turn ids are remembered for de-duplication.
 const REMEMBERED: usize = 100_000;
@@ -58,9 +63,19 @@ pub struct ReplyRouter {
     unclaimed: Option<mpsc::UnboundedSender<TurnReply>>,
 }
 
+/// Where a streaming waiter's text goes, and how much of it was passed on.
+struct Streaming {
+    tx: mpsc::UnboundedSender<String>,
+    /// Characters passed on so far (deltas' `index` counts the same way).
+    shown: u64,
+    /// The next `seq` expected; an older one is a duplicate or came out of order.
+    next_seq: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     waiting: HashMap<Uuid, oneshot::Sender<Arrived>>,
+    streams: HashMap<Uuid, Streaming>,
     /// Privacy calls waiting for their reply, by `request_id`.
     privacy: HashMap<Uuid, oneshot::Sender<PrivacyReply>>,
     delivered: HashSet<Uuid>,
@@ -109,13 +124,48 @@ impl ReplyRouter {
         }
     }
 
+    /// [`ReplyRouter::expect`], and the new text of the turn's deltas goes to `text` as
+    /// they arrive (in order, each character once) until the reply does.
+    pub fn expect_streaming(
+        self: &Arc<Self>,
+        turn_id: Uuid,
+        text: mpsc::UnboundedSender<String>,
+    ) -> Expected {
+        let expected = self.expect(turn_id);
+        self.inner.lock().expect("router lock").streams.insert(
+            turn_id,
+            Streaming {
+                tx: text,
+                shown: 0,
+                next_seq: 0,
+            },
+        );
+        expected
+    }
+
     /// Forgets a turn whose waiter gave up (timeout, publish failure).
     pub fn abandon(&self, turn_id: Uuid) {
-        self.inner
-            .lock()
-            .expect("router lock")
-            .waiting
-            .remove(&turn_id);
+        let mut inner = self.inner.lock().expect("router lock");
+        inner.waiting.remove(&turn_id);
+        inner.streams.remove(&turn_id);
+    }
+
+    /// Passes a delta's new text to its streaming waiter; false when it was dropped
+    /// (nobody streams this turn, its reply came already, a duplicate, out of order).
+    pub fn route_delta(&self, delta: &TurnReplyDelta) -> bool {
+        let mut inner = self.inner.lock().expect("router lock");
+        let Some(s) = inner.streams.get_mut(&delta.turn_id) else {
+            return false;
+        };
+        if delta.seq < s.next_seq {
+            return false;
+        }
+        let Some(new) = delta.new_text(s.shown) else {
+            return false;
+        };
+        s.next_seq = delta.seq + 1;
+        s.shown += new.chars().count() as u64;
+        s.tx.send(new.to_string()).is_ok()
     }
 
     /// Hands a reply to its waiter; false when it was a duplicate or nobody waits.
@@ -127,6 +177,8 @@ impl ReplyRouter {
             tracing::info!(turn_id = %reply.turn_id, "dropping a second reply for a delivered turn");
             return false;
         }
+        // The reply ends the turn's stream: its receiver sees every delta, then the end.
+        inner.streams.remove(&reply.turn_id);
         let Some(tx) = inner.waiting.remove(&reply.turn_id) else {
             tracing::info!(turn_id = %reply.turn_id, "reply for a turn nobody waits for (timed out, or this gateway restarted)");
             // Handled once, like a routed one: a second copy is a duplicate.
@@ -212,13 +264,25 @@ impl ReplyRouter {
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable privacy reply dropped"),
             },
+            Some(topology::KIND_DELTA) => match TurnReplyDelta::decode(&d.body) {
+                Ok(delta) => {
+                    self.route_delta(&delta);
+                }
+                Err(e) => tracing::debug!(error = %e, "unreadable delta dropped"),
+            },
             // Absent (or "reply"): a turn's reply, as before kinds existed.
-            _ => match TurnReply::decode(&d.body) {
+            None | Some(topology::KIND_REPLY) => match TurnReply::decode(&d.body) {
                 Ok(reply) => {
                     self.route(reply);
                 }
                 Err(e) => tracing::warn!(error = %e, "unreadable reply dropped"),
             },
+            Some(other) => {
+                tracing::warn!(
+                    kind = other,
+                    "reply-queue message of an unknown kind dropped"
+                )
+            }
         }
     }
 }
@@ -226,6 +290,49 @@ impl ReplyRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whisperfleet_shared::wire::WIRE_VERSION;
+
+    fn delta(turn_id: Uuid, seq: u64, index: u64, text: &str) -> TurnReplyDelta {
+        TurnReplyDelta {
+            v: WIRE_VERSION,
+            turn_id,
+            seq,
+            index,
+            text: text.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn deltas_reach_their_waiter_once_in_order_until_the_reply() {
+        let router = ReplyRouter::new();
+        let turn_id = Uuid::now_v7();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _waiter = router.expect_streaming(turn_id, tx);
+        assert!(router.route_delta(&delta(turn_id, 0, 0, "Hello ")));
+        // A redelivered copy and an out-of-order older one are dropped.
+        assert!(!router.route_delta(&delta(turn_id, 0, 0, "Hello ")));
+        assert!(router.route_delta(&delta(turn_id, 1, 6, "wörld")));
+        assert!(!router.route_delta(&delta(turn_id, 0, 0, "Hello ")));
+        // A gap (delta 2 lost): 3 does not apply.
+        assert!(!router.route_delta(&delta(turn_id, 3, 20, "later")));
+        // Deltas of another turn go nowhere.
+        assert!(!router.route_delta(&delta(Uuid::now_v7(), 0, 0, "x")));
+        let mut got = Vec::new();
+        while let Ok(t) = rx.try_recv() {
+            got.push(t);
+        }
+        assert_eq!(got, ["Hello ", "wörld"]);
+        let reply: TurnReply = serde_json::from_value(serde_json::json!({
+            "v": WIRE_VERSION, "turn_id": turn_id, "character": "n", "text": "Hello wörld!",
+            "outcome": "ok",
+            "conversation": {"platform": "http", "channel_id": "c", "user_id": "u", "is_dm": true},
+        }))
+        .unwrap();
+        router.route(reply);
+        // The stream ends with the reply; a late delta is dropped.
+        assert_eq!(rx.recv().await, None);
+        assert!(!router.route_delta(&delta(turn_id, 2, 11, "!")));
+    }
 
     struct NoAck;
 
@@ -298,6 +405,7 @@ mod tests {
             seq: 1,
             platform_message_id: None,
             reason: None,
+            partial: false,
         };
         router.dispatch(&delivery(turn_reply.encode(), None));
         assert_eq!(waiter.await.unwrap().reply.turn_id, turn_id);

@@ -5,7 +5,8 @@
 //!
 //! Interactive (a TTY): a banner, a prompt, replies and timing lines on stdout. Piped: one
 //! reply line on stdout per input line (errors too, as `error: …`, so line N answers line
-//! N), timing lines on stderr, so scripts can read stdout alone.
+//! N), timing lines on stderr, so scripts can read stdout alone. Interactive replies are
+//! streamed: printed as the character writes them, the reply's rest and timing at the end.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -184,7 +185,7 @@ impl Chat {
                 },
                 Line::Unknown(name) => format!("unknown command /{name}; {HELP}"),
                 Line::Turn(text) => {
-                    let (reply, timing) = self.turn(&opts, text).await;
+                    let (reply, timing) = self.turn(&opts, text, &mut out).await?;
                     out.write_all(reply.as_bytes()).await?;
                     out.write_all(b"\n").await?;
                     if let Some(t) = timing {
@@ -208,8 +209,15 @@ impl Chat {
         Ok(())
     }
 
-    /// One turn; returns the line to print and the timing line.
-    async fn turn(&self, opts: &ChatOptions, text: &str) -> (String, Option<String>) {
+    /// One turn; returns what is left to print of the reply and the timing line.
+    /// Interactive, the reply is printed to `out` as it is written (`Name> ` and the first
+    /// words as soon as they exist); the returned text is then only its rest.
+    async fn turn<W: AsyncWrite + Unpin>(
+        &self,
+        opts: &ChatOptions,
+        text: &str,
+        out: &mut W,
+    ) -> std::io::Result<(String, Option<String>)> {
         let input = TurnInput {
             conversation: Conversation {
                 platform: "terminal".into(),
@@ -227,9 +235,38 @@ impl Chat {
             received: Instant::now(),
             received_at: Utc::now(),
         };
-        let pending = match self.core.submit(input).await {
+        let mut shown = String::new();
+        let result = if opts.interactive {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let submit = self.core.submit_streaming(input, tx);
+            tokio::pin!(submit);
+            let mut first_visible = None;
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    Some(piece) = rx.recv() => {
+                        if shown.is_empty() {
+                            out.write_all(format!("{}> ", opts.character).as_bytes()).await?;
+                        }
+                        out.write_all(piece.as_bytes()).await?;
+                        out.flush().await?;
+                        first_visible.get_or_insert_with(Instant::now);
+                        shown.push_str(&piece);
+                    }
+                    r = &mut submit => break r,
+                }
+            };
+            result.map(|mut p| {
+                p.first_visible = first_visible;
+                p
+            })
+        } else {
+            self.core.submit(input).await
+        };
+        let pending = match result {
             Ok(p) => p,
-            Err(e) => return (format!("error: {e}"), None),
+            Err(e) if shown.is_empty() => return Ok((format!("error: {e}"), None)),
+            Err(e) => return Ok((format!("\nerror: {e}"), None)),
         };
         let reply = &pending.reply;
         let text = match reply.outcome {
@@ -239,6 +276,12 @@ impl Chat {
                     opts.character
                 )
             }
+            // The rest of what was printed as it came.
+            _ if !shown.is_empty() && reply.text.starts_with(&shown) => {
+                reply.text[shown.len()..].to_string()
+            }
+            // The reply is not what was shown (a redelivered turn): say it again, whole.
+            _ if !shown.is_empty() => format!("\n{}> {}", reply.character, reply.text),
             _ if opts.interactive => format!("{}> {}", reply.character, reply.text),
             // One line per turn for scripts.
             _ => reply.text.split_whitespace().collect::<Vec<_>>().join(" "),
@@ -248,7 +291,7 @@ impl Chat {
         for (stage, ms) in &timings {
             self.session.record(stage, *ms);
         }
-        (text, Some(timing_line(&timings)))
+        Ok((text, Some(timing_line(&timings))))
     }
 
     async fn list_characters(&self, current: &str) -> String {

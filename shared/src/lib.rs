@@ -15,6 +15,7 @@ pub mod records;
 pub mod request_cache;
 pub mod retry;
 pub mod shutdown;
+pub mod sse;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

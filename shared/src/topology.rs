@@ -37,10 +37,12 @@ pub const FLEET_QUEUES: [&str; 6] = [
     PRIVACY_DEAD_QUEUE,
 ];
 
-/// What a message on a gateway's reply queue is: absent (or `"reply"`) a `TurnReply`, so
-/// workers from before kinds keep working; otherwise one of the `KIND_*` below.
+/// What a message on a gateway's reply queue (`replies.<gateway-id>`) is: absent or
+/// [`KIND_REPLY`] a `TurnReply` (what workers sent before there were kinds), [`KIND_DELTA`]
+/// a `TurnReplyDelta`, [`KIND_PRIVACY`] a `PrivacyReply`.
 pub const HEADER_KIND: &str = "x-whisperfleet-kind";
-/// A `PrivacyReply`.
+pub const KIND_REPLY: &str = "reply";
+pub const KIND_DELTA: &str = "delta";
 pub const KIND_PRIVACY: &str = "privacy";
 
 /// Header carrying why we dead-lettered a message ourselves (RabbitMQ's own dead-lettering

@@ -31,6 +31,8 @@ pub enum Stage {
     WorkerTotal,
     ReplyPublish,
     MemoryStore,
+    LlmFirstToken,
+    FirstVisible,
     Delivery,
     EndToEnd,
     Overhead,
@@ -38,7 +40,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage in pipeline order: tables and footers list stages in this order.
-    pub const ALL: [Stage; 13] = [
+    pub const ALL: [Stage; 15] = [
         Self::PlatformLag,
         Self::Ingress,
         Self::QueueWait,
@@ -49,6 +51,8 @@ impl Stage {
         Self::WorkerTotal,
         Self::ReplyPublish,
         Self::MemoryStore,
+        Self::LlmFirstToken,
+        Self::FirstVisible,
         Self::Delivery,
         Self::EndToEnd,
         Self::Overhead,
@@ -67,6 +71,8 @@ impl Stage {
             Self::WorkerTotal => "worker_total",
             Self::ReplyPublish => "reply_publish",
             Self::MemoryStore => "memory_store",
+            Self::LlmFirstToken => "llm_first_token",
+            Self::FirstVisible => "first_visible",
             Self::Delivery => "delivery",
             Self::EndToEnd => "end_to_end",
             Self::Overhead => "overhead",
@@ -153,6 +159,11 @@ pub struct TurnRequest {
     /// Platform message id, for replying to it and dropping duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_message_id: Option<String>,
+    /// The gateway shows replies as they are written: the worker may send
+    /// [`TurnReplyDelta`]s before the reply. Absent (false) from gateways that predate
+    /// streaming, which then get the reply alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,9 +244,67 @@ pub struct TurnReply {
     pub seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_message_id: Option<String>,
-    /// Short machine-readable reason for non-`ok` outcomes (`unknown_character`, …).
+    /// Short machine-readable reason for non-`ok` outcomes (`unknown_character`, …), and
+    /// for a partial answer (`llm_stream_interrupted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The model's answer broke off after part of it was streamed: `text` is that part and
+    /// an honest note that it was cut off, not a second answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// Progress of a reply being written, sent before the [`TurnReply`] on the same reply queue
+/// (AMQP header [`HEADER_KIND`](crate::topology::HEADER_KIND) = `delta`). Best effort and
+/// coalesced: deltas may be missing (not published, or dropped), but the ones that arrive
+/// are consistent — the reply's text is the concatenation of every delta's `text` in
+/// `index` order, followed by whatever the reply adds. The final `TurnReply` is
+/// authoritative and carries the whole text; a delta never enters history or memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnReplyDelta {
+    pub v: u32,
+    pub turn_id: Uuid,
+    /// This delta's number within its turn, from 0, in the order the worker sent them.
+    pub seq: u64,
+    /// Where `text` starts in the full reply, in characters (Unicode scalar values, what
+    /// Rust's `chars()` counts): the first delta has index 0, the next starts where the
+    /// previous one ended. A reader that has shown `n` characters applies a delta only when
+    /// `index <= n < index + len(text)`, appending `text` from character `n - index` on;
+    /// anything else is a duplicate (drop it) or comes after a gap (drop it too: the reply
+    /// will bring the missing text). So deltas apply idempotently and in order.
+    pub index: u64,
+    pub text: String,
+}
+
+impl TurnReplyDelta {
+    pub fn decode(body: &[u8]) -> Result<Self, WireError> {
+        let t: Self = serde_json::from_slice(body).map_err(|source| WireError::Malformed {
+            kind: "TurnReplyDelta",
+            source,
+        })?;
+        check_version("TurnReplyDelta", t.v)?;
+        Ok(t)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("TurnReplyDelta serializes")
+    }
+
+    /// The part of this delta that is new to a reader who has shown `shown` characters:
+    /// `None` for a duplicate, a stale or a gapped delta (see [`TurnReplyDelta::index`]).
+    pub fn new_text(&self, shown: u64) -> Option<&str> {
+        let len = self.text.chars().count() as u64;
+        if self.index > shown || shown >= self.index + len {
+            return None;
+        }
+        let skip = (shown - self.index) as usize;
+        let start = self
+            .text
+            .char_indices()
+            .nth(skip)
+            .map_or(self.text.len(), |(i, _)| i);
+        Some(&self.text[start..])
+    }
 }
 
 /// Why a body could not be read; becomes the dead-letter reason.
@@ -359,7 +428,37 @@ mod tests {
             published_at: Utc::now(),
             reply_to: "gw1".into(),
             platform_message_id: None,
+            stream: false,
         }
+    }
+
+    #[test]
+    fn deltas_apply_once_and_in_order() {
+        let d = |index, text: &str| TurnReplyDelta {
+            v: WIRE_VERSION,
+            turn_id: Uuid::nil(),
+            seq: 0,
+            index,
+            text: text.into(),
+        };
+        assert_eq!(d(0, "héllo ").new_text(0), Some("héllo "));
+        // Overlapping: only what is new.
+        assert_eq!(d(0, "héllo wörld").new_text(6), Some("wörld"));
+        // A duplicate, and one after a gap.
+        assert_eq!(d(0, "héllo ").new_text(6), None);
+        assert_eq!(d(9, "x").new_text(6), None);
+        assert_eq!(d(6, "").new_text(6), None);
+        let back = TurnReplyDelta::decode(&d(3, "abc").encode()).unwrap();
+        assert_eq!(back, d(3, "abc"));
+        // An old gateway's request has no `stream`; it reads as false.
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        assert!(v.get("stream").is_none());
+        v["stream"] = serde_json::json!(true);
+        assert!(
+            TurnRequest::decode(&serde_json::to_vec(&v).unwrap())
+                .unwrap()
+                .stream
+        );
     }
 
     #[test]

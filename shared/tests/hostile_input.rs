@@ -34,6 +34,7 @@ fn sample_request() -> TurnRequest {
         published_at: Utc::now(),
         reply_to: "gw1".into(),
         platform_message_id: Some("40".into()),
+        stream: false,
     }
 }
 

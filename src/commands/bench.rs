@@ -8,7 +8,11 @@
 //! statistics (`pg_stat_user_tables`, read after the workers exit so their stats are
 //! flushed), InfluxDB write requests from a local InfluxDB-API stand-in that counts what it
 //! receives, emotion-state queries from each worker's count of the vector-memory calls its
-//! backend received (written when it exits). Needs RabbitMQ, Redis and PostgreSQL
+//! backend received (written when it exits). With `--stream both` each pipeline runs
+//! twice, its turns asking for a streamed (SSE) answer or not, and the report sets
+//! `first_visible` against `end_to_end` for the two, with what the fleet adds to the model's
+//! first token (`first_visible − llm_first_token`); `--llm-ttft-ms`, `--llm-tokens-per-s`
+//! and `--llm-reply-tokens` make the mock LLM write like a model. Needs RabbitMQ, Redis and PostgreSQL
 //! configured; use a vhost without other workers (they would take the bench's turns).
 
 use std::collections::BTreeMap;
@@ -29,7 +33,7 @@ use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::characters::CharacterStore;
 use whisperfleet_shared::wire::Stage;
-use whisperfleet_testkit::mock_llm::{self, MockLlmOptions};
+use whisperfleet_testkit::mock_llm::{self, MockLlmOptions, MockReply, Pacing};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
 const BENCH_CHARACTER: &str = include_str!("../../characters/nora-halvorsen.yaml");
@@ -47,6 +51,19 @@ pub struct BenchArgs {
     pub conversations: usize,
     #[arg(long, default_value_t = 0)]
     pub llm_latency_ms: u64,
+    /// The mock LLM's time to first token (after --llm-latency-ms).
+    #[arg(long, default_value_t = 0)]
+    pub llm_ttft_ms: u64,
+    /// The mock LLM writes this many tokens (words) per second after the first.
+    #[arg(long)]
+    pub llm_tokens_per_s: Option<f64>,
+    /// The mock LLM answers this many tokens (words) instead of echoing the user.
+    #[arg(long)]
+    pub llm_reply_tokens: Option<usize>,
+    /// on | off | both: turns ask for a streamed answer (SSE) or not; `both` measures
+    /// `first_visible` against `end_to_end` with and without streaming in one run.
+    #[arg(long, default_value = "off")]
+    pub stream: String,
     /// Worker processes; a list (`1,2,4`) measures scaling, one run per count.
     #[arg(long, default_value = "2", value_delimiter = ',')]
     pub workers: Vec<usize>,
@@ -86,6 +103,12 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         ],
         other => bail!("--pipeline is optimized, naive or both, not {other:?}"),
     };
+    let streams: Vec<bool> = match args.stream.as_str() {
+        "off" => vec![false],
+        "on" => vec![true],
+        "both" => vec![false, true],
+        other => bail!("--stream is on, off or both, not {other:?}"),
+    };
     let worker_bin = sibling_binary("testkit-worker")?;
     let mut character: Character = serde_norway::from_str(BENCH_CHARACTER)?;
     character.validate().map_err(|e| anyhow::anyhow!(e))?;
@@ -98,23 +121,56 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
 
     let mut results = serde_json::Map::new();
     let mut scaling = serde_json::Map::new();
+    let mut streaming = serde_json::Map::new();
     for (name, spec) in &pipelines {
         let mut per_count = serde_json::Map::new();
         for (i, &workers) in args.workers.iter().enumerate() {
-            let r = run_one(
-                config,
-                &args,
-                spec,
-                workers,
-                &worker_bin,
-                &store,
-                &character,
-            )
-            .await?;
-            per_count.insert(workers.to_string(), json!(r["throughput_tps"]));
-            if i == 0 {
-                results.insert((*name).to_string(), r);
+            // Streaming on and off are compared at the first worker count.
+            let modes = if i == 0 { &streams[..] } else { &streams[..1] };
+            for &stream in modes {
+                let r = run_one(
+                    config,
+                    &args,
+                    spec,
+                    workers,
+                    &worker_bin,
+                    &store,
+                    &character,
+                    stream,
+                )
+                .await?;
+                if stream == streams[0] {
+                    per_count.insert(workers.to_string(), json!(r["throughput_tps"]));
+                }
+                if i == 0 {
+                    let key = if stream && streams.len() > 1 {
+                        format!("{name}+stream")
+                    } else {
+                        (*name).to_string()
+                    };
+                    results.insert(key, r);
+                }
             }
+        }
+        if streams.len() > 1
+            && let (Some(off), Some(on)) =
+                (results.get(*name), results.get(&format!("{name}+stream")))
+        {
+            let q = |v: &Value, stage: Stage, p: &str| v["stages"][stage.as_str()][p].clone();
+            streaming.insert(
+                (*name).to_string(),
+                json!({
+                    "first_visible": {
+                        "stream_on": {"p50": q(on, Stage::FirstVisible, "p50"), "p99": q(on, Stage::FirstVisible, "p99")},
+                        "stream_off": {"p50": q(off, Stage::FirstVisible, "p50"), "p99": q(off, Stage::FirstVisible, "p99")},
+                    },
+                    "end_to_end": {
+                        "stream_on": {"p50": q(on, Stage::EndToEnd, "p50"), "p99": q(on, Stage::EndToEnd, "p99")},
+                        "stream_off": {"p50": q(off, Stage::EndToEnd, "p50"), "p99": q(off, Stage::EndToEnd, "p99")},
+                    },
+                    "first_visible_minus_llm_first_token": on["first_words_overhead"].clone(),
+                }),
+            );
         }
         if args.workers.len() > 1 {
             scaling.insert((*name).to_string(), Value::Object(per_count));
@@ -143,6 +199,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     let out = json!({
         "pipelines": results,
+        "streaming": streaming,
         "ratio": ratio,
         "scaling": scaling,
         "machine": machine(),
@@ -262,6 +319,7 @@ async fn run_one(
     worker_bin: &PathBuf,
     store: &PgCharacterStore,
     character: &Character,
+    stream: bool,
 ) -> anyhow::Result<Value> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let prefix = format!("{}bench-{run_id}:", config.backends.redis_prefix);
@@ -269,6 +327,19 @@ async fn run_one(
     let influx = influx_stand_in().await?;
     let mock = mock_llm::spawn(MockLlmOptions {
         latency: Duration::from_millis(args.llm_latency_ms),
+        reply: args.llm_reply_tokens.map_or(MockReply::Echo, |n| {
+            MockReply::Fixed(
+                (0..n)
+                    .map(|i| format!("word{i}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        }),
+        pacing: Pacing {
+            ttft: Duration::from_millis(args.llm_ttft_ms),
+            tokens_per_s: args.llm_tokens_per_s,
+            break_after_tokens: None,
+        },
         ..Default::default()
     })
     .await?;
@@ -331,7 +402,8 @@ async fn run_one(
     let turn = |i: usize| {
         let k = i % args.conversations;
         json!({"character": character.name, "user_id": format!("bench-{run_id}-{k}"),
-               "channel_id": format!("bench-{k}"), "text": format!("Message {i}: how is the kelp forest doing this week?")})
+               "channel_id": format!("bench-{k}"), "text": format!("Message {i}: how is the kelp forest doing this week?"),
+               "stream": stream})
     };
     // Warm-up (not measured): every worker's caches, connections and the conversations.
     let warmup = args.conversations.min(args.turns).max(workers * 4);
@@ -411,8 +483,26 @@ async fn run_one(
     } else {
         0.0
     };
+    // What the fleet adds to the model's first token before the user sees it.
+    let mut first_words: Vec<f64> = replies
+        .iter()
+        .filter_map(|r| {
+            let t = &r["timings"];
+            Some(t["first_visible"].as_f64()? - t["llm_first_token"].as_f64()?)
+        })
+        .collect();
+    first_words.sort_by(f64::total_cmp);
+    let first_words_overhead = if first_words.is_empty() {
+        Value::Null
+    } else {
+        let pct =
+            |p: f64| first_words[((p / 100.0) * (first_words.len() - 1) as f64).round() as usize];
+        json!({"p50": pct(50.0), "p99": pct(99.0)})
+    };
     Ok(json!({
         "pipeline": spec,
+        "stream": stream,
+        "first_words_overhead": first_words_overhead,
         "workers": workers,
         "turns": replies.len(),
         "ok": ok,
@@ -503,7 +593,11 @@ async fn drive(
                     .json(&t)
                     .send()
                     .await?;
-                let v: Value = r.json().await?;
+                let v = if t["stream"] == true {
+                    done_event(r).await?
+                } else {
+                    r.json().await?
+                };
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if progress.is_some() && (d.is_multiple_of(10) || d as usize == total) {
                     let width = 30;
@@ -529,6 +623,21 @@ async fn drive(
         bail!("a bench turn failed: {bad}");
     }
     Ok(replies)
+}
+
+/// The reply of a streamed turn: its SSE body's `done` event (an `error` event fails).
+async fn done_event(mut r: reqwest::Response) -> anyhow::Result<Value> {
+    let mut parser = whisperfleet_shared::sse::SseParser::new();
+    while let Some(chunk) = r.chunk().await? {
+        for e in parser.feed(&chunk)? {
+            match e.event.as_str() {
+                "done" => return Ok(serde_json::from_str(&e.data)?),
+                "error" => bail!("a streamed bench turn failed: {}", e.data),
+                _ => {}
+            }
+        }
+    }
+    bail!("a streamed bench turn ended without a done event")
 }
 
 fn machine() -> Value {
@@ -593,6 +702,24 @@ fn print_tables(out: &Value) {
         for (k, v) in counts {
             println!("    {k:<24} {v:>8.2}");
         }
+    }
+    for (p, s) in out["streaming"].as_object().into_iter().flatten() {
+        let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+        for stage in ["first_visible", "end_to_end"] {
+            println!(
+                "{p} {stage:<14} stream on p50 {:>8.1} p99 {:>8.1} · off p50 {:>8.1} p99 {:>8.1} ms",
+                ms(&s[stage]["stream_on"]["p50"]),
+                ms(&s[stage]["stream_on"]["p99"]),
+                ms(&s[stage]["stream_off"]["p50"]),
+                ms(&s[stage]["stream_off"]["p99"]),
+            );
+        }
+        let fw = &s["first_visible_minus_llm_first_token"];
+        println!(
+            "{p} first_visible − llm_first_token (streamed): p50 {:.1} p99 {:.1} ms",
+            ms(&fw["p50"]),
+            ms(&fw["p99"])
+        );
     }
     for (k, v) in out["ratio"].as_object().into_iter().flatten() {
         println!(

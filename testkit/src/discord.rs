@@ -11,7 +11,9 @@
 //!
 //! What it covers, as Discord does it:
 //! - REST: `GET /gateway`, `GET /gateway/bot`, `GET /users/@me`, `GET /oauth2/applications/@me`,
-//!   `POST /channels/{id}/messages` (JSON bodies) and `POST /channels/{id}/typing` (204), all
+//!   `POST /channels/{id}/messages` (JSON bodies), `PATCH`/`DELETE
+//!   /channels/{id}/messages/{id}` (edits and deletes, in [`edits`](self::edits)) and
+//!   `POST /channels/{id}/typing` (204), all
 //!   under `/api/v10`. `Authorization: Bot <token>` is checked (401 `{"message": "401:
 //!   Unauthorized", "code": 0}`); messages are validated like Discord does (empty → 50006, more
 //!   than 2000 characters → 50035 `BASE_TYPE_MAX_LENGTH`, `allowed_mentions` `parse` + list
@@ -47,12 +49,14 @@
 //! What it does not cover: guilds, channels, roles and permissions as objects (every bot is in
 //! every guild and may write to every channel it has seen a message in; READY has no guilds and
 //! no GUILD_CREATE follows), multipart uploads (attachments), embeds beyond echoing them back,
-//! message edits/deletes/reactions, presences, voice,
+//! reactions, presences, voice,
 //! `zlib-stream` transport compression, ETF encoding, gateway rate limits, heartbeat timeouts
 //! (a silent client is never disconnected), and real rate limiting (the headers count requests
 //! per bot and route in 5-second windows, but nothing is refused unless
 //! [`StandInOptions::enforce_rate_limits`] is set). The `mentions` array of sent messages holds
 //! known users mentioned in the content and allowed by `allowed_mentions`, an approximation.
+
+mod edits;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
@@ -318,6 +322,7 @@ struct State_ {
     received: Vec<GatewayOp>,
     windows: HashMap<(Option<u64>, String), (Instant, u32)>,
     last_snowflake: u64,
+    edits: edits::EditState,
     /// Registered commands and interactions in flight (`discord/interactions.rs`).
     interactions: interactions::Interactions,
 }
@@ -986,6 +991,9 @@ impl Inner {
                     ),
                     (Some(b), Ok(c)) => self.create_message(b, c, body),
                 })
+            }
+            ["channels", channel, "messages", message] => {
+                self.message_route(method, bot, channel, message, body)
             }
             ["channels", channel, "typing"] => {
                 allowed(Method::POST).unwrap_or_else(|| match (bot, channel.parse::<u64>()) {

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,6 +45,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use whisperfleet_adapters::embeddings::hashing::{DEFAULT_HASH_DIMS, HashEmbedder};
+
+mod stream;
+pub use stream::Pacing;
+use stream::{Usage, sse_response};
 
 /// Model name reported by `/v1/models` and used when a request names none.
 pub const MOCK_MODEL: &str = "mock";
@@ -78,6 +82,8 @@ pub struct MockLlmOptions {
     pub fail_status: u16,
     /// Sent as `Retry-After` on injected failures.
     pub retry_after_s: Option<u32>,
+    /// Pacing of the answer like a model writing it: see [`stream::Pacing`].
+    pub pacing: Pacing,
 }
 
 impl Default for MockLlmOptions {
@@ -89,6 +95,7 @@ impl Default for MockLlmOptions {
             fail_first: 0,
             fail_status: 503,
             retry_after_s: None,
+            pacing: Pacing::default(),
         }
     }
 }
@@ -381,8 +388,17 @@ async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Re
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        sse_response(&id, created, &model, &text, include_usage.then_some(usage))
+        sse_response(
+            &state.opts.pacing,
+            &id,
+            created,
+            &model,
+            &text,
+            include_usage.then_some(usage),
+        )
     } else {
+        // As long as the model would take to write it all.
+        tokio::time::sleep(state.opts.pacing.whole_answer(&text)).await;
         axum::Json(json!({
             "id": id,
             "object": "chat.completion",
@@ -437,83 +453,8 @@ async fn record(file: &Mutex<tokio::fs::File>, request: &Value) {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Usage {
-    prompt: u64,
-    completion: u64,
-}
-
-impl Usage {
-    fn json(self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt,
-            "completion_tokens": self.completion,
-            "total_tokens": self.prompt + self.completion,
-        })
-    }
-}
-
 fn estimate_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
-}
-
-/// SSE in OpenAI's streaming shape: a role chunk, a few content chunks, a `finish_reason`
-/// chunk, optionally a usage chunk (`stream_options.include_usage`), then `[DONE]`.
-fn sse_response(id: &str, created: u64, model: &str, text: &str, usage: Option<Usage>) -> Response {
-    let chunk = |delta: Value, finish: Value| {
-        json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
-        })
-    };
-    let mut events = vec![chunk(
-        json!({ "role": "assistant", "content": "" }),
-        Value::Null,
-    )];
-    for piece in split_pieces(text, 4) {
-        events.push(chunk(json!({ "content": piece }), Value::Null));
-    }
-    events.push(chunk(json!({}), json!("stop")));
-    if let Some(usage) = usage {
-        events.push(json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [],
-            "usage": usage.json(),
-        }));
-    }
-    let mut frames: Vec<Result<Bytes, std::convert::Infallible>> = events
-        .into_iter()
-        .map(|e| Ok(Bytes::from(format!("data: {e}\n\n"))))
-        .collect();
-    frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
-
-    let mut resp = Response::new(Body::from_stream(futures::stream::iter(frames)));
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-/// Splits `text` into at most `n` pieces at word boundaries; the pieces concatenate back to
-/// `text` exactly.
-fn split_pieces(text: &str, n: usize) -> Vec<String> {
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    if words.is_empty() {
-        return Vec::new();
-    }
-    let per_piece = words.len().div_ceil(n);
-    words.chunks(per_piece).map(|c| c.concat()).collect()
 }
 
 fn error_response(
@@ -666,9 +607,11 @@ mod tests {
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
         let raw = resp.text().await.unwrap();
 
+        // A keep-alive comment first, as OpenRouter sends while the model warms up.
+        assert!(raw.starts_with(": keep-alive\n\n"));
         let datas: Vec<&str> = raw
             .split("\n\n")
-            .filter(|e| !e.is_empty())
+            .filter(|e| !e.is_empty() && !e.starts_with(':'))
             .map(|e| {
                 e.strip_prefix("data: ")
                     .expect("every event is a data line")
@@ -932,19 +875,5 @@ mod tests {
         let parts =
             vec![json!({ "role": "user", "content": [{ "type": "text", "text": "parts" }] })];
         assert_eq!(echo_reply(&parts), "[mock] heard: parts");
-    }
-
-    #[test]
-    fn pieces_concatenate_back() {
-        for text in [
-            "",
-            "single",
-            "a b",
-            "one two three four five six seven eight nine",
-        ] {
-            let pieces = split_pieces(text, 4);
-            assert!(pieces.len() <= 4);
-            assert_eq!(pieces.concat(), text);
-        }
     }
 }

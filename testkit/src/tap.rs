@@ -1,7 +1,8 @@
 //! What the fleet really published. [`ReplyTap`]: a test's own queue bound to
 //! `fleet.replies` with a gateway's routing key, counting replies per `turn_id`. Fault tests
 //! assert on it rather than on what the gateway returns, because the gateway drops
-//! duplicates. [`MessageTap`]: every message of one exchange and routing key with its
+//! duplicates; streamed progress (`x-whisperfleet-kind: delta`) is kept apart: a delta is
+//! not a reply. [`MessageTap`]: every message of one exchange and routing key with its
 //! headers (the trace test reads `traceparent` off turns, replies and metric events).
 
 use std::collections::HashMap;
@@ -13,10 +14,11 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use uuid::Uuid;
 use whisperfleet_shared::topology;
-use whisperfleet_shared::wire::TurnReply;
+use whisperfleet_shared::wire::{TurnReply, TurnReplyDelta};
 
 pub struct ReplyTap {
     seen: Arc<Mutex<Vec<TurnReply>>>,
+    deltas: Arc<Mutex<Vec<TurnReplyDelta>>>,
     arrived: Arc<Mutex<HashMap<Uuid, chrono::DateTime<chrono::Utc>>>>,
     _conn: Connection,
     task: tokio::task::JoinHandle<()>,
@@ -65,9 +67,18 @@ impl ReplyTap {
         let arrived = Arc::new(Mutex::new(HashMap::new()));
         let sink = seen.clone();
         let first = arrived.clone();
+        let deltas = Arc::new(Mutex::new(Vec::new()));
+        let delta_sink = deltas.clone();
         let task = tokio::spawn(async move {
             let _ch = ch;
             while let Some(Ok(d)) = consumer.next().await {
+                if kind(&d.properties) == Some(topology::KIND_DELTA.to_string()) {
+                    match TurnReplyDelta::decode(&d.data) {
+                        Ok(delta) => delta_sink.lock().unwrap().push(delta),
+                        Err(e) => panic!("the tap got an unreadable delta: {e}"),
+                    }
+                    continue;
+                }
                 match TurnReply::decode(&d.data) {
                     Ok(r) => {
                         first
@@ -83,6 +94,7 @@ impl ReplyTap {
         });
         Ok(Self {
             seen,
+            deltas,
             arrived,
             _conn: conn,
             task,
@@ -97,6 +109,17 @@ impl ReplyTap {
             .iter()
             .filter(|r| r.turn_id == turn_id)
             .count()
+    }
+
+    /// Deltas published for `turn_id` so far, in arrival order.
+    pub fn deltas(&self, turn_id: Uuid) -> Vec<TurnReplyDelta> {
+        self.deltas
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.turn_id == turn_id)
+            .cloned()
+            .collect()
     }
 
     /// Receipt → first reply of each of `reqs` that got one, in ms (for a p99).
@@ -126,6 +149,18 @@ impl ReplyTap {
             *out.entry(r.turn_id).or_default() += 1;
         }
         out
+    }
+}
+
+/// The `x-whisperfleet-kind` header of a delivery, if it has one.
+fn kind(props: &lapin::BasicProperties) -> Option<String> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get(topology::HEADER_KIND)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
     }
 }
 
@@ -163,6 +198,7 @@ pub fn turn_request(
         published_at: now,
         reply_to: reply_to.into(),
         platform_message_id: None,
+        stream: false,
     }
 }
 

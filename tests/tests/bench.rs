@@ -73,3 +73,52 @@ async fn bench_both_pipelines_reports_honest_counts() {
     assert!(v["ratio"]["overhead_p50"].is_number());
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_compares_first_visible_with_streaming_on_and_off_in_one_run() {
+    let fleet = Fleet::new("bench_stream").unwrap();
+    let out = fleet
+        .cli(&[
+            "bench",
+            "--turns",
+            "16",
+            "--concurrency",
+            "4",
+            "--conversations",
+            "8",
+            "--workers",
+            "1",
+            "--pipeline",
+            "optimized",
+            "--stream",
+            "both",
+            "--llm-ttft-ms",
+            "100",
+            "--llm-tokens-per-s",
+            "100",
+            "--llm-reply-tokens",
+            "40",
+            "--json",
+        ])
+        .unwrap();
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).expect("bench prints JSON");
+    let f = |x: &Value| x.as_f64().unwrap_or_else(|| panic!("not a number: {x}"));
+    for (name, streamed) in [("optimized", false), ("optimized+stream", true)] {
+        let p = &v["pipelines"][name];
+        assert_eq!(p["ok"], 16, "{name}");
+        assert_eq!(p["stream"], streamed, "{name}");
+        assert!(p["stages"]["first_visible"]["p50"].is_number(), "{name}");
+    }
+    let s = &v["streaming"]["optimized"];
+    // Streamed, the first words show before the answer is complete; not streamed, they
+    // show with it.
+    assert!(f(&s["first_visible"]["stream_on"]["p50"]) < f(&s["end_to_end"]["stream_on"]["p50"]));
+    assert_eq!(
+        f(&s["first_visible"]["stream_off"]["p50"]),
+        f(&s["end_to_end"]["stream_off"]["p50"])
+    );
+    assert!(
+        f(&s["first_visible"]["stream_on"]["p50"]) < f(&s["first_visible"]["stream_off"]["p50"])
+    );
+    assert!(s["first_visible_minus_llm_first_token"]["p99"].is_number());
+}

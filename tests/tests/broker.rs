@@ -120,6 +120,7 @@ fn generated_malformed_turns(n: usize) -> Vec<Vec<u8>> {
         published_at: chrono::Utc::now(),
         reply_to: "no-such-gateway".into(),
         platform_message_id: None,
+        stream: false,
     }
     .encode();
     let len = turn.len();

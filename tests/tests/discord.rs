@@ -84,6 +84,8 @@ async fn rig(test: &str, options: RigOptions<'_>) -> Rig {
     let mut env = vec![
         ("WHISPERFLEET_DISCORD_API_BASE", discord.base_url()),
         ("WHISPERFLEET_DISCORD_BOTS", list),
+        // These tests read whole sends; streaming (edits) is tested in streaming.rs.
+        ("WHISPERFLEET_DISCORD_STREAM", "false".into()),
     ];
     if let Some(via) = options.amqp_via {
         let url = format!("amqp://guest:guest@{via}/{}", s.fleet.vhost);
@@ -929,6 +931,7 @@ async fn a_restarted_gateway_posts_the_replies_that_waited_for_it() {
             "WHISPERFLEET_DISCORD_BOTS",
             format!("Vellum={VELLUM_TOKEN}"),
         ),
+        ("WHISPERFLEET_DISCORD_STREAM", "false".into()),
     ];
     r.s.fleet.spawn_gateway(&env).await.unwrap();
     let sent = r.messages(CHANNEL, 1).await;

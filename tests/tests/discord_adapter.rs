@@ -44,6 +44,7 @@ fn scripted_worker(broker: Arc<dyn Broker>) {
                     seq: req.seq,
                     platform_message_id: req.platform_message_id.clone(),
                     reason: None,
+                    partial: false,
                 };
                 broker
                     .publish(Message::json(

@@ -15,4 +15,5 @@ pub mod privacy;
 pub mod privacy_requests;
 pub mod prompt;
 pub mod startup;
+pub mod stream;
 pub mod turn;

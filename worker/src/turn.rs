@@ -65,6 +65,7 @@ use crate::context::CountingMemory;
 use crate::finish::{Finish, Tail, TurnMetrics};
 use crate::lease;
 use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
+use crate::stream::{Deltas, cut_off};
 
 /// Settings the pipeline reads on every turn.
 #[derive(Debug, Clone)]
@@ -232,6 +233,7 @@ async fn give_up(deps: &Deps, delivery: Delivery, reason: &str) -> Handled {
                 seq: 0,
                 platform_message_id: None,
                 reason: Some("unprocessable".into()),
+                partial: false,
             };
             if publish_reply(deps, &reply_to, &reply, MIN_REPLY_TRIES)
                 .await
@@ -318,12 +320,13 @@ pub(crate) fn reply_bound(deps: &Deps, req: &TurnRequest) -> Duration {
 
 /// The stages a worker times, each a `<stage>_ms` field of its `turn` point; those up to
 /// `worker_total` also travel in the reply.
-pub const WORKER_STAGES: [Stage; 8] = [
+pub const WORKER_STAGES: [Stage; 9] = [
     Stage::QueueWait,
     Stage::CdlLoad,
     Stage::Context,
     Stage::Compose,
     Stage::Llm,
+    Stage::LlmFirstToken,
     Stage::WorkerTotal,
     Stage::ReplyPublish,
     Stage::MemoryStore,
@@ -634,23 +637,60 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     let mut llm_calls = 0u32;
     // The LLM gets what is left of the turn's budget, less what the end of the turn needs.
     let llm_budget = remaining(&req, deps.settings.turn_deadline).saturating_sub(FINISH_RESERVE);
+    // Streamed only to a gateway that asked, and only on a first delivery: a redelivered
+    // turn's gateway may have shown an earlier attempt's text, so it gets the reply alone
+    // (which it reconciles with what it showed) — never a second beginning.
+    let deltas = (req.stream && !delivery.redelivered && delivery.delivery_count == 0)
+        .then(|| Deltas::start(deps.broker.clone(), &req));
+    // What the user may have seen: the text handed on so far.
+    let streamed = Mutex::new(String::new());
+    let on_text = |piece: &str| {
+        streamed.lock().expect("streamed text").push_str(piece);
+        if let Some(d) = &deltas {
+            d.push(piece);
+        }
+    };
     let answer = tokio::time::timeout(
         llm_budget,
         rc.load("llm", Some(deps.settings.record_ttl), || {
             llm_calls += 1;
-            deps.llm.complete(&llm_request)
+            match &deltas {
+                Some(_) => deps.llm.stream(&llm_request, &on_text),
+                None => deps.llm.complete(&llm_request),
+            }
         }),
     )
     .instrument(stage_span(Stage::Llm))
     .await;
+    if let Some(d) = deltas {
+        d.finish();
+    }
     timings.since(Stage::Llm, t);
     counters.llm_calls = llm_calls;
-    let (text, outcome, reason) = match answer {
-        Ok(Ok(a)) if !a.text.trim().is_empty() => (a.text, Outcome::Ok, None),
+    let streamed = streamed.into_inner().expect("streamed text");
+    let (text, outcome, reason, partial) = match answer {
+        Ok(Ok(a)) if a.partial => {
+            if let Some(ms) = a.first_token_ms {
+                timings.put(Stage::LlmFirstToken, ms);
+            }
+            (
+                cut_off(&a.text),
+                Outcome::Ok,
+                Some("llm_stream_interrupted"),
+                true,
+            )
+        }
+        Ok(Ok(a)) if !a.text.trim().is_empty() => {
+            if let (Some(ms), true) = (a.first_token_ms, llm_calls > 0) {
+                timings.put(Stage::LlmFirstToken, ms);
+            }
+            (a.text, Outcome::Ok, None, false)
+        }
         Ok(Ok(_)) => (
             fallback_text(&character),
             Outcome::Fallback,
             Some("llm_empty_answer"),
+            false,
         ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "LLM failed; answering with an in-character fallback");
@@ -658,6 +698,21 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
                 fallback_text(&character),
                 Outcome::Fallback,
                 Some("llm_unavailable"),
+                false,
+            )
+        }
+        // Out of time after text was shown: that text is the answer, honestly cut off; a
+        // different one (the apology below) would be a second answer.
+        Err(_) if !streamed.trim().is_empty() && req.stream => {
+            tracing::warn!(
+                budget_ms = llm_budget.as_millis() as u64,
+                "the turn's budget ran out mid-stream; the answer ends where it was"
+            );
+            (
+                cut_off(&streamed),
+                Outcome::Ok,
+                Some("llm_stream_interrupted"),
+                true,
             )
         }
         Err(_) => {
@@ -672,6 +727,7 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
                 ),
                 Outcome::Fallback,
                 Some("turn_deadline"),
+                false,
             )
         }
     };
@@ -739,7 +795,8 @@ async fn run_leased(deps: &Deps, req: TurnRequest, delivery: Delivery) -> Handle
     counters.cache_redis_hits = rc.backing_hits();
     counters.cache_misses = rc.misses();
     timings.since(Stage::WorkerTotal, started);
-    let reply = reply_of(&req, text, outcome, reason, timings.into_map(), counters);
+    let mut reply = reply_of(&req, text, outcome, reason, timings.into_map(), counters);
+    reply.partial = partial;
     // Only real answers become memories: a fallback apology is not something the character
     // said to remember.
     let remember = (outcome == Outcome::Ok).then(|| ToRemember {
@@ -807,6 +864,7 @@ fn reply_of(
         seq: req.seq,
         platform_message_id: req.platform_message_id.clone(),
         reason: reason.map(str::to_string),
+        partial: false,
     }
 }
 /// The one end of every turn: reply (unless the record says it left already, or nobody will
@@ -870,6 +928,7 @@ pub fn turn_points(
         .int("llm_calls", i64::from(c.llm_calls))
         .int("redis_round_trips", i64::from(c.redis_round_trips))
         .int("context_degraded", i64::from(c.context_degraded))
+        .int("partial", i64::from(reply.partial))
         .int("lore_entries_used", i64::from(c.lore_entries_used))
         .int("text_chars", req.text.chars().count() as i64)
         .int("reply_chars", reply.text.chars().count() as i64);

@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 
 use async_trait::async_trait;
 use whisperfleet_shared::character::{Archetype, Character};
-use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, LlmError, Role};
+use whisperfleet_shared::ports::llm::{ChatRequest, ChatResponse, Llm, LlmError, OnText, Role};
 use whisperfleet_shared::prompt::{
     ComponentKind, SensitiveTopic, TALKING_WITH, detect_sensitive_topics, estimate_tokens,
 };
@@ -49,12 +49,47 @@ impl Llm for OfflineResponder {
             prompt_tokens: Some(clamp_u32(prompt_tokens)),
             text,
             model: OFFLINE_MODEL.to_string(),
+            partial: false,
+            first_token_ms: None,
         })
+    }
+
+    /// Word by word (each word with the spaces before it), yielding between words so a
+    /// reader sees the answer grow as it would from a model.
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        on_text: OnText<'_>,
+    ) -> Result<ChatResponse, LlmError> {
+        let mut answer = self.complete(request).await?;
+        answer.first_token_ms = Some(0.0);
+        for word in words(&answer.text) {
+            on_text(word);
+            tokio::task::yield_now().await;
+        }
+        Ok(answer)
     }
 
     fn describe(&self) -> String {
         "offline responder (no LLM_BASE_URL set)".to_string()
     }
+}
+
+/// `text` cut before each word's leading spaces; the pieces concatenate back to `text`.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let body = rest.len() - rest.trim_start().len();
+        let end = rest[body..]
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| body + i);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 fn clamp_u32(n: usize) -> u32 {

@@ -14,6 +14,10 @@
 //! then, so failing and letting the caller fall back is better. Other 4xx and unreadable
 //! answers are returned at once.
 //!
+//! **Streaming** (`Llm::stream`, in [`stream`]): the same request with `"stream": true`, read
+//! as server-sent events, each piece handed on as it comes; bounded by the same overall
+//! timeout and, between two chunks, by `stream_idle_timeout`.
+//!
 //! **Secrets.** The API key is a [`SecretString`]: it is only exposed to build the
 //! `Authorization` header (which reqwest marks sensitive), `Debug` output redacts it, and any
 //! server body quoted in an error has it scrubbed.
@@ -27,8 +31,12 @@ use crate::http::{
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use whisperfleet_shared::ports::llm::{ChatMessage, ChatRequest, ChatResponse, Llm, LlmError};
+use whisperfleet_shared::ports::llm::{
+    ChatMessage, ChatRequest, ChatResponse, Llm, LlmError, OnText,
+};
 use whisperfleet_shared::retry::{RetryPolicy, retry};
+
+mod stream;
 
 /// A `Retry-After` longer than `backoff_max × RETRY_AFTER_CAP_FACTOR` is cut down to that.
 pub const RETRY_AFTER_CAP_FACTOR: u32 = 4;
@@ -56,6 +64,9 @@ pub struct LlmClientConfig {
     pub max_retries: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Streaming: the longest wait for the next chunk (keep-alive comments count), so a
+    /// server that stalls mid-answer is noticed long before the overall timeout.
+    pub stream_idle_timeout: Duration,
 }
 
 impl LlmClientConfig {
@@ -69,6 +80,7 @@ impl LlmClientConfig {
             max_retries: 3,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(8),
+            stream_idle_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -84,6 +96,7 @@ pub struct OpenAiClient {
     api_key: Option<SecretString>,
     default_model: String,
     timeout: Duration,
+    stream_idle_timeout: Duration,
     retry: RetryPolicy,
 }
 
@@ -126,6 +139,7 @@ impl OpenAiClient {
             api_key: cfg.api_key.filter(|k| !k.expose_secret().is_empty()),
             default_model: cfg.default_model,
             timeout: cfg.timeout,
+            stream_idle_timeout: cfg.stream_idle_timeout,
             retry: RetryPolicy::new(cfg.max_retries, cfg.backoff_base, cfg.backoff_max)
                 .with_retry_after_cap(cfg.backoff_max.saturating_mul(RETRY_AFTER_CAP_FACTOR)),
         })
@@ -136,6 +150,20 @@ impl OpenAiClient {
         &self.endpoint_display
     }
 
+    /// The request, with the key and the turn id.
+    fn post(&self, body: &WireRequest<'_>, turn_id: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.post(&self.request_url).json(body);
+        if let Some(key) = &self.api_key {
+            // `bearer_auth` marks the header value sensitive, so it is redacted in
+            // reqwest/hyper debug output too.
+            req = req.bearer_auth(key.expose_secret());
+        }
+        if !turn_id.is_empty() {
+            req = req.header("x-request-id", turn_id);
+        }
+        req
+    }
+
     /// One HTTP exchange, bounded by `self.timeout`.
     async fn attempt(
         &self,
@@ -143,16 +171,8 @@ impl OpenAiClient {
         turn_id: &str,
     ) -> Result<ChatResponse, LlmError> {
         let exchange = async {
-            let mut req = self.http.post(&self.request_url).json(body);
-            if let Some(key) = &self.api_key {
-                // `bearer_auth` marks the header value sensitive, so it is redacted in
-                // reqwest/hyper debug output too.
-                req = req.bearer_auth(key.expose_secret());
-            }
-            if !turn_id.is_empty() {
-                req = req.header("x-request-id", turn_id);
-            }
-            let resp = req
+            let resp = self
+                .post(body, turn_id)
                 .send()
                 .await
                 .map_err(|e| map_reqwest_error(e, self.timeout))?;
@@ -205,6 +225,8 @@ impl OpenAiClient {
                 .unwrap_or_else(|| requested_model.to_owned()),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            partial: false,
+            first_token_ms: None,
         })
     }
 
@@ -227,9 +249,34 @@ impl Llm for OpenAiClient {
             messages: &request.messages,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
+            stream: false,
+            stream_options: None,
         };
         retry(&self.retry, "LLM request", |_| {
             self.attempt(&body, &request.turn_id)
+        })
+        .await
+    }
+
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        on_text: OnText<'_>,
+    ) -> Result<ChatResponse, LlmError> {
+        let body = WireRequest {
+            model: request.model.as_deref().unwrap_or(&self.default_model),
+            messages: &request.messages,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
+            stream: true,
+            stream_options: Some(StreamOptions {
+                include_usage: true,
+            }),
+        };
+        // An attempt that handed text on never fails (it ends partial), so only failures
+        // before any text are retried: the user never sees a second beginning.
+        retry(&self.retry, "LLM stream", |_| {
+            self.stream_attempt(&body, &request.turn_id, on_text)
         })
         .await
     }
@@ -250,6 +297,16 @@ struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+/// Asks for the usage chunk at the end of a stream (OpenAI, OpenRouter, vLLM honour it).
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -273,7 +330,7 @@ struct WireMessage {
     content: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone, Copy)]
 struct WireUsage {
     #[serde(default)]
     prompt_tokens: Option<u32>,
@@ -323,6 +380,7 @@ mod tests {
             max_retries: 3,
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(50),
+            stream_idle_timeout: Duration::from_secs(5),
         }
     }
 
@@ -579,6 +637,159 @@ mod tests {
         assert_eq!(body, "bad auth: Bearer [REDACTED]");
         assert!(!err.to_string().contains(KEY));
         assert!(!format!("{err:?}").contains(KEY));
+    }
+
+    /// Collects what a stream hands on.
+    #[derive(Default)]
+    struct Pieces(std::sync::Mutex<Vec<String>>);
+
+    impl Pieces {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    async fn stream_with(
+        client: &OpenAiClient,
+        text: &str,
+        pieces: &Pieces,
+    ) -> Result<ChatResponse, LlmError> {
+        client
+            .stream(&request(text), &|t: &str| {
+                pieces.0.lock().unwrap().push(t.to_string())
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn streams_pieces_in_order_with_usage() {
+        let text = "one two three four five six seven eight";
+        let mock = mock_llm::spawn(MockLlmOptions {
+            reply: MockReply::Fixed(text.into()),
+            pacing: mock_llm::Pacing {
+                ttft: Duration::from_millis(50),
+                tokens_per_s: Some(200.0),
+                break_after_tokens: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let client = OpenAiClient::new(config(mock.base_url())).unwrap();
+        let pieces = Pieces::default();
+        let resp = stream_with(&client, "x", &pieces).await.unwrap();
+        let pieces = pieces.take();
+        assert_eq!(resp.text, text);
+        assert!(!resp.partial);
+        assert_eq!(pieces.len(), 8, "one piece per token: {pieces:?}");
+        assert_eq!(pieces.concat(), text);
+        assert!(
+            resp.completion_tokens.unwrap() > 0,
+            "usage from the last chunk"
+        );
+        assert!(resp.first_token_ms.unwrap() >= 50.0);
+        assert_eq!(mock.stats.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_broken_before_text_is_retried_after_text_ends_partial() {
+        let text = "alpha beta gamma delta epsilon";
+        let broken = |after| MockLlmOptions {
+            reply: MockReply::Fixed(text.into()),
+            pacing: mock_llm::Pacing {
+                break_after_tokens: Some(after),
+                tokens_per_s: Some(1000.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // Before any text: an error, retried like a failed completion.
+        let mock = mock_llm::spawn(broken(0)).await.unwrap();
+        let mut cfg = config(mock.base_url());
+        cfg.max_retries = 2;
+        let client = OpenAiClient::new(cfg).unwrap();
+        let pieces = Pieces::default();
+        let err = stream_with(&client, "x", &pieces).await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(pieces.take().is_empty());
+        assert_eq!(mock.stats.requests(), 3);
+
+        // After text: the text so far, partial, and no second attempt.
+        let mock = mock_llm::spawn(broken(2)).await.unwrap();
+        let client = OpenAiClient::new(config(mock.base_url())).unwrap();
+        let resp = stream_with(&client, "x", &pieces).await.unwrap();
+        assert!(resp.partial);
+        assert_eq!(resp.text, "alpha beta ");
+        assert_eq!(pieces.take().concat(), "alpha beta ");
+        assert_eq!(mock.stats.requests(), 1, "never a second beginning");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_hits_the_idle_timeout() {
+        let mock = mock_llm::spawn(MockLlmOptions {
+            reply: MockReply::Fixed("slow words here".into()),
+            pacing: mock_llm::Pacing {
+                ttft: Duration::from_millis(10),
+                tokens_per_s: Some(1.0),
+                break_after_tokens: None,
+            },
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut cfg = config(mock.base_url());
+        cfg.stream_idle_timeout = Duration::from_millis(300);
+        cfg.max_retries = 0;
+        let client = OpenAiClient::new(cfg).unwrap();
+        let pieces = Pieces::default();
+        let resp = stream_with(&client, "x", &pieces).await.unwrap();
+        assert!(resp.partial, "stalled after the first word");
+        assert_eq!(resp.text, "slow ");
+    }
+
+    #[tokio::test]
+    async fn a_server_ignoring_stream_is_read_whole() {
+        // Answers plain JSON whatever the request said.
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(|| async {
+                axum::Json(serde_json::json!({
+                    "model": "m",
+                    "choices": [{ "message": { "content": "whole answer" } }],
+                }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = OpenAiClient::new(config(format!("http://{addr}"))).unwrap();
+        let pieces = Pieces::default();
+        let resp = stream_with(&client, "x", &pieces).await.unwrap();
+        assert_eq!(resp.text, "whole answer");
+        assert_eq!(pieces.take(), vec!["whole answer".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn an_error_chunk_mid_stream_ends_partial() {
+        let body = concat!(
+            ": OPENROUTER PROCESSING\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hello \"}}]}\n\n",
+            "data: {\"error\":{\"message\":\"provider died\",\"code\":502}}\n\n",
+        );
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(
+                move || async move { ([("content-type", "text/event-stream")], body) },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = OpenAiClient::new(config(format!("http://{addr}"))).unwrap();
+        let pieces = Pieces::default();
+        let resp = stream_with(&client, "x", &pieces).await.unwrap();
+        assert!(resp.partial);
+        assert_eq!(resp.text, "Hello ");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub struct ReplyTarget {
 }
 
 impl ReplyTarget {
-    fn of(msg: &Message) -> Self {
+    pub(super) fn of(msg: &Message) -> Self {
         Self {
             channel: msg.channel_id,
             guild: msg.guild_id,
@@ -110,32 +110,39 @@ pub fn build_messages(
     target: &ReplyTarget,
     kind: SendKind,
 ) -> Vec<CreateMessage> {
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, content)| build_message(content, target, kind, i))
+        .collect()
+}
+
+/// Piece `i` of a reply (see [`build_messages`]).
+pub fn build_message(
+    content: &str,
+    target: &ReplyTarget,
+    kind: SendKind,
+    i: usize,
+) -> CreateMessage {
     let tag = match kind {
         SendKind::Reply => 'r',
         SendKind::Notice => 'n',
     };
-    chunks
-        .iter()
-        .enumerate()
-        .map(|(i, content)| {
-            let m = CreateMessage::new()
-                .content(content.clone())
-                .allowed_mentions(safe_mentions(target.author))
-                .nonce(Nonce::String(format!("{}{tag}{i}", target.message)))
-                .enforce_nonce(true);
-            if i > 0 {
-                return m;
-            }
-            let mut reference =
-                MessageReference::new(MessageReferenceKind::Default, target.channel)
-                    .message_id(target.message)
-                    .fail_if_not_exists(false);
-            if let Some(guild) = target.guild {
-                reference = reference.guild_id(guild);
-            }
-            m.reference_message(reference)
-        })
-        .collect()
+    let m = CreateMessage::new()
+        .content(content)
+        .allowed_mentions(safe_mentions(target.author))
+        .nonce(Nonce::String(format!("{}{tag}{i}", target.message)))
+        .enforce_nonce(true);
+    if i > 0 {
+        return m;
+    }
+    let mut reference = MessageReference::new(MessageReferenceKind::Default, target.channel)
+        .message_id(target.message)
+        .fail_if_not_exists(false);
+    if let Some(guild) = target.guild {
+        reference = reference.guild_id(guild);
+    }
+    m.reference_message(reference)
 }
 
 impl Bot {
@@ -231,12 +238,12 @@ impl Bot {
         Ok(())
     }
 
-    async fn send_one(
+    pub(super) async fn send_one(
         &self,
         ctx: &impl CacheHttp,
         channel: ChannelId,
         message: CreateMessage,
-    ) -> Result<(), Failure> {
+    ) -> Result<Message, Failure> {
         let mut retried = false;
         loop {
             if self.token_rejected.is_cancelled() {
@@ -246,7 +253,7 @@ impl Bot {
                 return Err(Failure::Forbidden);
             }
             let error = match channel.send_message(ctx, message.clone()).await {
-                Ok(_) => return Ok(()),
+                Ok(sent) => return Ok(sent),
                 Err(e) => e,
             };
             let failure = classify(&error);

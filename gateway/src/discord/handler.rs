@@ -19,7 +19,9 @@ use whisperfleet_shared::topology;
 use whisperfleet_shared::wire::Conversation;
 
 use super::client::Bot;
+use super::delivery::ReplyTarget;
 use super::policy::{Decision, Incoming, RateDecision, decide};
+use super::stream::Streamed;
 use super::text;
 use crate::gateway::{SubmitError, TurnInput};
 
@@ -192,15 +194,41 @@ impl Bot {
             self.say(&ctx, &msg, &text::busy_notice(position)).await;
             return;
         }
-        let typing = self.start_typing(ctx.http.clone(), msg.channel_id);
+        let mut typing = Some(self.start_typing(ctx.http.clone(), msg.channel_id));
         let input = turn_input(&self.character, &msg, text, received, received_at);
-        let result = self.core.submit(input).await;
+        let mut streamed = Streamed::new(ReplyTarget::of(&msg));
+        let result = if self.shared.settings.stream {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let submit = self.core.submit_streaming(input, tx);
+            tokio::pin!(submit);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(piece) = rx.recv() => {
+                        self.stream_piece(&ctx, &mut streamed, &piece).await;
+                        if streamed.shown() {
+                            // Text is visible: "typing…" would only say it again.
+                            typing = None;
+                        }
+                    }
+                    r = &mut submit => break r,
+                }
+            }
+        } else {
+            self.core.submit(input).await
+        };
         drop(typing);
         match result {
             Ok(pending) => {
                 // Delivery logs belong to the turn's trace.
                 let span = pending.span.clone();
-                self.deliver(&ctx, &msg, pending).instrument(span).await
+                if streamed.shown() {
+                    self.finish_streamed(&ctx, streamed, pending)
+                        .instrument(span)
+                        .await
+                } else {
+                    self.deliver(&ctx, &msg, pending).instrument(span).await
+                }
             }
             Err(SubmitError::Empty) => {}
             Err(SubmitError::TooLong { chars, limit }) => {

@@ -235,6 +235,18 @@ pub fn render_footer(mode: FooterMode, timings: &BTreeMap<String, f64>) -> Optio
     let total = ms(Stage::EndToEnd.as_str());
     match mode {
         FooterMode::Off => None,
+        // A streamed reply: when the first words showed, and when it was done.
+        FooterMode::Timing
+            if timings
+                .get(Stage::FirstVisible.as_str())
+                .is_some_and(|fv| *fv < total) =>
+        {
+            Some(format!(
+                "-# ⏱ first words {:.1} s · done {:.1} s",
+                ms(Stage::FirstVisible.as_str()) / 1000.0,
+                total / 1000.0
+            ))
+        }
         FooterMode::Timing => Some(format!(
             "-# ⏱ {total:.0} ms · LLM {:.0} ms · overhead {:.0} ms",
             ms(Stage::Llm.as_str()),
@@ -609,6 +621,21 @@ mod tests {
             render_footer(FooterMode::Full, &t).unwrap(),
             "-# ⏱ 1234 ms · platform_lag 80 ms · ingress 3 ms · queue_wait 1 ms · llm 1100 ms \
              · worker_total 1130 ms · delivery 5 ms · overhead 134 ms · zeta_custom 2 ms"
+        );
+        // Streamed: the first words came before the end.
+        let mut streamed = t.clone();
+        streamed.insert("first_visible".into(), 612.0);
+        streamed.insert("end_to_end".into(), 7890.0);
+        assert_eq!(
+            render_footer(FooterMode::Timing, &streamed).unwrap(),
+            "-# ⏱ first words 0.6 s · done 7.9 s"
+        );
+        // Not streamed: first visible is the end, and the footer is the usual one.
+        let mut whole = t.clone();
+        whole.insert("first_visible".into(), t["end_to_end"]);
+        assert_eq!(
+            render_footer(FooterMode::Timing, &whole).unwrap(),
+            "-# ⏱ 1234 ms · LLM 1100 ms · overhead 134 ms"
         );
     }
 

@@ -45,6 +45,9 @@ section! {
         #[serde(deserialize_with = "millis")]
         llm_timeout: Duration = Duration::from_millis(30_000) => "llm_timeout_ms",
         llm_max_retries: u32 = 2 => "llm_max_retries",
+        /// Streamed answers: the longest wait for the next chunk (keep-alives count).
+        #[serde(deserialize_with = "millis")]
+        llm_stream_idle_timeout: Duration = Duration::from_millis(20_000) => "llm_stream_idle_timeout_ms",
         embeddings_url: Option<SecretString> = None => "embeddings_url",
         embeddings_model: Option<String> = None => "embeddings_model",
         embeddings_api_key: Option<SecretString> = None => "embeddings_api_key",

@@ -25,6 +25,9 @@ section! {
         #[serde(deserialize_with = "seconds")]
         rate_window: Duration = Duration::from_secs(30) => "discord_rate_window_s",
         footer: FooterMode = FooterMode::Off => "discord_footer",
+        /// Show replies as they are written: post the first words, then edit the message as
+        /// the text grows (at most once a second per message). Off: one send when done.
+        stream: bool = true => "discord_stream",
         /// Ready turns in the `turns` queue above which new users are told the fleet is busy.
         admission_depth: u64 = 500 => "discord_admission_depth",
         /// Renewal period of the typing indicator (Discord shows it for ~10 s).

@@ -53,6 +53,14 @@ pub struct ChatResponse {
     pub model: String,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// The stream broke after text was already passed on: `text` is what came before the
+    /// break, not a whole answer. Never retried (the user may have seen the start of it, and
+    /// a second, different answer must not follow); the turn ends with it, marked partial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// Request sent → first text, when the answer was streamed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<f64>,
 }
 
 /// Why a completion failed. `is_retryable` is the single place that decides what is retried.
@@ -97,9 +105,30 @@ impl Retryable for LlmError {
     }
 }
 
+/// Where a streamed answer's text goes as it is written: called with each new piece, in
+/// order; the pieces concatenate to the answer's text.
+pub type OnText<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
 #[async_trait]
 pub trait Llm: Send + Sync + 'static {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError>;
+
+    /// The same answer as [`Llm::complete`], its text handed to `on_text` as it is written.
+    /// A failure before any text was handed on is an `Err` (retryable as `complete`'s); a
+    /// break after that is `Ok` with [`ChatResponse::partial`] set and the text so far.
+    /// Backends that cannot stream answer whole (this default): one piece, at the end.
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        on_text: OnText<'_>,
+    ) -> Result<ChatResponse, LlmError> {
+        let started = std::time::Instant::now();
+        let mut answer = self.complete(request).await?;
+        answer.first_token_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        on_text(&answer.text);
+        Ok(answer)
+    }
+
     /// Short description for startup logs (`openai-compatible at http://…`, `offline`).
     fn describe(&self) -> String;
 }

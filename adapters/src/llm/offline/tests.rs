@@ -324,3 +324,41 @@ fn lines_inside_a_section_are_not_read_as_the_user_or_a_memory() {
     ));
     assert!(!r.contains("Eve"), "{r}");
 }
+
+#[test]
+fn words_concatenate_back() {
+    for text in [
+        "",
+        "one",
+        " lead",
+        "a  b\nc ",
+        "Well, that's the tide! 🌊 ok",
+    ] {
+        let pieces: Vec<&str> = words(text).collect();
+        assert_eq!(pieces.concat(), text);
+        assert!(pieces.iter().all(|p| !p.is_empty()));
+    }
+    assert_eq!(words("a b  c").collect::<Vec<_>>(), ["a", " b", "  c"]);
+}
+
+#[tokio::test]
+async fn streams_word_by_word_the_same_answer() {
+    let req = request(
+        vec![ChatMessage::new(
+            Role::User,
+            "Tell me about kelp forests please",
+        )],
+        Some(character("none")),
+    );
+    let whole = OfflineResponder.complete(&req).await.unwrap();
+    let pieces = std::sync::Mutex::new(Vec::<String>::new());
+    let streamed = OfflineResponder
+        .stream(&req, &|t: &str| pieces.lock().unwrap().push(t.to_string()))
+        .await
+        .unwrap();
+    let pieces = pieces.into_inner().unwrap();
+    assert_eq!(streamed.text, whole.text);
+    assert!(!streamed.partial);
+    assert_eq!(pieces.concat(), whole.text);
+    assert_eq!(pieces.len(), whole.text.split_whitespace().count());
+}
