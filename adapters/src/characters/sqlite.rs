@@ -162,15 +162,6 @@ impl SqliteCharacterStore {
         Self::migrated(pool, path.display().to_string()).await
     }
 
-    /// A store on `pool` as it is, without migrating it (tests that build old schemas).
-    #[cfg(test)]
-    fn unmigrated(pool: SqlitePool) -> Self {
-        Self {
-            pool,
-            location: "test".into(),
-        }
-    }
-
     /// A private store that lives as long as this value (tests, throwaway runs).
     pub async fn open_in_memory() -> Result<Self, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")
@@ -376,13 +367,12 @@ mod tests {
             let pool = SqlitePool::connect_with(opts).await.unwrap();
             // The migrations as they were before this change.
             MIGRATOR.run_to(20261125000002, &pool).await.unwrap();
-            let old = SqliteCharacterStore::unmigrated(pool.clone());
-            old.upsert(&Character {
-                name: "Nora".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            // The character as the schema of then stores it (today's upsert writes columns
+            // that came later).
+            sqlx::query("INSERT INTO characters (name, normalized_name) VALUES ('Nora', 'nora')")
+                .execute(&pool)
+                .await
+                .unwrap();
             for (user, trust) in [("312456789012345678", 0.9f32), ("alice", 0.7), ("42", 0.1)] {
                 sqlx::query(
                     "INSERT INTO relationships (user_id, character_id, trust, interactions) \
