@@ -27,42 +27,13 @@ pub struct ReplyTap {
 impl ReplyTap {
     /// Taps the replies routed with `routing_key` (a gateway's id, the turns' `reply_to`).
     pub async fn bind(amqp_url: &str, routing_key: &str) -> anyhow::Result<Self> {
-        let conn = Connection::connect(
+        let (conn, ch, mut consumer) = tap_queue(
             amqp_url,
-            ConnectionProperties::default().with_connection_name("test/reply-tap".into()),
+            "reply-tap",
+            topology::REPLIES_EXCHANGE,
+            routing_key,
         )
         .await?;
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        ch.queue_bind(
-            q.name().as_str().into(),
-            topology::REPLIES_EXCHANGE.into(),
-            routing_key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        let mut consumer = ch
-            .basic_consume(
-                q.name().as_str().into(),
-                "reply-tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Mutex::new(HashMap::new()));
         let sink = seen.clone();
@@ -239,42 +210,8 @@ pub struct MessageTap {
 
 impl MessageTap {
     pub async fn bind(amqp_url: &str, exchange: &str, routing_key: &str) -> anyhow::Result<Self> {
-        let conn = Connection::connect(
-            amqp_url,
-            ConnectionProperties::default().with_connection_name("test/message-tap".into()),
-        )
-        .await?;
-        let ch = conn.create_channel().await?;
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        ch.queue_bind(
-            q.name().as_str().into(),
-            exchange.into(),
-            routing_key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        let mut consumer = ch
-            .basic_consume(
-                q.name().as_str().into(),
-                "message-tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (conn, ch, mut consumer) =
+            tap_queue(amqp_url, "message-tap", exchange, routing_key).await?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let task = tokio::spawn(async move {
@@ -314,4 +251,51 @@ impl Drop for MessageTap {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A test's own exclusive queue bound to `exchange` with `routing_key`, consumed without acks
+/// on a connection named `test/<name>` (the connection and channel must outlive the consumer).
+async fn tap_queue(
+    amqp_url: &str,
+    name: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> anyhow::Result<(Connection, lapin::Channel, lapin::Consumer)> {
+    let conn = Connection::connect(
+        amqp_url,
+        ConnectionProperties::default().with_connection_name(format!("test/{name}").into()),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    ch.queue_bind(
+        q.name().as_str().into(),
+        exchange.into(),
+        routing_key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let consumer = ch
+        .basic_consume(
+            q.name().as_str().into(),
+            name.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((conn, ch, consumer))
 }
