@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use whisperfleet_shared::sse::{SseEvent, SseParser};
+use whisperfleet_shared::topology;
+use whisperfleet_shared::wire::{TurnReply, TurnReplyDelta};
 use whisperfleet_testkit::mock_llm::{MockLlmOptions, MockReply, Pacing};
-use whisperfleet_testkit::tap::ReplyTap;
+use whisperfleet_testkit::tap::{MessageTap, ReplyTap};
 use whisperfleet_testkit::*;
 
 /// `n` distinct words, so every piece of the answer is told apart.
@@ -94,6 +96,10 @@ async fn sse_shows_text_before_the_llm_finished_and_ends_with_the_reply() {
     let tap = ReplyTap::bind(&s.fleet.amqp_url(), &gateway_id)
         .await
         .unwrap();
+    // The same messages with their headers: deltas belong to the turn's trace.
+    let headers = MessageTap::bind(&s.fleet.amqp_url(), topology::REPLIES_EXCHANGE, &gateway_id)
+        .await
+        .unwrap();
     let base = s.fleet.spawn_gateway(&[]).await.unwrap();
 
     for (i, accept_header) in [false, true].into_iter().enumerate() {
@@ -135,6 +141,24 @@ async fn sse_shows_text_before_the_llm_finished_and_ends_with_the_reply() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(tap.count(turn_id), 1);
         assert!(tap.deltas(turn_id).len() >= ds.len());
+        let of_turn: Vec<_> = headers
+            .seen()
+            .into_iter()
+            .filter(|m| {
+                TurnReply::decode(&m.body).is_ok_and(|r| r.turn_id == turn_id)
+                    || TurnReplyDelta::decode(&m.body).is_ok_and(|d| d.turn_id == turn_id)
+            })
+            .collect();
+        assert!(of_turn.len() >= 2, "the reply and its deltas tapped");
+        let trace = &of_turn[0].headers[topology::HEADER_TRACEPARENT];
+        for m in &of_turn {
+            assert_eq!(
+                &m.headers[topology::HEADER_TRACEPARENT],
+                trace,
+                "deltas and the reply carry the worker's traceparent: {:?}",
+                m.headers
+            );
+        }
     }
 
     // Without asking for a stream the API is unchanged: one JSON body.
