@@ -85,7 +85,7 @@ pub fn written() -> Result<Written> {
         ready: 1,
         consumers: 1,
     };
-    let mut points = whisperfleet_worker::turn::turn_points(&req, &reply, &worker_timings);
+    let mut points = whisperfleet_worker::finish::turn_points(&req, &reply, &worker_timings);
     points.push(whisperfleet_gateway::gateway::delivery_point(
         &reply,
         &gateway_timings,

@@ -8,6 +8,7 @@
 //! line-protocol message per turn for the metrics-writer to batch. The bench passes the
 //! seed's order and a per-point InfluxDB writer instead (testkit, `naive`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -15,18 +16,16 @@ use tracing::Instrument;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use whisperfleet_shared::character::normalize_name;
+use whisperfleet_shared::character::{Character, normalize_name};
 use whisperfleet_shared::lineproto::{self, Point};
 use whisperfleet_shared::ports::EmotionResult;
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
-use whisperfleet_shared::wire::{Stage, TurnReply, TurnRequest};
+use whisperfleet_shared::wire::{Counters, Outcome, Stage, TurnReply, TurnRequest, WIRE_VERSION};
 
 use crate::memory;
 use whisperfleet_shared::records::{self, TurnRecord};
 
-use crate::turn::{
-    Deps, Timings, ToRemember, publish_reply, record_done, reply_bound, stage_span, turn_points,
-};
+use crate::turn::{Deps, Timings, ToRemember, publish_reply, record_done, reply_bound, stage_span};
 
 /// The reply could not be published; the turn is left unsettled for redelivery.
 #[derive(Debug, thiserror::Error)]
@@ -269,4 +268,79 @@ fn memory_points(
             ),
     );
     out
+}
+
+pub(crate) fn fallback_text(c: &Character) -> String {
+    format!(
+        "*{} pauses, lost in thought* Sorry — I can't find my words right now. Give me a moment and ask again?",
+        c.name
+    )
+}
+
+pub(crate) fn reply_of(
+    req: &TurnRequest,
+    text: String,
+    outcome: Outcome,
+    reason: Option<&str>,
+    timings: BTreeMap<String, f64>,
+    counters: Counters,
+) -> TurnReply {
+    TurnReply {
+        v: WIRE_VERSION,
+        turn_id: req.turn_id,
+        conversation: req.conversation.clone(),
+        character: req.character.clone(),
+        text,
+        outcome,
+        timings,
+        counters,
+        seq: req.seq,
+        platform_message_id: req.platform_message_id.clone(),
+        reason: reason.map(str::to_string),
+        partial: false,
+    }
+}
+
+/// The per-turn points: one `turn` point (stage `<stage>_ms` fields, counters) and one
+/// `cache` point. Tags are low-cardinality only; user ids never become tags.
+pub fn turn_points(
+    req: &TurnRequest,
+    reply: &TurnReply,
+    timings: &BTreeMap<String, f64>,
+) -> Vec<Point> {
+    let now = Utc::now();
+    let character = normalize_name(&req.character);
+    let mut turn = Point::new("turn", now)
+        .tag("character", &character)
+        .tag("platform", &req.conversation.platform)
+        .tag("outcome", reply.outcome.as_str());
+    for (stage, ms) in timings {
+        turn = turn.float(&format!("{stage}_ms"), *ms);
+    }
+    let c = &reply.counters;
+    turn = turn
+        .int("cdl_queries", i64::from(c.cdl_queries))
+        .int("emotion_queries", i64::from(c.emotion_queries))
+        .int("memories_used", i64::from(c.memories_used))
+        .int("memory_searches", i64::from(c.memory_searches))
+        .int("llm_calls", i64::from(c.llm_calls))
+        .int("redis_round_trips", i64::from(c.redis_round_trips))
+        .int("context_degraded", i64::from(c.context_degraded))
+        .int("partial", i64::from(reply.partial))
+        .int("lore_entries_used", i64::from(c.lore_entries_used))
+        .int("text_chars", req.text.chars().count() as i64)
+        .int("reply_chars", reply.text.chars().count() as i64);
+    // Cache effectiveness: the request cache's hits (and the level that served them:
+    // this process, Redis) and misses, and the level each character load was served from
+    // (own copy, Redis, PostgreSQL).
+    let cache = Point::new("cache", now)
+        .tag("character", &character)
+        .int("hits", i64::from(c.cache_hits))
+        .int("local_hits", i64::from(c.cache_local_hits))
+        .int("redis_hits", i64::from(c.cache_redis_hits))
+        .int("misses", i64::from(c.cache_misses))
+        .int("character_local", i64::from(c.cdl_local_hits))
+        .int("character_redis", i64::from(c.cdl_redis_hits))
+        .int("character_store", i64::from(c.cdl_queries));
+    vec![turn, cache]
 }

@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tracing::Instrument;
 use whisperfleet_shared::character::{Character, normalize_name};
-use whisperfleet_shared::lineproto::Point;
 use whisperfleet_shared::ports::broker::{self, Broker, Delivery, Message};
 use whisperfleet_shared::ports::cache::{Appended, Cache};
 use whisperfleet_shared::ports::characters::{CharacterStore, StoreError};
@@ -62,7 +61,7 @@ use crate::cdl::{CdlCounts, CharacterSource};
 use crate::compose::{ComposeContext, Composition, Reload};
 use crate::context;
 use crate::context::CountingMemory;
-use crate::finish::{Finish, Tail, TurnMetrics};
+use crate::finish::{Finish, Tail, TurnMetrics, fallback_text, reply_of};
 use crate::lease;
 use crate::prompt::{EmotionSummary, HistoryEntry, MemorySnippet, RelationshipSummary};
 use crate::stream::{Deltas, cut_off};
@@ -837,36 +836,6 @@ async fn load_character(
     .await
 }
 
-fn fallback_text(c: &Character) -> String {
-    format!(
-        "*{} pauses, lost in thought* Sorry — I can't find my words right now. Give me a moment and ask again?",
-        c.name
-    )
-}
-
-fn reply_of(
-    req: &TurnRequest,
-    text: String,
-    outcome: Outcome,
-    reason: Option<&str>,
-    timings: BTreeMap<String, f64>,
-    counters: Counters,
-) -> TurnReply {
-    TurnReply {
-        v: WIRE_VERSION,
-        turn_id: req.turn_id,
-        conversation: req.conversation.clone(),
-        character: req.character.clone(),
-        text,
-        outcome,
-        timings,
-        counters,
-        seq: req.seq,
-        platform_message_id: req.platform_message_id.clone(),
-        reason: reason.map(str::to_string),
-        partial: false,
-    }
-}
 /// The one end of every turn: reply (unless the record says it left already, or nobody will
 /// see it), memory, metric points, in the order `deps.finish` gives; then ack, or, when the
 /// broker would not take the reply, requeue.
@@ -901,48 +870,4 @@ async fn ack(delivery: Delivery) -> Handled {
             Handled::Unsettled
         }
     }
-}
-
-/// The per-turn points: one `turn` point (stage `<stage>_ms` fields, counters) and one
-/// `cache` point. Tags are low-cardinality only; user ids never become tags.
-pub fn turn_points(
-    req: &TurnRequest,
-    reply: &TurnReply,
-    timings: &BTreeMap<String, f64>,
-) -> Vec<Point> {
-    let now = Utc::now();
-    let character = normalize_name(&req.character);
-    let mut turn = Point::new("turn", now)
-        .tag("character", &character)
-        .tag("platform", &req.conversation.platform)
-        .tag("outcome", reply.outcome.as_str());
-    for (stage, ms) in timings {
-        turn = turn.float(&format!("{stage}_ms"), *ms);
-    }
-    let c = &reply.counters;
-    turn = turn
-        .int("cdl_queries", i64::from(c.cdl_queries))
-        .int("emotion_queries", i64::from(c.emotion_queries))
-        .int("memories_used", i64::from(c.memories_used))
-        .int("memory_searches", i64::from(c.memory_searches))
-        .int("llm_calls", i64::from(c.llm_calls))
-        .int("redis_round_trips", i64::from(c.redis_round_trips))
-        .int("context_degraded", i64::from(c.context_degraded))
-        .int("partial", i64::from(reply.partial))
-        .int("lore_entries_used", i64::from(c.lore_entries_used))
-        .int("text_chars", req.text.chars().count() as i64)
-        .int("reply_chars", reply.text.chars().count() as i64);
-    // Cache effectiveness: the request cache's hits (and the level that served them:
-    // this process, Redis) and misses, and the level each character load was served from
-    // (own copy, Redis, PostgreSQL).
-    let cache = Point::new("cache", now)
-        .tag("character", &character)
-        .int("hits", i64::from(c.cache_hits))
-        .int("local_hits", i64::from(c.cache_local_hits))
-        .int("redis_hits", i64::from(c.cache_redis_hits))
-        .int("misses", i64::from(c.cache_misses))
-        .int("character_local", i64::from(c.cdl_local_hits))
-        .int("character_redis", i64::from(c.cdl_redis_hits))
-        .int("character_store", i64::from(c.cdl_queries));
-    vec![turn, cache]
 }
