@@ -83,6 +83,26 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Whether `key` (under this fleet's Redis prefix) exists, asked of Redis itself.
+    pub async fn redis_exists(&self, key: &str) -> bool {
+        redis::cmd("EXISTS")
+            .arg(format!("{}{key}", self.prefix))
+            .query_async::<i64>(&mut redis_connection().await)
+            .await
+            .unwrap()
+            == 1
+    }
+
+    /// Whether the hash `key` (under this fleet's Redis prefix) has `field`.
+    pub async fn redis_hexists(&self, key: &str, field: &str) -> bool {
+        redis::cmd("HEXISTS")
+            .arg(format!("{}{key}", self.prefix))
+            .arg(field)
+            .query_async(&mut redis_connection().await)
+            .await
+            .unwrap()
+    }
+
     pub fn new(test: &str) -> anyhow::Result<Self> {
         whisperfleet_shared::telemetry::install_crypto_provider();
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
@@ -877,4 +897,13 @@ pub async fn assert_ordered_exactly_once(
         seen.values().all(|&n| n == 1),
         "a turn reached the LLM twice"
     );
+}
+
+/// A fresh connection to the shared test Redis.
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }

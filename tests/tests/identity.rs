@@ -45,7 +45,8 @@ impl Rig {
             Duration::from_secs(30),
             "the turn answered and stored",
             || async {
-                self.tap.count(t.turn_id) == 1 && self.redis_hexists(&key, records::MEMORY).await
+                self.tap.count(t.turn_id) == 1
+                    && self.s.fleet.redis_hexists(&key, records::MEMORY).await
             },
         )
         .await;
@@ -56,32 +57,6 @@ impl Rig {
             .find(|p| last_user(p).contains(&t.text))
             .unwrap_or_else(|| panic!("no prompt for {:?}", t.text));
         prompt_text(mine)
-    }
-
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(REDIS_URL)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn redis_hexists(&self, key: &str, field: &str) -> bool {
-        redis::cmd("HEXISTS")
-            .arg(format!("{}{key}", self.s.fleet.prefix))
-            .arg(field)
-            .query_async(&mut self.redis().await)
-            .await
-            .unwrap()
-    }
-
-    async fn redis_exists(&self, key: &str) -> bool {
-        redis::cmd("EXISTS")
-            .arg(format!("{}{key}", self.s.fleet.prefix))
-            .query_async::<i64>(&mut self.redis().await)
-            .await
-            .unwrap()
-            == 1
     }
 
     async fn pg(&self) -> sqlx::PgPool {
@@ -293,9 +268,13 @@ async fn show_and_forget_reach_exactly_one_identity_whatever_its_ids_contain() {
             .interactions(&c.platform, &c.namespace, &c.user_id)
             .await;
         let hist = rig
+            .s
+            .fleet
             .redis_exists(&records::history_key(&t.conversation_key()))
             .await;
         let llm = rig
+            .s
+            .fleet
             .redis_hexists(&records::turn_key(&t.turn_id), records::LLM)
             .await;
         if gone {

@@ -114,35 +114,9 @@ impl Rig {
     async fn stored(&self, turn_id: &str) {
         let key = records::turn_key(&turn_id);
         eventually(Duration::from_secs(30), "the turn's memory stored", || {
-            self.hexists(&key, records::MEMORY)
+            self.s.fleet.redis_hexists(&key, records::MEMORY)
         })
         .await;
-    }
-
-    async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(REDIS_URL)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    async fn hexists(&self, key: &str, field: &str) -> bool {
-        redis::cmd("HEXISTS")
-            .arg(format!("{}{key}", self.s.fleet.prefix))
-            .arg(field)
-            .query_async(&mut self.redis().await)
-            .await
-            .unwrap()
-    }
-
-    async fn exists(&self, key: &str) -> bool {
-        redis::cmd("EXISTS")
-            .arg(format!("{}{key}", self.s.fleet.prefix))
-            .query_async::<i64>(&mut self.redis().await)
-            .await
-            .unwrap()
-            == 1
     }
 
     /// What the stores hold of the identity of `conversation` (and of its turn `turn_id`).
@@ -176,9 +150,15 @@ impl Rig {
         Held {
             points,
             relationship,
-            history: self.exists(&records::history_key(&c.key(NORA))).await,
+            history: self
+                .s
+                .fleet
+                .redis_exists(&records::history_key(&c.key(NORA)))
+                .await,
             cached_answer: self
-                .hexists(&records::turn_key(&turn_id), records::LLM)
+                .s
+                .fleet
+                .redis_hexists(&records::turn_key(&turn_id), records::LLM)
                 .await,
         }
     }
