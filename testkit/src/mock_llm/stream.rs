@@ -12,6 +12,9 @@ use axum::response::Response;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// How long a break waits after the last token it follows (see `break_after_tokens`).
+const BREAK_AFTER_FLUSH: Duration = Duration::from_millis(50);
+
 /// How a model would write the answer. A token here is a word with the space after it.
 #[derive(Debug, Clone, Default)]
 pub struct Pacing {
@@ -103,8 +106,15 @@ pub(super) fn sse_response(
     };
     for (i, piece) in pieces.into_iter().enumerate() {
         if pacing.break_after_tokens == Some(i) {
+            // The break waits long enough for the tokens before it to leave: the server drops
+            // the connection on the error, and with it whatever it had not flushed yet, so a
+            // break one fast gap later would sometimes take the last token with it.
             frames.push((
-                if i == 0 { pacing.ttft } else { pacing.gap() },
+                if i == 0 {
+                    pacing.ttft
+                } else {
+                    pacing.gap().max(BREAK_AFTER_FLUSH)
+                },
                 Err(std::io::Error::other("mock LLM: stream broken on purpose")),
             ));
             return response(frames);
@@ -115,7 +125,11 @@ pub(super) fn sse_response(
     if let Some(n) = pacing.break_after_tokens {
         // Fewer tokens than the break point: break where the answer would finish.
         frames.push((
-            if n == 0 { pacing.ttft } else { Duration::ZERO },
+            if n == 0 {
+                pacing.ttft
+            } else {
+                BREAK_AFTER_FLUSH
+            },
             Err(std::io::Error::other("mock LLM: stream broken on purpose")),
         ));
         return response(frames);
