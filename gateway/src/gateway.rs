@@ -13,6 +13,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 use whisperfleet_shared::identity::Identity;
 use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::metric_batch::MetricBatcher;
 use whisperfleet_shared::ports::broker::{Broker, BrokerError, Consuming, Message};
 use whisperfleet_shared::ports::cache::Cache;
 use whisperfleet_shared::records;
@@ -110,6 +111,9 @@ pub struct Pending {
 pub struct GatewayCore {
     pub id: String,
     broker: Arc<dyn Broker>,
+    /// The `delivery` points, batched: one publish carries ~100 ms of delivered replies
+    /// instead of a confirmed publish per turn (nobody waits for them; sent at shutdown).
+    delivery_metrics: Arc<MetricBatcher>,
     router: Arc<ReplyRouter>,
     conversations: Arc<Conversations>,
     pub max_text_chars: usize,
@@ -192,6 +196,7 @@ impl GatewayCore {
     ) -> Self {
         Self {
             id,
+            delivery_metrics: MetricBatcher::with_linger(broker.clone(), DELIVERY_METRICS_LINGER),
             broker,
             router,
             conversations: Conversations::new(),
@@ -519,21 +524,25 @@ impl GatewayCore {
         t
     }
 
-    /// One `delivery` metric event for this turn (in its trace), off the reply path.
+    /// Sends the `delivery` points still pending (at shutdown), waiting at most `limit`.
+    pub async fn drain_metrics(&self, limit: Duration) {
+        if !self.delivery_metrics.drain(limit).await {
+            tracing::warn!("delivery metric points still pending at exit are lost");
+        }
+    }
+
+    /// This turn's `delivery` point (in its trace when it goes alone), off the reply path:
+    /// batched with other turns' points (see [`MetricBatcher`]).
     pub fn publish_delivery_metrics(&self, pending: &Pending, timings: &BTreeMap<String, f64>) {
         let body = lineproto::encode(&[delivery_point(&pending.reply, timings, Utc::now())]);
-        let msg = Message::line_protocol(body.into_bytes()).with_trace(&pending.trace);
-        let broker = self.broker.clone();
-        tokio::spawn(
-            async move {
-                if let Err(e) = broker.publish(msg).await {
-                    tracing::debug!(error = %e, "delivery metric not published");
-                }
-            }
-            .instrument(pending.span.clone()),
-        );
+        self.delivery_metrics
+            .push(body.as_bytes(), Some(pending.trace));
     }
 }
+
+/// How long the first `delivery` point of a batch waits for others (Telegraf's default
+/// flush jitter is of this order; dashboards aggregate over seconds).
+const DELIVERY_METRICS_LINGER: Duration = Duration::from_millis(100);
 
 /// The stages the gateway reports on its `delivery` point, each as a `<stage>_ms` field.
 pub const DELIVERY_STAGES: [Stage; 8] = [

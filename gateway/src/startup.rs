@@ -157,6 +157,8 @@ impl Application {
                 tracing::warn!("grace period over with requests still open");
             }
         }
+        // The last replies' delivery points leave before the broker connection closes.
+        self.core.drain_metrics(Duration::from_secs(2)).await;
         self.connected.stop();
         if let Some(h) = heartbeat {
             h.abort();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod health;
 pub mod identity;
 pub mod lineproto;
+pub mod metric_batch;
 pub mod ports;
 pub mod prompt;
 pub mod records;

@@ -18,8 +18,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use whisperfleet_shared::character::{Character, normalize_name};
 use whisperfleet_shared::lineproto::{self, Point};
+use whisperfleet_shared::metric_batch::MetricBatcher;
 use whisperfleet_shared::ports::EmotionResult;
-use whisperfleet_shared::ports::broker::{Broker, BrokerError, Message};
+use whisperfleet_shared::ports::broker::{Broker, BrokerError};
 use whisperfleet_shared::wire::{Counters, Outcome, Stage, TurnReply, TurnRequest, WIRE_VERSION};
 
 use crate::memory;
@@ -43,14 +44,18 @@ pub trait TurnMetrics: Send + Sync {
     async fn send(&self, points: Vec<Point>) -> Result<(), MetricsNotSent>;
 }
 
-/// The fleet's: one metric event on the broker per turn, batched by the metrics-writer.
+/// The fleet's: the turn's points as a metric event on the broker, batched with other
+/// turns' points finishing meanwhile (one confirmed publish for many turns under load, see
+/// [`MetricBatcher`]); the metrics-writer batches the writes to InfluxDB.
 pub struct MetricEvent {
-    broker: Arc<dyn Broker>,
+    batcher: Arc<MetricBatcher>,
 }
 
 impl MetricEvent {
     pub fn new(broker: Arc<dyn Broker>) -> Self {
-        Self { broker }
+        Self {
+            batcher: MetricBatcher::new(broker),
+        }
     }
 }
 
@@ -58,10 +63,10 @@ impl MetricEvent {
 impl TurnMetrics for MetricEvent {
     async fn send(&self, points: Vec<Point>) -> Result<(), MetricsNotSent> {
         let body = lineproto::encode(&points);
-        self.broker
-            .publish(Message::line_protocol(body.into_bytes()).traced())
+        self.batcher
+            .send(body.as_bytes(), whisperfleet_shared::trace::current())
             .await
-            .map_err(|e| MetricsNotSent(e.to_string()))
+            .map_err(MetricsNotSent)
     }
 }
 
