@@ -82,6 +82,7 @@ async fn build(
     counts: Arc<MemoryCounts>,
 ) -> anyhow::Result<Application> {
     let mut ports = connect_ports(config).await?;
+    let _ = counts.backend.set(ports.memory.memory.describe());
     // Innermost, so the seed's extra queries are counted too.
     ports.memory.memory = Arc::new(CountedMemory {
         inner: ports.memory.memory,
@@ -127,6 +128,8 @@ pub struct MemoryCounts {
     pub recent: AtomicU64,
     pub search: AtomicU64,
     pub upsert: AtomicU64,
+    /// What the vector memory runs on (its `describe()`: no credentials), for the report.
+    pub backend: std::sync::OnceLock<String>,
 }
 
 impl MemoryCounts {
@@ -135,6 +138,7 @@ impl MemoryCounts {
             "memory_recent": self.recent.load(Ordering::Relaxed),
             "memory_search": self.search.load(Ordering::Relaxed),
             "memory_upsert": self.upsert.load(Ordering::Relaxed),
+            "memory_backend": self.backend.get(),
         })
     }
 }

@@ -72,6 +72,77 @@ async fn bench_both_pipelines_reports_honest_counts() {
     assert_eq!(f(&o["request_cache_redis_hits"]), 0.0, "{o}");
     assert!(v["ratio"]["overhead_p50"].is_number());
     assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
+    // CPU per process family from /proc: the fleet's processes apart from the harness.
+    for name in ["optimized", "naive"] {
+        let p = &v["pipelines"][name];
+        let cpu = &p["cpu"];
+        let ms = |family: &str| {
+            cpu["families"][family]["ms_per_turn"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: no CPU figure for {family}: {cpu}"))
+        };
+        for family in [
+            "gateway",
+            "workers",
+            "vector memory (embedded, in the workers)",
+            "metrics-writer",
+            "rabbitmq",
+            "redis",
+            "postgresql",
+            "kernel",
+            "load generator (bench)",
+            "mock llm",
+        ] {
+            assert!(ms(family) >= 0.0, "{name} {family}");
+        }
+        // Each of these ran code for every turn in its own process.
+        assert!(ms("gateway") > 0.0, "{name}: {cpu}");
+        assert!(ms("workers") > 0.0, "{name}: {cpu}");
+        let own = f(&cpu["own_ms_per_turn"]);
+        assert!(own > 0.0 && own <= f(&cpu["machine_ms_per_turn"]), "{cpu}");
+        assert!(
+            p["memory_backend"].as_str().unwrap().contains("embedded"),
+            "{}",
+            p["memory_backend"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_measures_context_against_one_users_stored_memories() {
+    let fleet = Fleet::new("bench_memscale").unwrap();
+    let out = fleet
+        .cli(&[
+            "bench",
+            "--turns",
+            "6",
+            "--workers",
+            "1",
+            "--pipeline",
+            "optimized",
+            "--memory-scale",
+            "0,300",
+            "--json",
+        ])
+        .unwrap();
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).expect("bench prints JSON");
+    let scale = &v["memory_scale"];
+    for n in ["0", "300"] {
+        assert!(scale[n]["context"]["p50"].is_number(), "{n}: {scale}");
+        assert!(
+            scale[n]["memory_backend"]
+                .as_str()
+                .unwrap()
+                .contains("embedded"),
+            "{scale}"
+        );
+    }
+    // The seeded memories are the user's, in the store the workers searched: read back
+    // after the run, beside the two each turn (warm-up included) stored.
+    let after = |n: &str| scale[n]["user_memories_after"].as_u64().unwrap();
+    assert!(after("0") > 0 && after("0") < 300, "{scale}");
+    assert_eq!(after("300"), 300 + after("0"), "{scale}");
+    assert!(scale["300"]["memories_used_per_turn"].as_f64().unwrap() > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

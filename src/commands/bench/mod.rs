@@ -15,9 +15,11 @@
 //! and `--llm-reply-tokens` make the mock LLM write like a model. Needs RabbitMQ, Redis and PostgreSQL
 //! configured; use a vhost without other workers (they would take the bench's turns).
 
+mod cpu;
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,10 +35,9 @@ use whisperfleet_shared::character::Character;
 use whisperfleet_shared::config::Config;
 use whisperfleet_shared::ports::characters::CharacterStore;
 use whisperfleet_shared::wire::Stage;
-use whisperfleet_testkit::mock_llm::{self, MockLlmOptions, MockReply, Pacing};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
-const BENCH_CHARACTER: &str = include_str!("../../characters/nora-halvorsen.yaml");
+const BENCH_CHARACTER: &str = include_str!("../../../characters/nora-halvorsen.yaml");
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -46,6 +47,12 @@ pub struct BenchArgs {
     /// Turns in flight at once (at most one per conversation).
     #[arg(long, default_value_t = 20)]
     pub concurrency: usize,
+    /// Open-loop arrivals: start turns at random (Poisson) times at this many per second,
+    /// as independent users do, instead of a new turn as soon as one ends (which keeps
+    /// `--concurrency` turns in lockstep: with a fixed LLM latency they arrive in bursts).
+    /// `--concurrency` still caps the turns in flight.
+    #[arg(long, value_name = "TURNS_PER_S")]
+    pub rate: Option<f64>,
     /// Distinct conversations the turns are spread over.
     #[arg(long, default_value_t = 50)]
     pub conversations: usize,
@@ -76,6 +83,11 @@ pub struct BenchArgs {
     /// Extra pipeline switches for the optimized run, e.g. `--set cache=off`.
     #[arg(long = "set", value_name = "SWITCH=on|off")]
     pub set: Vec<String>,
+    /// Also measure what the vector memory's size costs a turn: for each count, one user
+    /// with that many stored memories talks (one turn at a time, --turns turns; at most
+    /// 200), and the report gives the `context` stage (memory search) per count.
+    #[arg(long, value_delimiter = ',', value_name = "N,N,…")]
+    pub memory_scale: Vec<usize>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -109,7 +121,11 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         "both" => vec![false, true],
         other => bail!("--stream is on, off or both, not {other:?}"),
     };
-    let worker_bin = sibling_binary("testkit-worker")?;
+    let bins = Bins {
+        worker: sibling_binary("testkit-worker")?,
+        gateway: sibling_binary("gateway")?,
+        writer: sibling_binary("metrics-writer")?,
+    };
     let mut character: Character = serde_norway::from_str(BENCH_CHARACTER)?;
     character.validate().map_err(|e| anyhow::anyhow!(e))?;
     let store = PgCharacterStore::connect(db.clone(), 2, config.backends.database_timeout).await?;
@@ -129,14 +145,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             let modes = if i == 0 { &streams[..] } else { &streams[..1] };
             for &stream in modes {
                 let r = run_one(
-                    config,
-                    &args,
-                    spec,
-                    workers,
-                    &worker_bin,
-                    &store,
-                    &character,
-                    stream,
+                    config, &args, spec, workers, &bins, &store, &character, stream, None,
                 )
                 .await?;
                 if stream == streams[0] {
@@ -197,8 +206,41 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             ratio.insert("throughput".into(), json!(b / a));
         }
     }
+    // The vector memory's cost per stored memory of a user: the optimized pipeline, one
+    // conversation, one turn at a time, after seeding its user's memories.
+    let mut memory_scale = serde_json::Map::new();
+    for &n in &args.memory_scale {
+        let mut one = args.clone();
+        one.turns = args.turns.min(200);
+        one.concurrency = 1;
+        one.conversations = 1;
+        let r = run_one(
+            config,
+            &one,
+            &optimized_spec(&args),
+            args.workers[0],
+            &bins,
+            &store,
+            &character,
+            false,
+            Some(n),
+        )
+        .await?;
+        memory_scale.insert(
+            n.to_string(),
+            json!({
+                "context": r["stages"][Stage::Context.as_str()].clone(),
+                "overhead": r["stages"][Stage::Overhead.as_str()].clone(),
+                "memory_backend": r["memory_backend"].clone(),
+                "memories_used_per_turn": r["per_turn"]["memories_used"].clone(),
+                "user_memories_after": r["user_memories"].clone(),
+                "cpu_own_ms_per_turn": r["cpu"]["own_ms_per_turn"].clone(),
+            }),
+        );
+    }
     let out = json!({
         "pipelines": results,
+        "memory_scale": memory_scale,
         "streaming": streaming,
         "ratio": ratio,
         "scaling": scaling,
@@ -223,6 +265,124 @@ fn optimized_spec(args: &BenchArgs) -> String {
         .chain(args.set.iter().cloned())
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Stores `n` memories of one HTTP user with `character` where this run's workers will
+/// look (the embedded store in `data_dir`, or Qdrant when configured), embedded by the
+/// workers' embedder so searches score them as they would real ones.
+async fn seed(
+    config: &Config,
+    data_dir: &Path,
+    character: &str,
+    user: &str,
+    n: usize,
+) -> anyhow::Result<()> {
+    use whisperfleet_shared::identity::Identity;
+    use whisperfleet_shared::ports::MemoryPoint;
+    let mut cfg = config.clone();
+    cfg.backends.data_dir = Some(data_dir.to_path_buf());
+    let ports = whisperfleet_adapters::connect::memory(&cfg).await?;
+    let identity = Identity::new("http", "", user);
+    let character = whisperfleet_shared::character::normalize_name(character);
+    let topics = [
+        "kelp",
+        "tides",
+        "storms",
+        "boats",
+        "whales",
+        "lighthouses",
+        "nets",
+    ];
+    let now = chrono::Utc::now();
+    for start in (0..n).step_by(500) {
+        let texts: Vec<String> = (start..n.min(start + 500))
+            .map(|i| {
+                format!(
+                    "Memory {i}: we talked about the {} and the week's {} near the harbour",
+                    topics[i % topics.len()],
+                    topics[(i / 7) % topics.len()]
+                )
+            })
+            .collect();
+        let vectors = ports.embedder.embed(&texts).await?;
+        let points: Vec<MemoryPoint> = texts
+            .into_iter()
+            .zip(vectors)
+            .enumerate()
+            .map(|(j, (text, vector))| MemoryPoint {
+                id: uuid::Uuid::new_v4(),
+                character: character.clone(),
+                identity: identity.clone(),
+                role: if j % 2 == 0 { "user" } else { "assistant" }.into(),
+                text,
+                emotion: "neutral".into(),
+                intensity: 0.3,
+                channel_id: "bench-0".into(),
+                is_dm: false,
+                timestamp: now - chrono::Duration::seconds((n - start - j) as i64),
+                vector,
+            })
+            .collect();
+        ports.memory.upsert(&points).await?;
+    }
+    Ok(())
+}
+
+/// The fleet's binaries, next to this one.
+struct Bins {
+    worker: PathBuf,
+    gateway: PathBuf,
+    writer: PathBuf,
+}
+
+/// A bench failure with the last lines each of the run's processes logged.
+fn with_logs(e: anyhow::Error, procs: &Procs) -> anyhow::Error {
+    let mut msg = String::new();
+    for (label, _) in &procs.children {
+        let tail = procs.log_tail(label);
+        if !tail.is_empty() {
+            msg.push_str(&format!("\n--- {label} log ends:\n{tail}"));
+        }
+    }
+    e.context(format!("the run's processes logged:{msg}"))
+}
+
+/// RabbitMQ's count of socket reads and writes (`recv_cnt`, `send_cnt`) on the bench vhost's
+/// connections, from `rabbitmqctl` when the broker runs on this machine; `None` otherwise.
+/// Read outside the CPU window: rabbitmqctl is an Erlang VM of its own.
+fn broker_packets(config: &Config) -> Option<(u64, u64)> {
+    use secrecy::ExposeSecret;
+    let url = config.backends.amqp_url.as_ref()?;
+    let url = reqwest::Url::parse(url.expose_secret()).ok()?;
+    if !matches!(
+        url.host_str(),
+        Some("127.0.0.1" | "localhost" | "::1" | "[::1]")
+    ) {
+        return None;
+    }
+    let vhost = match url.path().trim_start_matches('/') {
+        "" => "/".to_string(),
+        p => p.replace("%2f", "/").replace("%2F", "/"),
+    };
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "vhost", "recv_cnt", "send_cnt"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let (mut recv, mut sent) = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if let [v, r, s] = cols[..]
+            && v == vhost
+        {
+            recv += r.parse::<u64>().unwrap_or(0);
+            sent += s.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Some((recv, sent))
 }
 
 fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -285,29 +445,130 @@ async fn character_loads(store: &PgCharacterStore) -> anyhow::Result<i64> {
     Ok(row.get::<i64, _>("n"))
 }
 
-struct Workers(Vec<Child>);
+/// The processes of one run (workers, gateway, metrics-writer, mock LLM): stopped with
+/// SIGTERM (so workers write their counts and drain), killed if the bench fails.
+struct Procs {
+    children: Vec<(String, Child)>,
+    logs: PathBuf,
+}
 
-impl Workers {
-    fn stop(&mut self) {
-        for c in &self.0 {
+impl Procs {
+    /// Starts `bin` with the bench's env plus `env`; its output goes to `<logs>/<label>.log`.
+    fn spawn(
+        &mut self,
+        label: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.logs.join(format!("{label}.log")))?;
+        let child = Command::new(bin)
+            .args(args)
+            .envs(
+                std::env::vars().filter(|(k, _)| k.starts_with("WHISPERFLEET_") || k == "RUST_LOG"),
+            )
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {label} ({})", bin.display()))?;
+        let pid = child.id();
+        self.children.push((label.to_string(), child));
+        Ok(pid)
+    }
+
+    /// The last lines a process logged, for an error message.
+    fn log_tail(&self, label: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.logs.join(format!("{label}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// SIGTERM to the processes whose label starts with `prefix`, then waits for them.
+    fn stop(&mut self, prefix: &str) {
+        for (_, c) in self.children.iter().filter(|(l, _)| l.starts_with(prefix)) {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
                 .output();
         }
-        for c in &mut self.0 {
+        for (_, c) in self
+            .children
+            .iter_mut()
+            .filter(|(l, _)| l.starts_with(prefix))
+        {
             let _ = c.wait();
         }
-        self.0.clear();
+        self.children.retain(|(l, _)| !l.starts_with(prefix));
     }
 }
 
-impl Drop for Workers {
+impl Drop for Procs {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for (_, c) in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
+}
+
+/// Waits until `GET {base}/readyz` answers 2xx.
+async fn ready(
+    client: &reqwest::Client,
+    base: &str,
+    procs: &Procs,
+    label: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{label} did not become ready; its log ends:\n{}",
+                procs.log_tail(label)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The mock LLM as its own process (`whisperfleet mock-llm`), so its CPU is not the fleet's;
+/// returns its base URL.
+fn spawn_mock_llm(procs: &mut Procs, args: &BenchArgs) -> anyhow::Result<(String, u32)> {
+    let port = free_port()?;
+    let mut a: Vec<String> = vec![
+        "mock-llm".into(),
+        "--port".into(),
+        port.to_string(),
+        "--latency-ms".into(),
+        args.llm_latency_ms.to_string(),
+        "--ttft-ms".into(),
+        args.llm_ttft_ms.to_string(),
+    ];
+    if let Some(t) = args.llm_tokens_per_s {
+        a.extend(["--tokens-per-s".into(), t.to_string()]);
+    }
+    if let Some(n) = args.llm_reply_tokens {
+        let text = (0..n)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        a.extend(["--reply".into(), text]);
+    }
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let pid = procs.spawn("mock-llm", &std::env::current_exe()?, &a, &[])?;
+    Ok((format!("http://127.0.0.1:{port}/v1"), pid))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -316,89 +577,101 @@ async fn run_one(
     args: &BenchArgs,
     spec: &str,
     workers: usize,
-    worker_bin: &PathBuf,
+    bins: &Bins,
     store: &PgCharacterStore,
     character: &Character,
     stream: bool,
+    seed_memories: Option<usize>,
 ) -> anyhow::Result<Value> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let prefix = format!("{}bench-{run_id}:", config.backends.redis_prefix);
     let data_dir = std::env::temp_dir().join(format!("whisperfleet-bench-{run_id}"));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let influx = influx_stand_in().await?;
-    let mock = mock_llm::spawn(MockLlmOptions {
-        latency: Duration::from_millis(args.llm_latency_ms),
-        reply: args.llm_reply_tokens.map_or(MockReply::Echo, |n| {
-            MockReply::Fixed(
-                (0..n)
-                    .map(|i| format!("word{i}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            )
-        }),
-        pacing: Pacing {
-            ttft: Duration::from_millis(args.llm_ttft_ms),
-            tokens_per_s: args.llm_tokens_per_s,
-            break_after_tokens: None,
-        },
-        ..Default::default()
-    })
-    .await?;
-    let mut cfg = config.clone();
-    cfg.backends.redis_prefix = prefix.clone();
-    cfg.gateway.id = format!("bench-{run_id}");
-    cfg.gateway.http_addr = "127.0.0.1:0".into();
-    // The bench measures the fleet, not the HTTP API's trust boundary: its own loopback
-    // gateway takes its turns without a key and without a rate limit.
-    cfg.gateway.http_api_keys = None;
-    cfg.gateway.http_api_keys_file = None;
-    cfg.gateway.http_rate_requests = 0;
-    cfg.backends.influx_url = Some(influx.url.clone().into());
-    cfg.metrics.sample_interval = Duration::from_secs(3600);
-    cfg.gateway.max_queued_per_conversation = args.turns.max(16);
+    let mut procs = Procs {
+        children: Vec::new(),
+        logs: data_dir.clone(),
+    };
+    let mut roles = cpu::Roles {
+        bench: std::process::id(),
+        ..cpu::Roles::default()
+    };
+    if let Some(n) = seed_memories {
+        let user = format!("bench-{run_id}-0");
+        seed(config, &data_dir, &character.name, &user, n)
+            .await
+            .with_context(|| format!("storing {n} memories for the memory-scale run"))?;
+    }
+    let (llm_url, pid) = spawn_mock_llm(&mut procs, args)?;
+    roles.mock_llm.push(pid);
+    // What every fleet process of this run shares: its own Redis prefix, the InfluxDB
+    // stand-in, and no queue-depth sampling inside the window.
+    let common = [
+        ("WHISPERFLEET_REDIS_PREFIX", prefix.clone()),
+        ("WHISPERFLEET_INFLUX_URL", influx.url.clone()),
+        (
+            "WHISPERFLEET_METRICS_SAMPLE_INTERVAL_MS",
+            "3600000".to_string(),
+        ),
+    ];
 
     // PostgreSQL publishes a backend's statistics when it exits: count from before the
     // workers start to after they stopped, over every turn they ran (warm-up included).
     let loads_before = character_loads(store).await?;
     // Worker processes: the testkit worker (the fleet's worker, wrapped for `spec`),
     // configured for this run; each writes its backend-side counts when it exits.
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
     let counts_file = |w: usize| data_dir.join(format!("worker-{w}-counts.json"));
-    let mut children = Workers(Vec::new());
     for w in 0..workers {
-        let child = Command::new(worker_bin)
-            .args(["--pipeline", spec, "--counts-out"])
-            .arg(counts_file(w))
-            .envs(
-                std::env::vars().filter(|(k, _)| k.starts_with("WHISPERFLEET_") || k == "RUST_LOG"),
-            )
-            .env("WHISPERFLEET_REDIS_PREFIX", &prefix)
-            .env("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}-w{w}"))
-            .env("WHISPERFLEET_LLM_BASE_URL", mock.base_url())
-            .env("WHISPERFLEET_LLM_MODEL", "mock")
-            .env(
+        let counts = counts_file(w).display().to_string();
+        let mut env = common.to_vec();
+        env.extend([
+            ("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}-w{w}")),
+            ("WHISPERFLEET_LLM_BASE_URL", llm_url.clone()),
+            ("WHISPERFLEET_LLM_MODEL", "mock".to_string()),
+            (
                 "WHISPERFLEET_WORKER_CONCURRENCY",
                 args.worker_concurrency.to_string(),
-            )
-            .env("WHISPERFLEET_INFLUX_URL", &influx.url)
-            .env("WHISPERFLEET_DATA_DIR", &data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting a worker process")?;
-        children.0.push(child);
+            ),
+            ("WHISPERFLEET_DATA_DIR", data_dir.display().to_string()),
+        ]);
+        let pid = procs.spawn(
+            &format!("worker-{w}"),
+            &bins.worker,
+            &["--pipeline", spec, "--counts-out", &counts],
+            &env,
+        )?;
+        roles.workers.push(pid);
     }
-    let shutdown = CancellationToken::new();
-    let writer = whisperfleet_metrics_writer::Application::build(&cfg).await?;
-    let writer_task = tokio::spawn(writer.run_until_stopped(shutdown.clone()));
-    let gateway = whisperfleet_gateway::startup::Application::build(&cfg).await?;
-    let base = format!("http://{}", gateway.local_addr()?);
-    let gateway_task = tokio::spawn(gateway.run_until_stopped(shutdown.clone()));
+    let mut env = common.to_vec();
+    env.push(("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}-mw")));
+    roles
+        .writer
+        .push(procs.spawn("metrics-writer", &bins.writer, &[], &env)?);
+    // The gateway as deployed, on a loopback port. The bench measures the fleet, not the
+    // HTTP API's trust boundary: it takes the bench's turns without a key or a rate limit.
+    let port = free_port()?;
+    let mut env = common.to_vec();
+    env.extend([
+        ("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}")),
+        ("WHISPERFLEET_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("WHISPERFLEET_HTTP_API_KEYS", String::new()),
+        ("WHISPERFLEET_HTTP_API_KEYS_FILE", String::new()),
+        ("WHISPERFLEET_HTTP_RATE_REQUESTS", "0".to_string()),
+        (
+            "WHISPERFLEET_MAX_QUEUED_PER_CONVERSATION",
+            args.turns.max(16).to_string(),
+        ),
+    ]);
+    roles
+        .gateway
+        .push(procs.spawn("gateway", &bins.gateway, &[], &env)?);
+    let base = format!("http://127.0.0.1:{port}");
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
         .build()?;
+    ready(&client, &base, &procs, "gateway").await?;
     let turn = |i: usize| {
         let k = i % args.conversations;
         json!({"character": character.name, "user_id": format!("bench-{run_id}-{k}"),
@@ -413,10 +686,14 @@ async fn run_one(
         (0..warmup).map(turn).collect(),
         args.concurrency,
         None,
+        None,
     )
-    .await?;
+    .await
+    .map_err(|e| with_logs(e, &procs))?;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let packets_before = broker_packets(config);
     let influx_before = influx.requests.load(Ordering::Relaxed);
+    let cpu_before = cpu::Snapshot::take(&roles);
     let started = Instant::now();
     let replies = drive(
         &client,
@@ -424,31 +701,56 @@ async fn run_one(
         (warmup..warmup + args.turns).map(turn).collect(),
         args.concurrency,
         Some(args.turns),
+        args.rate,
     )
-    .await?;
+    .await
+    .map_err(|e| with_logs(e, &procs))?;
     let elapsed = started.elapsed().as_secs_f64();
-    // Let the metrics-writer flush, then stop the workers so PostgreSQL has their statistics.
+    // Let the metrics-writer flush and the last turns store their memories: their CPU is
+    // part of the window (as the warm-up's tail was), then stop the workers so PostgreSQL
+    // has their statistics.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    children.stop();
-    shutdown.cancel();
-    let _ = gateway_task.await;
-    let _ = writer_task.await;
+    let cpu_after = cpu::Snapshot::take(&roles);
+    let influx_requests = influx.requests.load(Ordering::Relaxed) - influx_before;
+    let packets_after = broker_packets(config);
+    procs.stop("gateway");
+    procs.stop("worker-");
+    procs.stop("metrics-writer");
+    procs.stop("mock-llm");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let loads = character_loads(store).await? - loads_before;
     let footprint = match &config.backends.redis_url {
         Some(url) => redis_footprint(url, &prefix).await?,
         None => RedisFootprint::default(),
     };
-    let influx_requests = influx.requests.load(Ordering::Relaxed) - influx_before;
     // Recent-emotional-state queries as the workers' memory backends received them.
     let mut recent_queries = 0u64;
+    let mut memory_backend = Value::Null;
     for w in 0..workers {
         let path = counts_file(w);
-        let counts: Value = serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        )?;
+        let counts: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (the worker's log ends:\n{})",
+                path.display(),
+                procs.log_tail(&format!("worker-{w}"))
+            )
+        })?)?;
         recent_queries += counts["memory_recent"].as_u64().unwrap_or(0);
+        memory_backend = counts["memory_backend"].clone();
     }
+    // The user's memories as the store holds them after a memory-scale run (seeded and
+    // stored by the run's turns), read back from where the workers searched.
+    let user_memories = match seed_memories {
+        Some(_) => {
+            let mut cfg = config.clone();
+            cfg.backends.data_dir = Some(data_dir.clone());
+            let ports = whisperfleet_adapters::connect::memory(&cfg).await?;
+            let identity =
+                whisperfleet_shared::identity::Identity::new("http", "", &format!("bench-{run_id}-0"));
+            json!(ports.memory.list(&identity, None, usize::MAX).await?.len())
+        }
+        None => Value::Null,
+    };
     influx.stop.cancel();
     let _ = std::fs::remove_dir_all(&data_dir);
 
@@ -499,11 +801,24 @@ async fn run_one(
             |p: f64| first_words[((p / 100.0) * (first_words.len() - 1) as f64).round() as usize];
         json!({"p50": pct(50.0), "p99": pct(99.0)})
     };
+    let cpu = cpu::per_turn(&cpu_before, &cpu_after, &roles, replies.len());
+    let broker = match (packets_before, packets_after) {
+        (Some(a), Some(b)) => json!({
+            "received_per_turn": b.0.saturating_sub(a.0) as f64 / n,
+            "sent_per_turn": b.1.saturating_sub(a.1) as f64 / n,
+        }),
+        _ => Value::Null,
+    };
     Ok(json!({
         "pipeline": spec,
         "stream": stream,
+        "memory_backend": memory_backend,
+        "user_memories": user_memories,
+        "cpu": cpu,
+        "broker_packets": broker,
         "first_words_overhead": first_words_overhead,
         "workers": workers,
+        "arrivals": args.rate.map_or(json!("closed loop"), |r| json!({"poisson_per_s": r})),
         "turns": replies.len(),
         "ok": ok,
         "throughput_tps": n / elapsed,
@@ -513,6 +828,7 @@ async fn run_one(
             "cdl_queries_reported": mean("cdl_queries"),
             "emotion_queries": recent_queries as f64 / (n + warmup as f64),
             "vector_searches": mean("memory_searches"),
+            "memories_used": mean("memories_used"),
             "influx_writes": influx_requests as f64 / n,
             "redis_round_trips": mean("redis_round_trips"),
             // Cache effectiveness: the request cache's hit rate, and where characters came
@@ -573,48 +889,67 @@ return {n, b, r}
     })
 }
 
-/// Sends `turns` with at most `concurrency` in flight; shows progress on stderr when asked.
+/// Sends `turns` with at most `concurrency` in flight, each as soon as a slot is free or,
+/// with `rate`, at Poisson arrival times; shows progress on stderr when asked.
 async fn drive(
     client: &reqwest::Client,
     base: &str,
     turns: Vec<Value>,
     concurrency: usize,
     progress: Option<usize>,
+    rate: Option<f64>,
 ) -> anyhow::Result<Vec<Value>> {
     use futures::StreamExt;
     let total = turns.len();
     let done = AtomicU64::new(0);
-    let results: Vec<anyhow::Result<Value>> = futures::stream::iter(turns)
-        .map(|t| {
-            let done = &done;
-            async move {
-                let r = client
-                    .post(format!("{base}/v1/turns"))
-                    .json(&t)
-                    .send()
-                    .await?;
-                let v = if t["stream"] == true {
-                    done_event(r).await?
-                } else {
-                    r.json().await?
-                };
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if progress.is_some() && (d.is_multiple_of(10) || d as usize == total) {
-                    let width = 30;
-                    let filled = (d as usize * width) / total.max(1);
-                    eprint!(
-                        "\r  [{}{}] {d}/{total}",
-                        "=".repeat(filled),
-                        " ".repeat(width - filled)
-                    );
-                    let _ = std::io::stderr().flush();
-                }
-                Ok(v)
-            }
+    let started = tokio::time::Instant::now();
+    // Arrival times: exponential gaps at `rate` per second (none: all at once, slot-bound).
+    let mut at = Duration::ZERO;
+    let arrivals: Vec<Option<tokio::time::Instant>> = turns
+        .iter()
+        .map(|_| {
+            rate.filter(|r| *r > 0.0).map(|r| {
+                let u: f64 = rand::random::<f64>();
+                at += Duration::from_secs_f64(-(1.0 - u).ln() / r);
+                started + at
+            })
         })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+        .collect();
+    let results: Vec<anyhow::Result<Value>> =
+        futures::stream::iter(turns.into_iter().zip(arrivals))
+            .map(|(t, arrival)| {
+                let done = &done;
+                async move {
+                    if let Some(a) = arrival {
+                        tokio::time::sleep_until(a).await;
+                    }
+                    let r = client
+                        .post(format!("{base}/v1/turns"))
+                        .json(&t)
+                        .send()
+                        .await?;
+                    let v = if t["stream"] == true {
+                        done_event(r).await?
+                    } else {
+                        r.json().await?
+                    };
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if progress.is_some() && (d.is_multiple_of(10) || d as usize == total) {
+                        let width = 30;
+                        let filled = (d as usize * width) / total.max(1);
+                        eprint!(
+                            "\r  [{}{}] {d}/{total}",
+                            "=".repeat(filled),
+                            " ".repeat(width - filled)
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                    Ok(v)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     if progress.is_some() {
         eprintln!();
     }
@@ -694,6 +1029,35 @@ fn print_tables(out: &Value) {
                 s["p99"].as_f64().unwrap_or(0.0)
             );
         }
+        if let Some(m) = p["memory_backend"].as_str() {
+            println!("  vector memory: {m}");
+        }
+        let cpu = &p["cpu"];
+        if cpu.is_object() {
+            println!(
+                "  CPU per turn (ms), over {:.1} s: fleet's own processes {:.2}, machine {:.2}",
+                cpu["window_s"].as_f64().unwrap_or(0.0),
+                cpu["own_ms_per_turn"].as_f64().unwrap_or(0.0),
+                cpu["machine_ms_per_turn"].as_f64().unwrap_or(0.0)
+            );
+            for f in cpu::FAMILIES {
+                let v = &cpu["families"][f];
+                println!(
+                    "    {f:<42} {:>7.3} ms  {:>5.2} cores",
+                    v["ms_per_turn"].as_f64().unwrap_or(0.0),
+                    v["cores"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        if p["broker_packets"].is_object() {
+            println!(
+                "  broker socket reads/writes per turn: {:.2} / {:.2}",
+                p["broker_packets"]["received_per_turn"]
+                    .as_f64()
+                    .unwrap_or(0.0),
+                p["broker_packets"]["sent_per_turn"].as_f64().unwrap_or(0.0)
+            );
+        }
         println!("  per turn:");
         let mut counts: BTreeMap<&str, f64> = BTreeMap::new();
         for (k, v) in p["per_turn"].as_object().into_iter().flatten() {
@@ -719,6 +1083,15 @@ fn print_tables(out: &Value) {
             "{p} first_visible − llm_first_token (streamed): p50 {:.1} p99 {:.1} ms",
             ms(&fw["p50"]),
             ms(&fw["p99"])
+        );
+    }
+    for (n, m) in out["memory_scale"].as_object().into_iter().flatten() {
+        println!(
+            "memory scale: {n:>6} memories of one user → context p50 {:.2} p99 {:.2} ms, overhead p50 {:.2} ms ({})",
+            m["context"]["p50"].as_f64().unwrap_or(f64::NAN),
+            m["context"]["p99"].as_f64().unwrap_or(f64::NAN),
+            m["overhead"]["p50"].as_f64().unwrap_or(f64::NAN),
+            m["memory_backend"].as_str().unwrap_or("?")
         );
     }
     for (k, v) in out["ratio"].as_object().into_iter().flatten() {
