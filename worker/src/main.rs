@@ -1,5 +1,9 @@
 //! `worker` binary: telemetry → config → `Application::build` → `run_until_stopped`.
 
+/// mimalloc: glibc malloc/free were a measured share of every turn's CPU (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use whisperfleet_shared::{shutdown, telemetry};
 use whisperfleet_worker::startup::Application;
