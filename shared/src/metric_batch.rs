@@ -4,16 +4,17 @@
 //! next batch, which leaves as soon as the one before it was confirmed. One turn at a time,
 //! each turn's points go at once, alone; under load one confirmed publish (and one
 //! delivery, one ack at the metrics-writer) carries the points of every turn that finished
-//! meanwhile. Nothing waits on a timer, so no latency is added, and nothing is weakened:
+//! meanwhile. Without a linger nothing waits on a timer, and nothing is weakened either way:
 //! a caller of [`MetricBatcher::send`] hears back only when the batch carrying its points
 //! was confirmed (the worker acks a turn after that, as before).
 //!
 //! A batch carries the `traceparent` of the first points in it (alone, that is the turn's).
 //!
-//! Points nobody waits for (the gateway's `delivery` points) may also **linger**
-//! ([`MetricBatcher::with_linger`]): the first points of a batch wait that long for others
-//! to join, as Telegraf's `flush_interval` does, so one publish carries ~100 ms of turns
-//! at any load; [`MetricBatcher::drain`] sends what is pending at shutdown.
+//! A batcher may also **linger** ([`MetricBatcher::with_linger`]): the first points of a
+//! batch wait that long for others to join, as Telegraf's `flush_interval` does, so one
+//! publish carries a period's turns at any load (the gateway's delivery points: 100 ms;
+//! the worker's: 25 ms, which delay only the turn's ack); [`MetricBatcher::drain`] sends
+//! what is pending at shutdown.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
