@@ -234,6 +234,10 @@ impl SqliteMemory {
                 // stays consistent through any crash; a power loss may lose the last
                 // memories written, which are derived data (the history keeps the turns).
                 .synchronous(SqliteSynchronous::Normal)
+                // Pages read through a memory map, not a pread() each: every turn's writes
+                // (from any worker process) invalidate each connection's page cache, and
+                // the reads were a measured share of the workers' system time.
+                .pragma("mmap_size", "268435456")
         }
         .busy_timeout(Duration::from_secs(5));
         let in_memory = display == ":memory:";
@@ -287,28 +291,17 @@ impl SqliteMemory {
         character: &str,
         identity: &Identity,
     ) -> Result<Arc<ScopeVectors>, MemoryError> {
-        let r = sqlx::query(
-            "SELECT count(*) AS n, coalesce(max(rowid), 0) AS top, coalesce(sum(ts_ms), 0) AS ts \
-             FROM memories WHERE character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4",
-        )
-        .bind(character)
-        .bind(&identity.platform)
-        .bind(&identity.namespace)
-        .bind(&identity.user_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(sq_err)?;
-        let fingerprint: (i64, i64, i64) = (r.get("n"), r.get("top"), r.get("ts"));
+        // One statement, so one snapshot and one trip to SQLite's thread: the scope's
+        // fingerprint (a row of kind 0), then the rows added after the cached ones.
         let key = (character.to_string(), identity.key());
         let cached = self.cache().scopes.get(&key).cloned();
-        if let Some(hit) = &cached
-            && hit.fingerprint == fingerprint
-        {
-            return Ok(hit.clone());
-        }
         let since = cached.as_ref().map_or(-1, |c| c.fingerprint.1);
         let rows = sqlx::query(
-            "SELECT rowid, id, ts_ms, is_dm, vector FROM memories \
+            "SELECT 0 AS kind, count(*) AS a, coalesce(max(rowid), 0) AS b, coalesce(sum(ts_ms), 0) AS c, \
+                    NULL AS id, 0 AS is_dm, NULL AS vector \
+             FROM memories WHERE character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4 \
+             UNION ALL \
+             SELECT 1, rowid, ts_ms, 0, id, is_dm, vector FROM memories \
              WHERE character = ?1 AND platform = ?2 AND namespace = ?3 AND user_id = ?4 \
              AND rowid > ?5",
         )
@@ -320,12 +313,18 @@ impl SqliteMemory {
         .fetch_all(&self.pool)
         .await
         .map_err(sq_err)?;
+        let mut fingerprint = (0, 0, 0);
         let mut added = ScopeVectors {
             fingerprint: cached.as_ref().map_or((0, 0, 0), |c| c.fingerprint),
             rows: Vec::with_capacity(rows.len()),
         };
         for r in &rows {
-            let (rowid, ts): (i64, i64) = (r.get("rowid"), r.get("ts_ms"));
+            let (a, b): (i64, i64) = (r.get("a"), r.get("b"));
+            if r.get::<i64, _>("kind") == 0 {
+                fingerprint = (a, b, r.get("c"));
+                continue;
+            }
+            let (rowid, ts) = (a, b);
             added.fingerprint.0 += 1;
             added.fingerprint.1 = added.fingerprint.1.max(rowid);
             added.fingerprint.2 += ts;
@@ -335,6 +334,11 @@ impl SqliteMemory {
                 r.get::<i64, _>("is_dm") != 0,
                 unit(from_blob(r.get::<&[u8], _>("vector"))),
             ));
+        }
+        if let Some(hit) = &cached
+            && hit.fingerprint == fingerprint
+        {
+            return Ok(hit.clone());
         }
         let loaded = match cached {
             // Only additions since the cached state: append them.
@@ -404,32 +408,36 @@ impl SqliteMemory {
 #[async_trait]
 impl VectorMemory for SqliteMemory {
     async fn upsert(&self, points: &[MemoryPoint]) -> Result<(), MemoryError> {
-        let mut tx = self.writer.begin().await.map_err(sq_err)?;
-        for p in points {
-            sqlx::query(
-                "INSERT INTO memories (id, character, user_id, role, text, emotion, intensity, channel_id, is_dm, ts_ms, vector, platform, namespace) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
-                 ON CONFLICT (id) DO UPDATE SET text = excluded.text, emotion = excluded.emotion, \
-                 intensity = excluded.intensity, vector = excluded.vector",
-            )
-            .bind(p.id.to_string())
-            .bind(&p.character)
-            .bind(&p.identity.user_id)
-            .bind(&p.role)
-            .bind(&p.text)
-            .bind(&p.emotion)
-            .bind(f64::from(p.intensity))
-            .bind(&p.channel_id)
-            .bind(i64::from(p.is_dm))
-            .bind(p.timestamp.timestamp_millis())
-            .bind(to_blob(&p.vector))
-            .bind(&p.identity.platform)
-            .bind(&p.identity.namespace)
-            .execute(&mut *tx)
-            .await
-            .map_err(sq_err)?;
+        if points.is_empty() {
+            return Ok(());
         }
-        tx.commit().await.map_err(sq_err)?;
+        // One statement for the turn's points (atomic on its own): one trip to SQLite's
+        // thread instead of BEGIN, an INSERT per point and COMMIT.
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; points.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO memories (id, character, user_id, role, text, emotion, intensity, channel_id, is_dm, ts_ms, vector, platform, namespace) \
+             VALUES {values} \
+             ON CONFLICT (id) DO UPDATE SET text = excluded.text, emotion = excluded.emotion, \
+             intensity = excluded.intensity, vector = excluded.vector"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in points {
+            q = q
+                .bind(p.id.to_string())
+                .bind(&p.character)
+                .bind(&p.identity.user_id)
+                .bind(&p.role)
+                .bind(&p.text)
+                .bind(&p.emotion)
+                .bind(f64::from(p.intensity))
+                .bind(&p.channel_id)
+                .bind(i64::from(p.is_dm))
+                .bind(p.timestamp.timestamp_millis())
+                .bind(to_blob(&p.vector))
+                .bind(&p.identity.platform)
+                .bind(&p.identity.namespace);
+        }
+        q.execute(&self.writer).await.map_err(sq_err)?;
         // New points show up through the fingerprint; a point rewritten in place (a
         // redelivered turn) does not, so its scope is dropped.
         let rewritten: Vec<(String, String)> = {
