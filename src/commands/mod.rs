@@ -1,5 +1,6 @@
 //! The operator CLI's commands, one module each: `main` parses the command line and calls
-//! the matching `run`. `up`, `chat` and `bench` run the fleet through `crate::fleet`.
+//! the matching `run`. `up` and `chat` run the fleet through `crate::fleet`; `bench` runs the
+//! fleet's own binaries as processes.
 
 pub mod bench;
 pub mod characters;

@@ -1,19 +1,25 @@
 //! `whisperfleet bench`: drives turns through the whole fleet — gateway HTTP API →
 //! RabbitMQ → worker processes → replies — against `mock-llm` with a fixed latency, and
 //! reports where every millisecond went, for the `optimized` pipeline and the seed's
-//! `naive` "before". The worker processes are the testkit worker: the fleet's turn code,
-//! with the seed's wrappers around its ports for `naive` (`whisperfleet_testkit::naive`).
+//! `naive` "before". The fleet runs as deployed, each part its own process next to this
+//! binary: `gateway`, `metrics-writer`, the mock LLM (`whisperfleet mock-llm`) and the
+//! workers, which are the testkit worker: the fleet's turn code, with the seed's wrappers
+//! around its ports for `naive` (`whisperfleet_testkit::naive`).
 //!
 //! Counts come from the backends' side: character SQL loads from PostgreSQL's own
 //! statistics (`pg_stat_user_tables`, read after the workers exit so their stats are
 //! flushed), InfluxDB write requests from a local InfluxDB-API stand-in that counts what it
 //! receives, emotion-state queries from each worker's count of the vector-memory calls its
-//! backend received (written when it exits). With `--stream both` each pipeline runs
-//! twice, its turns asking for a streamed (SSE) answer or not, and the report sets
-//! `first_visible` against `end_to_end` for the two, with what the fleet adds to the model's
-//! first token (`first_visible − llm_first_token`); `--llm-ttft-ms`, `--llm-tokens-per-s`
-//! and `--llm-reply-tokens` make the mock LLM write like a model. Needs RabbitMQ, Redis and PostgreSQL
-//! configured; use a vhost without other workers (they would take the bench's turns).
+//! backend received (written when it exits), CPU per turn per process family from `/proc`
+//! ([`cpu`]), RabbitMQ's socket reads and writes from `rabbitmqctl`. With `--stream both`
+//! each pipeline runs twice, its turns asking for a streamed (SSE) answer or not, and the
+//! report sets `first_visible` against `end_to_end` for the two, with what the fleet adds
+//! to the model's first token (`first_visible − llm_first_token`); `--llm-ttft-ms`,
+//! `--llm-tokens-per-s` and `--llm-reply-tokens` make the mock LLM write like a model.
+//! `--rate` starts turns at Poisson arrival times instead of in lockstep; `--memory-scale`
+//! measures `context` against one user's N stored memories. Needs RabbitMQ, Redis and
+//! PostgreSQL configured; use a vhost without other workers (they would take the bench's
+//! turns). With `WHISPERFLEET_QDRANT_URL` set the workers use Qdrant, and the report says so.
 
 mod cpu;
 
