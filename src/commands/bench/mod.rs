@@ -80,8 +80,9 @@ pub struct BenchArgs {
     /// Worker processes; a list (`1,2,4`) measures scaling, one run per count.
     #[arg(long, default_value = "2", value_delimiter = ',')]
     pub workers: Vec<usize>,
-    /// Turns each worker process runs at once (fixed, so adding workers is what scales).
-    #[arg(long, default_value_t = 16)]
+    /// Turns each worker process runs at once (fixed, so adding workers is what scales);
+    /// the fleet's default `WORKER_CONCURRENCY`.
+    #[arg(long, default_value_t = 64)]
     pub worker_concurrency: u16,
     /// optimized | naive | both
     #[arg(long, default_value = "both")]
@@ -909,13 +910,16 @@ async fn drive(
     let total = turns.len();
     let done = AtomicU64::new(0);
     let started = tokio::time::Instant::now();
-    // Arrival times: exponential gaps at `rate` per second (none: all at once, slot-bound).
+    // Arrival times: exponential gaps at `rate` per second (none: all at once, slot-bound),
+    // from a fixed seed, so every run (before and after a change) sees the same arrivals.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
     let mut at = Duration::ZERO;
     let arrivals: Vec<Option<tokio::time::Instant>> = turns
         .iter()
         .map(|_| {
             rate.filter(|r| *r > 0.0).map(|r| {
-                let u: f64 = rand::random::<f64>();
+                let u: f64 = rng.random::<f64>();
                 at += Duration::from_secs_f64(-(1.0 - u).ln() / r);
                 started + at
             })
