@@ -752,8 +752,11 @@ async fn run_one(
             let mut cfg = config.clone();
             cfg.backends.data_dir = Some(data_dir.clone());
             let ports = whisperfleet_adapters::connect::memory(&cfg).await?;
-            let identity =
-                whisperfleet_shared::identity::Identity::new("http", "", &format!("bench-{run_id}-0"));
+            let identity = whisperfleet_shared::identity::Identity::new(
+                "http",
+                "",
+                &format!("bench-{run_id}-0"),
+            );
             json!(ports.memory.list(&identity, None, usize::MAX).await?.len())
         }
         None => Value::Null,
