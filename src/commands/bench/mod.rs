@@ -755,7 +755,7 @@ async fn run_one(
             let identity = whisperfleet_shared::identity::Identity::new(
                 "http",
                 "",
-                &format!("bench-{run_id}-0"),
+                format!("bench-{run_id}-0"),
             );
             json!(ports.memory.list(&identity, None, usize::MAX).await?.len())
         }
