@@ -89,7 +89,7 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
     s.fleet.spawn("worker", "worker-1", &[]).unwrap();
     let broker = broker_for(&s.fleet).await;
     let key = "gw-nack";
-    let _refusing = refusing_reply_queue(&s.fleet, key).await;
+    let refusing = refusing_reply_queue(&s.fleet, key).await;
     let tap = whisperfleet_testkit::tap::ReplyTap::bind(&s.fleet.amqp_url(), key)
         .await
         .unwrap();
@@ -102,9 +102,15 @@ async fn a_nacked_reply_is_not_counted_as_sent() {
         tap.count(req.turn_id) >= 1
     })
     .await;
-    // The reply queue takes messages again.
+    // The reply queue takes messages again: swapped over AMQP within milliseconds. (With
+    // rabbitmqctl the queue was missing for about a second, and a retry landing in that gap
+    // reached only the tap: confirmed, so the worker rightly stopped, and the test waited
+    // for a reply that had been delivered to nobody it read.)
     let queue = topology::reply_queue(key);
-    s.fleet.delete_queue(&queue);
+    let ch = refusing.create_channel().await.unwrap();
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
     broker.ensure_reply_queue(key).await.unwrap();
     let mut replies = broker.consume(&queue, 10).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(30), replies.rx.recv())
