@@ -540,8 +540,9 @@ impl GatewayCore {
     }
 }
 
-/// How long the first `delivery` point of a batch waits for others (Telegraf's default
-/// flush jitter is of this order; dashboards aggregate over seconds).
+/// How long the first `delivery` point of a batch waits for others: short enough that
+/// dashboards (which aggregate over seconds) stay current, long enough that one publish
+/// carries many turns (Telegraf's own outputs flush every 10 s by default).
 const DELIVERY_METRICS_LINGER: Duration = Duration::from_millis(100);
 
 /// The stages the gateway reports on its `delivery` point, each as a `<stage>_ms` field.
