@@ -26,7 +26,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Scales `v` to unit length in place; a zero vector stays zero.
-#[cfg(any(feature = "builtin", feature = "openai"))]
+#[cfg(any(feature = "builtin", feature = "openai", feature = "sqlite"))]
 pub(crate) fn l2_normalise(v: &mut [f32]) {
     let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     if norm > 0.0 {

@@ -183,12 +183,7 @@ fn row_to_point(r: &sqlx::sqlite::SqliteRow) -> Result<MemoryPoint, MemoryError>
 
 /// `v` scaled to unit length (a zero vector stays zero, and scores 0 against anything).
 fn unit(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        for x in &mut v {
-            *x = (f64::from(*x) / norm) as f32;
-        }
-    }
+    crate::embeddings::l2_normalise(&mut v);
     v
 }
 

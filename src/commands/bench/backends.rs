@@ -80,17 +80,15 @@ pub(super) async fn seed(
 pub(super) fn broker_packets(config: &Config) -> Option<(u64, u64)> {
     use secrecy::ExposeSecret;
     let url = config.backends.amqp_url.as_ref()?;
-    let url = reqwest::Url::parse(url.expose_secret()).ok()?;
+    // Parsed as `doctor`'s probe parses it (lapin's AMQP URI: the vhost percent-decoded).
+    let uri: lapin::uri::AMQPUri = url.expose_secret().parse().ok()?;
     if !matches!(
-        url.host_str(),
-        Some("127.0.0.1" | "localhost" | "::1" | "[::1]")
+        uri.authority.host.as_str(),
+        "127.0.0.1" | "localhost" | "::1" | "[::1]"
     ) {
         return None;
     }
-    let vhost = match url.path().trim_start_matches('/') {
-        "" => "/".to_string(),
-        p => p.replace("%2f", "/").replace("%2F", "/"),
-    };
+    let vhost = uri.vhost;
     let out = Command::new("rabbitmqctl")
         .args(["-q", "list_connections", "vhost", "recv_cnt", "send_cnt"])
         .stderr(Stdio::null())

@@ -43,7 +43,9 @@ use whisperfleet_shared::wire::Stage;
 use backends::{
     RedisFootprint, broker_packets, character_loads, influx_stand_in, redis_footprint, seed,
 };
-use procs::{Bins, Procs, free_port, ready, sibling_binary, spawn_mock_llm, with_logs};
+use procs::{Bins, Procs, ready, sibling_binary, spawn_mock_llm, with_logs};
+use whisperfleet_testkit::free_port;
+
 use report::{machine, print_tables};
 
 /// The character every bench turn talks to (shipped in the binary, so the bench runs anywhere).
@@ -357,7 +359,7 @@ async fn run_one(
         .push(procs.spawn("metrics-writer", &bins.writer, &[], &env)?);
     // The gateway as deployed, on a loopback port. The bench measures the fleet, not the
     // HTTP API's trust boundary: it takes the bench's turns without a key or a rate limit.
-    let port = free_port()?;
+    let port = free_port();
     let mut env = common.to_vec();
     env.extend([
         ("WHISPERFLEET_GATEWAY_ID", format!("bench-{run_id}")),

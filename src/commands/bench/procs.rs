@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::BenchArgs;
+use whisperfleet_testkit::free_port;
 
 /// The fleet's binaries, next to this one.
 pub(super) struct Bins {
@@ -133,16 +134,10 @@ pub(super) async fn ready(
     }
 }
 
-pub(super) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The mock LLM as its own process (`whisperfleet mock-llm`), so its CPU is not the fleet's;
 /// returns its base URL.
 pub(super) fn spawn_mock_llm(procs: &mut Procs, args: &BenchArgs) -> anyhow::Result<(String, u32)> {
-    let port = free_port()?;
+    let port = free_port();
     let mut a: Vec<String> = vec![
         "mock-llm".into(),
         "--port".into(),
